@@ -1,0 +1,434 @@
+"""ArchConfig: the one typed description of an architecture, its HF mapping, counts and hash.
+
+Knobs are family-independent (width, depth, heads, position encoding, norm, FFN kind, attention
+pattern, ...). The Hugging Face family that expresses them is either given (`family`) or chosen as
+the first family in :data:`FAMILIES` that supports every knob; a knob no family can express is
+refused with a message naming it. Counts (params, FLOPs/token, KV-cache bytes/token) are computed
+analytically from the knobs; tests check them against models built for real.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["ArchConfig", "FAMILIES", "Family", "KNOB_NAMES", "COUNT_NAMES", "family_supports"]
+
+FamilyName = Literal["llama", "mistral", "qwen3", "gpt2", "bloom"]
+Activation = Literal["silu", "gelu", "gelu_new", "gelu_pytorch_tanh", "relu"]
+Position = Literal["rope", "learned", "alibi"]
+Norm = Literal["rmsnorm", "layernorm"]
+Ffn = Literal["gated", "plain"]
+Attention = Literal["full", "sliding", "local_global"]
+
+COUNT_NAMES = ("params", "non_embedding_params", "flops_per_token", "kv_cache_bytes_per_token")
+
+
+@dataclass(frozen=True)
+class Family:
+    """What one HF family can express."""
+
+    name: str
+    config_class: str  # transformers config class name, kept as a string (imported lazily)
+    position: frozenset[str]
+    norm: frozenset[str]
+    ffn: frozenset[str]
+    attention: frozenset[str]
+    activation: frozenset[str]
+    qk_norm: bool
+    grouped_kv: bool  # n_kv_heads may differ from n_heads
+    free_head_dim: bool  # head_dim may differ from d_model // n_heads
+    ffn_ratio: int | None = None  # ffn_dim fixed to ratio * d_model
+    bias: bool = False  # linear layers carry biases
+    heads_divide_width: bool = False  # d_model % n_heads == 0 required (even with a free head_dim)
+
+
+_ALL_ACTS = frozenset({"silu", "gelu", "gelu_new", "gelu_pytorch_tanh", "relu"})
+_LLAMA_STYLE = dict(
+    position=frozenset({"rope"}),
+    norm=frozenset({"rmsnorm"}),
+    ffn=frozenset({"gated"}),
+    activation=_ALL_ACTS,
+    grouped_kv=True,
+    free_head_dim=True,
+)
+# Order matters: an ArchConfig without `family` maps to the first family that supports every knob.
+FAMILIES: dict[str, Family] = {
+    # transformers 5's LlamaConfig refuses d_model % n_heads != 0 even with head_dim given.
+    "llama": Family(
+        "llama",
+        "LlamaConfig",
+        attention=frozenset({"full"}),
+        qk_norm=False,
+        heads_divide_width=True,
+        **_LLAMA_STYLE,
+    ),
+    "mistral": Family(
+        "mistral", "MistralConfig", attention=frozenset({"full", "sliding"}), qk_norm=False, **_LLAMA_STYLE
+    ),
+    "qwen3": Family(
+        "qwen3",
+        "Qwen3Config",
+        attention=frozenset({"full", "sliding", "local_global"}),
+        qk_norm=True,
+        **_LLAMA_STYLE,
+    ),
+    "gpt2": Family(
+        "gpt2",
+        "GPT2Config",
+        position=frozenset({"learned"}),
+        norm=frozenset({"layernorm"}),
+        ffn=frozenset({"plain"}),
+        attention=frozenset({"full"}),
+        activation=_ALL_ACTS,
+        qk_norm=False,
+        grouped_kv=False,
+        free_head_dim=False,
+        bias=True,
+    ),
+    "bloom": Family(
+        "bloom",
+        "BloomConfig",
+        position=frozenset({"alibi"}),
+        norm=frozenset({"layernorm"}),
+        ffn=frozenset({"plain"}),
+        attention=frozenset({"full"}),
+        activation=frozenset({"gelu"}),
+        qk_norm=False,
+        grouped_kv=False,
+        free_head_dim=False,
+        ffn_ratio=4,
+        bias=True,
+    ),
+}
+
+_SET_KNOBS = ("position", "norm", "ffn", "attention", "activation")
+
+
+def family_supports(family: str, knob: str, value: Any) -> bool:
+    """Whether ``family`` can express ``knob=value`` on its own (used for load-time checks)."""
+    spec = FAMILIES[family]
+    if knob in _SET_KNOBS:
+        return value is None or value in getattr(spec, knob)
+    if knob == "qk_norm":
+        return value is None or bool(value) == spec.qk_norm
+    return True
+
+
+class ArchConfig(BaseModel):
+    """A decoder-only Transformer LM, described independently of any HF class.
+
+    ``None`` knobs take the family's value; after validation every knob is resolved, so two
+    equal architectures have equal fields and the same :meth:`arch_hash`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    family: FamilyName | None = None
+    vocab_size: int = Field(ge=2)
+    max_seq_len: int = Field(ge=1)
+    n_layers: int = Field(ge=1)
+    d_model: int = Field(ge=1)
+    n_heads: int = Field(ge=1)
+    n_kv_heads: int | None = Field(default=None, ge=1)
+    head_dim: int | None = Field(default=None, ge=1)
+    ffn_dim: int | None = Field(default=None, ge=1)
+    activation: Activation | None = None
+    position: Position | None = None
+    norm: Norm | None = None
+    ffn: Ffn | None = None
+    qk_norm: bool | None = None
+    attention: Attention = "full"
+    window: int | None = Field(default=None, ge=1)
+    global_every: int | None = Field(default=None, ge=2)
+    rope_theta: float | None = Field(default=None, gt=0)
+    norm_eps: float = Field(default=1e-5, gt=0)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    tie_embeddings: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        family = data.get("family")
+        if family is None:
+            family = _choose_family(data)
+            data["family"] = family
+        if family not in FAMILIES:
+            return data  # the Literal check reports it
+        spec = FAMILIES[family]
+        problems = _conflicts(spec, data)
+        if problems:
+            raise ValueError(f"family '{family}' cannot express: " + "; ".join(problems))
+        for knob in ("position", "norm", "ffn"):
+            data.setdefault(knob, None)
+            if data[knob] is None:
+                data[knob] = next(iter(getattr(spec, knob)))
+        if data.get("activation") is None:
+            data["activation"] = {"gpt2": "gelu_new", "bloom": "gelu"}.get(family, "silu")
+        data["qk_norm"] = spec.qk_norm
+        n_heads, d_model = data.get("n_heads"), data.get("d_model")
+        if isinstance(n_heads, int) and isinstance(d_model, int):
+            if data.get("n_kv_heads") is None:
+                data["n_kv_heads"] = n_heads
+            if data.get("head_dim") is None and n_heads > 0 and d_model % n_heads == 0:
+                data["head_dim"] = d_model // n_heads
+            if data.get("ffn_dim") is None:
+                data["ffn_dim"] = (spec.ffn_ratio or 4) * d_model
+        if data.get("position", "rope") == "rope":
+            data["rope_theta"] = float(data.get("rope_theta") or 10000.0)
+        else:
+            data["rope_theta"] = None
+        attention = data.get("attention", "full")
+        if attention == "full":
+            data["window"] = None
+        if attention != "local_global":
+            data["global_every"] = None
+        return data
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> ArchConfig:
+        problems = []
+        assert self.n_kv_heads is not None
+        if self.head_dim is None:
+            problems.append(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; give head_dim")
+        if self.n_heads % self.n_kv_heads:
+            problems.append(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
+        if self.attention != "full" and self.window is None:
+            problems.append(f"attention '{self.attention}' needs window")
+        if self.attention == "local_global":
+            if self.global_every is None:
+                problems.append("attention 'local_global' needs global_every (every k-th layer is global)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # ---- derived structure ------------------------------------------------------------------
+    @property
+    def spec(self) -> Family:
+        assert self.family is not None
+        return FAMILIES[self.family]
+
+    def layer_types(self) -> list[str]:
+        """Per layer: ``full_attention`` or ``sliding_attention`` (HF's names)."""
+        if self.attention == "full":
+            return ["full_attention"] * self.n_layers
+        if self.attention == "sliding":
+            return ["sliding_attention"] * self.n_layers
+        assert self.global_every is not None
+        return [
+            "full_attention" if (i + 1) % self.global_every == 0 else "sliding_attention" for i in range(self.n_layers)
+        ]
+
+    # ---- counts -----------------------------------------------------------------------------
+    def _dims(self) -> tuple[int, int, int, int, int]:
+        assert self.n_kv_heads is not None and self.head_dim is not None and self.ffn_dim is not None
+        return self.d_model, self.n_heads, self.n_kv_heads, self.head_dim, self.ffn_dim
+
+    def _layer_matmul_weights(self) -> int:
+        d, h, kv, hd, f = self._dims()
+        attn = d * h * hd + 2 * d * kv * hd + h * hd * d
+        mlp = (3 if self.ffn == "gated" else 2) * d * f
+        return attn + mlp
+
+    def _layer_other_params(self) -> int:
+        """Biases and norms of one layer."""
+        d, h, kv, hd, f = self._dims()
+        norms = 2 * (2 * d if self.norm == "layernorm" else d)
+        qk_norm = 2 * hd if self.qk_norm else 0
+        bias = (h * hd + 2 * kv * hd + d + f + d) if self.spec.bias else 0
+        return norms + qk_norm + bias
+
+    def embedding_params(self) -> int:
+        """Token embedding, untied LM head and learned positions (what `non_embedding` leaves out)."""
+        emb = self.vocab_size * self.d_model
+        head = 0 if self.tie_embeddings else self.vocab_size * self.d_model
+        pos = self.max_seq_len * self.d_model if self.position == "learned" else 0
+        return emb + head + pos
+
+    def non_embedding_params(self) -> int:
+        d = self.d_model
+        final_norm = 2 * d if self.norm == "layernorm" else d
+        emb_norm = 2 * d if self.family == "bloom" else 0  # Bloom's word_embeddings_layernorm
+        return self.n_layers * (self._layer_matmul_weights() + self._layer_other_params()) + final_norm + emb_norm
+
+    def param_count(self) -> int:
+        """Exactly what ``sum(p.numel() for p in model.parameters())`` gives for the HF model."""
+        return self.non_embedding_params() + self.embedding_params()
+
+    def attended_keys(self, seq_len: int | None = None) -> list[float]:
+        """Per layer, the mean number of keys a query attends to over a causal sequence."""
+        t = seq_len or self.max_seq_len
+        full = (t + 1) / 2
+        out = []
+        for kind in self.layer_types():
+            w = self.window or t
+            if kind == "full_attention" or w >= t:
+                out.append(full)
+            else:
+                out.append((w * (w + 1) / 2 + (t - w) * w) / t)
+        return out
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (3× forward): matmuls incl. LM head, plus causal attention
+        scores and values over each layer's window, at ``seq_len`` (default ``max_seq_len``)."""
+        d, h, kv, hd, f = self._dims()
+        matmul = self.n_layers * self._layer_matmul_weights() + self.vocab_size * d
+        attention = sum(4 * h * hd * keys for keys in self.attended_keys(seq_len))
+        return 3.0 * (2.0 * matmul + attention)
+
+    def kv_cache_bytes_per_token(self, seq_len: int | None = None, bytes_per_value: int = 2) -> float:
+        """KV-cache bytes per token of context at ``seq_len``; sliding layers keep only the window."""
+        d, h, kv, hd, f = self._dims()
+        t = seq_len or self.max_seq_len
+        per_layer = 2 * kv * hd * bytes_per_value
+        total = 0.0
+        for kind in self.layer_types():
+            kept = t if kind == "full_attention" or self.window is None else min(self.window, t)
+            total += per_layer * kept / t
+        return total
+
+    def counts(self) -> dict[str, float]:
+        """The counts constraints and objectives may name (see COUNT_NAMES)."""
+        return {
+            "params": self.param_count(),
+            "non_embedding_params": self.non_embedding_params(),
+            "flops_per_token": self.flops_per_token(),
+            "kv_cache_bytes_per_token": self.kv_cache_bytes_per_token(),
+        }
+
+    # ---- identity ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def arch_hash(self) -> str:
+        """Hash of the canonical JSON of the resolved knobs: equal architectures, equal hash."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def summary(self) -> str:
+        """One line for tables: family, depth × width, heads, FFN, attention."""
+        attn = self.attention
+        if self.attention == "sliding":
+            attn = f"sliding{self.window}"
+        elif self.attention == "local_global":
+            attn = f"local{self.window}/global1:{self.global_every}"
+        kv = f"/{self.n_kv_heads}kv" if self.n_kv_heads != self.n_heads else ""
+        return (
+            f"{self.family} L{self.n_layers} d{self.d_model} h{self.n_heads}{kv}x{self.head_dim} "
+            f"ffn{self.ffn_dim} {self.activation} {attn}"
+        )
+
+    # ---- Hugging Face -----------------------------------------------------------------------
+    def to_hf_config(self, **token_ids: int | None) -> Any:
+        """The `transformers` config of the family (``token_ids``: pad/bos/eos_token_id)."""
+        import transformers
+
+        d, h, kv, hd, f = self._dims()
+        cls = getattr(transformers, self.spec.config_class)
+        unknown = set(token_ids) - {"pad_token_id", "bos_token_id", "eos_token_id"}
+        if unknown:
+            raise TypeError(f"unknown token id keywords: {sorted(unknown)}")
+        # Unset ids are None, never a family default that may lie outside this vocabulary.
+        ids = {k: token_ids.get(k) for k in ("pad_token_id", "bos_token_id", "eos_token_id")}
+        if self.family in ("llama", "mistral", "qwen3"):
+            kwargs: dict[str, Any] = dict(
+                vocab_size=self.vocab_size,
+                hidden_size=d,
+                intermediate_size=f,
+                num_hidden_layers=self.n_layers,
+                num_attention_heads=h,
+                num_key_value_heads=kv,
+                head_dim=hd,
+                hidden_act=self.activation,
+                max_position_embeddings=self.max_seq_len,
+                rms_norm_eps=self.norm_eps,
+                tie_word_embeddings=self.tie_embeddings,
+                rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
+                attention_dropout=self.dropout,
+            )
+            if self.family == "mistral":
+                kwargs["sliding_window"] = self.window if self.attention == "sliding" else None
+            if self.family == "qwen3":
+                sliding = self.attention != "full"
+                kwargs.update(
+                    use_sliding_window=sliding,
+                    sliding_window=self.window if sliding else None,
+                    max_window_layers=self.n_layers,
+                    layer_types=self.layer_types(),
+                )
+        elif self.family == "gpt2":
+            kwargs = dict(
+                vocab_size=self.vocab_size,
+                n_positions=self.max_seq_len,
+                n_embd=d,
+                n_layer=self.n_layers,
+                n_head=h,
+                n_inner=f,
+                activation_function=self.activation,
+                resid_pdrop=self.dropout,
+                embd_pdrop=self.dropout,
+                attn_pdrop=self.dropout,
+                layer_norm_epsilon=self.norm_eps,
+                tie_word_embeddings=self.tie_embeddings,
+            )
+        else:  # bloom
+            kwargs = dict(
+                vocab_size=self.vocab_size,
+                hidden_size=d,
+                n_layer=self.n_layers,
+                n_head=h,
+                layer_norm_epsilon=self.norm_eps,
+                hidden_dropout=self.dropout,
+                attention_dropout=self.dropout,
+                tie_word_embeddings=self.tie_embeddings,
+            )
+        return cls(**kwargs, **ids)
+
+
+def _conflicts(spec: Family, data: dict[str, Any]) -> list[str]:
+    """Knobs in ``data`` that ``spec`` cannot express, each as 'knob=value (family has ...)'."""
+    problems = []
+    for knob in _SET_KNOBS:
+        value = data.get(knob)
+        if value is not None and value not in getattr(spec, knob):
+            problems.append(f"{knob}={value} (it has {knob}: {', '.join(sorted(getattr(spec, knob)))})")
+    qk_norm = data.get("qk_norm")
+    if qk_norm is not None and bool(qk_norm) != spec.qk_norm:
+        problems.append(f"qk_norm={qk_norm} (it has qk_norm={spec.qk_norm})")
+    n_heads, n_kv, d_model = data.get("n_heads"), data.get("n_kv_heads"), data.get("d_model")
+    head_dim, ffn_dim = data.get("head_dim"), data.get("ffn_dim")
+    if not spec.grouped_kv and n_kv is not None and n_kv != n_heads:
+        problems.append(f"n_kv_heads={n_kv} != n_heads={n_heads} (it has multi-head attention only)")
+    if (
+        not spec.free_head_dim
+        and head_dim is not None
+        and isinstance(d_model, int)
+        and isinstance(n_heads, int)
+        and head_dim * n_heads != d_model
+    ):
+        problems.append(f"head_dim={head_dim} != d_model/n_heads (it ties head_dim to d_model/n_heads)")
+    if spec.heads_divide_width and isinstance(d_model, int) and isinstance(n_heads, int) and d_model % n_heads:
+        problems.append(f"d_model={d_model} not divisible by n_heads={n_heads} (it needs d_model % n_heads == 0)")
+    if spec.ffn_ratio and ffn_dim is not None and isinstance(d_model, int) and ffn_dim != spec.ffn_ratio * d_model:
+        problems.append(f"ffn_dim={ffn_dim} (it fixes ffn_dim = {spec.ffn_ratio} * d_model)")
+    return problems
+
+
+def _choose_family(data: dict[str, Any]) -> str:
+    reasons = []
+    for name, spec in FAMILIES.items():
+        problems = _conflicts(spec, data)
+        if not problems:
+            return name
+        reasons.append(f"{name}: {'; '.join(problems)}")
+    raise ValueError("no transformers family can express this architecture — " + " | ".join(reasons))
+
+
+KNOB_NAMES: tuple[str, ...] = tuple(ArchConfig.model_fields)

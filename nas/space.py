@@ -1,0 +1,464 @@
+"""Search spaces: YAML → validated :class:`SearchSpace` → sampled :class:`ArchConfig`.
+
+A space file has ``parameters`` (sampled in order: int/float ranges, categorical choices, fixed
+values; each may carry a ``when`` condition on earlier parameters), ``derived`` values computed
+from them (safe expressions), and ``constraints`` over parameters, derived values, resolved
+architecture knobs and counts (``params``, ``non_embedding_params``, ``flops_per_token``,
+``kv_cache_bytes_per_token``). Every problem in a file is reported at once, each with its key path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nas.arch import COUNT_NAMES, FAMILIES, KNOB_NAMES, ArchConfig, family_supports
+from nas.errors import NasInputError, did_you_mean, validation_problems
+from nas.expr import Expr, ExprError
+from nas.resources import resolve
+
+__all__ = ["SearchSpace", "Sample", "Param", "load_space", "parse_space", "random_samples"]
+
+Scalar = int | float | str | bool
+REQUIRED_KNOBS = ("vocab_size", "max_seq_len", "n_layers", "d_model", "n_heads")
+TOP_LEVEL_KEYS = ("name", "description", "parameters", "derived", "constraints")
+PARAM_TYPES = ("int", "float", "choice", "fixed")
+
+
+class TrialLike(Protocol):
+    """What sampling needs from an Optuna trial (``optuna.Trial`` satisfies it)."""
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float: ...
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+
+
+class _ParamSchema(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    when: str | None = None
+
+
+class IntParam(_ParamSchema):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(default=1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> IntParam:
+        if self.low > self.high:
+            raise ValueError(f"`low <= high` must hold, but got low={self.low} > high={self.high}")
+        if self.log and (self.step != 1 or self.low < 1):
+            raise ValueError("log=true needs step=1 and low >= 1")
+        return self
+
+
+class FloatParam(_ParamSchema):
+    type: Literal["float"]
+    low: float
+    high: float
+    step: float | None = Field(default=None, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatParam:
+        if self.low > self.high:
+            raise ValueError(f"`low <= high` must hold, but got low={self.low} > high={self.high}")
+        if self.log and (self.step is not None or self.low <= 0):
+            raise ValueError("log=true needs no step and low > 0")
+        return self
+
+
+class ChoiceParam(_ParamSchema):
+    type: Literal["choice"]
+    values: list[Scalar] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ChoiceParam:
+        if len(set(map(repr, self.values))) != len(self.values):
+            raise ValueError(f"values must be distinct, got {self.values}")
+        return self
+
+
+class FixedParam(_ParamSchema):
+    type: Literal["fixed"]
+    value: Scalar
+
+
+_SCHEMAS: dict[str, type[_ParamSchema]] = {
+    "int": IntParam,
+    "float": FloatParam,
+    "choice": ChoiceParam,
+    "fixed": FixedParam,
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    spec: IntParam | FloatParam | ChoiceParam | FixedParam
+    when: Expr | None = None
+
+    def possible_values(self) -> list[Any] | None:
+        """The finite set of values, or None for a range."""
+        if isinstance(self.spec, FixedParam):
+            return [self.spec.value]
+        if isinstance(self.spec, ChoiceParam):
+            return list(self.spec.values)
+        return None
+
+    def suggest(self, trial: TrialLike) -> Any:
+        spec = self.spec
+        if isinstance(spec, FixedParam):
+            return spec.value
+        if isinstance(spec, IntParam):
+            return trial.suggest_int(self.name, spec.low, spec.high, step=spec.step, log=spec.log)
+        if isinstance(spec, FloatParam):
+            return trial.suggest_float(self.name, spec.low, spec.high, step=spec.step, log=spec.log)
+        return trial.suggest_categorical(self.name, spec.values)
+
+    def describe(self) -> str:
+        spec = self.spec
+        if isinstance(spec, FixedParam):
+            text = f"= {spec.value!r}"
+        elif isinstance(spec, ChoiceParam):
+            text = "one of " + ", ".join(map(repr, spec.values))
+        else:
+            text = f"{spec.type} [{spec.low}, {spec.high}]"
+            text += f" step {spec.step}" if spec.step not in (None, 1) else ""
+            text += " log" if spec.log else ""
+        return text + (f"  when {self.when}" if self.when else "")
+
+
+@dataclass
+class Sample:
+    """One draw from a space: the values, and the architecture or the reason it is infeasible."""
+
+    values: dict[str, Any]
+    arch: ArchConfig | None = None
+    reason: str | None = None
+
+    @property
+    def feasible(self) -> bool:
+        return self.arch is not None
+
+
+@dataclass
+class SearchSpace:
+    name: str
+    description: str
+    params: list[Param]
+    derived: list[tuple[str, Expr]]
+    constraints: list[Expr]
+    source: str = "<string>"
+    text: str = ""
+    knobs: tuple[str, ...] = field(default=())
+
+    @property
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+
+    def sample(self, trial: TrialLike) -> Sample:
+        """Sample every parameter whose condition holds, then resolve (see :meth:`resolve`)."""
+        values: dict[str, Any] = {}
+        for param in self.params:
+            if param.when is not None:
+                try:
+                    active = param.when.evaluate({p.name: values.get(p.name) for p in self.params})
+                except ExprError as exc:
+                    return Sample(values, reason=f"condition of '{param.name}': {exc}")
+                if not active:
+                    continue
+            values[param.name] = param.suggest(trial)
+        return self.resolve(values)
+
+    def resolve(self, values: dict[str, Any]) -> Sample:
+        """Derived values, the architecture and the constraints for given parameter values.
+
+        An infeasible sample comes back with ``arch=None`` and the reason; it never raises.
+        """
+        values = dict(values)
+        env: dict[str, Any] = {p.name: values.get(p.name) for p in self.params}
+        for name, expr in self.derived:
+            try:
+                env[name] = values[name] = expr.evaluate(env)
+            except ExprError as exc:
+                return Sample(values, reason=f"derived '{name}': {exc}")
+        knobs = {k: env[k] for k in self.knobs if env.get(k) is not None}
+        try:
+            arch = ArchConfig(**knobs)
+        except ValidationError as exc:
+            detail = "; ".join(f"{k + ': ' if k else ''}{m}" for k, m in validation_problems(exc))
+            return Sample(values, reason=f"not an architecture: {detail}")
+        counts = arch.counts()
+        scope = {**arch.to_dict(), **counts, **env}
+        for constraint in self.constraints:
+            try:
+                ok = constraint.evaluate(scope)
+            except ExprError as exc:
+                return Sample(values, reason=f"constraint {exc}")
+            if not ok:
+                shown = ", ".join(f"{n}={_fmt(scope.get(n))}" for n in sorted(constraint.names))
+                return Sample(values, reason=f"constraint `{constraint}` violated ({shown})")
+        return Sample(values, arch=arch)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else repr(value)
+
+
+def random_samples(space: SearchSpace, n: int, seed: int) -> list[Sample]:
+    """``n`` samples from Optuna's RandomSampler: the same seed gives the same samples."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    samples = []
+    for _ in range(n):
+        trial = study.ask()
+        samples.append(space.sample(trial))
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return samples
+
+
+# ---- loading --------------------------------------------------------------------------------
+def load_space(name_or_path: str | Path, feasibility_probe: int = 256) -> SearchSpace:
+    """Load a space by shipped name or path; raise :class:`NasInputError` listing every problem."""
+    path = resolve("search_spaces", name_or_path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise NasInputError(path, f"cannot read: {exc.strerror}") from None
+    return parse_space(text, source=str(path), default_name=path.stem, feasibility_probe=feasibility_probe)
+
+
+def parse_space(
+    text: str, source: str = "<string>", default_name: str = "space", feasibility_probe: int = 256
+) -> SearchSpace:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise NasInputError(source, f"not valid YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise NasInputError(source, f"a search space must be a YAML mapping, got {type(raw).__name__}")
+    problems: list[tuple[str, str]] = []
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            problems.append(
+                (str(key), f"unknown key{did_you_mean(str(key), TOP_LEVEL_KEYS)}; allowed: {', '.join(TOP_LEVEL_KEYS)}")
+            )
+    params = _parse_params(raw.get("parameters"), problems)
+    derived = _parse_derived(raw.get("derived") or {}, params, problems)
+    constraints = _parse_constraints(raw.get("constraints") or [], params, derived, problems)
+    knobs = _check_knobs(raw, params, derived, constraints, problems)
+    for key in ("name", "description"):
+        if key in raw and not isinstance(raw[key], str):
+            problems.append((key, f"must be a string, got {raw[key]!r}"))
+    if problems:
+        raise NasInputError(source, problems)
+    space = SearchSpace(
+        name=raw.get("name") or default_name,
+        description=raw.get("description") or "",
+        params=params,
+        derived=derived,
+        constraints=constraints,
+        source=source,
+        text=text,
+        knobs=knobs,
+    )
+    if feasibility_probe:
+        _probe_feasibility(space, feasibility_probe)
+    return space
+
+
+def _parse_params(raw: Any, problems: list[tuple[str, str]]) -> list[Param]:
+    if not isinstance(raw, dict) or not raw:
+        problems.append(("parameters", "must be a non-empty mapping of parameter name to spec"))
+        return []
+    params: list[Param] = []
+    for name, spec in raw.items():
+        path = f"parameters.{name}"
+        if not _check_name(str(name), path, problems):
+            continue
+        if not isinstance(spec, dict):
+            if isinstance(spec, list):
+                problems.append((path, "a list is not a spec; write {type: choice, values: [...]}"))
+                continue
+            spec = {"type": "fixed", "value": spec}
+        kind = spec.get("type")
+        if kind not in _SCHEMAS:
+            hint = did_you_mean(str(kind), PARAM_TYPES) if kind else ""
+            problems.append((f"{path}.type", f"must be one of {', '.join(PARAM_TYPES)}, got {kind!r}{hint}"))
+            continue
+        schema = _SCHEMAS[kind]
+        try:
+            parsed = schema.model_validate(spec)
+        except ValidationError as exc:
+            problems.extend(validation_problems(exc, path, schema.model_fields))
+            continue
+        when = None
+        if parsed.when is not None:
+            when = _parse_expr(parsed.when, f"{path}.when", problems)
+            if when is not None:
+                earlier = [p.name for p in params]
+                later = [n for n in raw if n not in earlier and n != name]
+                for ref in sorted(when.names):
+                    if ref == name:
+                        problems.append((f"{path}.when", f"a condition cannot read its own parameter '{ref}'"))
+                    elif ref in later:
+                        problems.append(
+                            (f"{path}.when", f"'{ref}' is a later parameter; a condition reads only earlier ones")
+                        )
+                    elif ref not in earlier:
+                        problems.append((f"{path}.when", f"unknown name '{ref}'{did_you_mean(ref, earlier)}"))
+        params.append(Param(str(name), parsed, when))
+    return params
+
+
+def _parse_derived(raw: Any, params: list[Param], problems: list[tuple[str, str]]) -> list[tuple[str, Expr]]:
+    if not isinstance(raw, dict):
+        problems.append(("derived", "must be a mapping of name to expression"))
+        return []
+    known = [p.name for p in params]
+    derived: list[tuple[str, Expr]] = []
+    for name, text in raw.items():
+        path = f"derived.{name}"
+        if not _check_name(str(name), path, problems):
+            continue
+        if name in known:
+            problems.append((path, f"'{name}' is already defined as a parameter or derived value"))
+            continue
+        expr = _parse_expr(text, path, problems)
+        if expr is not None:
+            for ref in sorted(expr.names):
+                if ref == name:
+                    problems.append((path, f"'{name}' cannot refer to itself"))
+                elif ref in known:
+                    continue
+                elif ref in raw:
+                    problems.append((path, f"'{ref}' is a later derived value; define it before '{name}'"))
+                else:
+                    problems.append((path, f"unknown name '{ref}'{did_you_mean(ref, known)}"))
+            derived.append((str(name), expr))
+        known.append(str(name))
+    return derived
+
+
+def _parse_constraints(
+    raw: Any, params: list[Param], derived: list[tuple[str, Expr]], problems: list[tuple[str, str]]
+) -> list[Expr]:
+    if not isinstance(raw, list):
+        problems.append(("constraints", "must be a list of expressions"))
+        return []
+    known = [p.name for p in params] + [n for n, _ in derived] + list(KNOB_NAMES) + list(COUNT_NAMES)
+    constraints = []
+    for i, text in enumerate(raw):
+        path = f"constraints[{i}]"
+        expr = _parse_expr(text, path, problems)
+        if expr is None:
+            continue
+        for ref in sorted(expr.names - set(known)):
+            problems.append((path, f"unknown name '{ref}'{did_you_mean(ref, known)}"))
+        constraints.append(expr)
+    return constraints
+
+
+def _parse_expr(text: Any, path: str, problems: list[tuple[str, str]]) -> Expr | None:
+    try:
+        return Expr.parse(text)
+    except ExprError as exc:
+        problems.append((path, str(exc)))
+        return None
+
+
+def _check_name(name: str, path: str, problems: list[tuple[str, str]]) -> bool:
+    if not name.isidentifier() or name.startswith("__"):
+        problems.append((path, f"'{name}' is not a valid name (letters, digits, _; no leading __)"))
+        return False
+    if name in COUNT_NAMES:
+        problems.append((path, f"'{name}' is a computed count and cannot be set"))
+        return False
+    return True
+
+
+def _check_knobs(
+    raw: dict[str, Any],
+    params: list[Param],
+    derived: list[tuple[str, Expr]],
+    constraints: list[Expr],
+    problems: list[tuple[str, str]],
+) -> tuple[str, ...]:
+    """Every name is a knob or read by an expression; required knobs exist; families can express them."""
+    defined = {p.name: f"parameters.{p.name}" for p in params} | {n: f"derived.{n}" for n, _ in derived}
+    read: set[str] = set()
+    for p in params:
+        read |= p.when.names if p.when else set()
+    for _, expr in derived:
+        read |= expr.names
+    for expr in constraints:
+        read |= expr.names
+    for name, path in defined.items():
+        if name not in KNOB_NAMES and name not in read:
+            problems.append(
+                (
+                    path,
+                    f"'{name}' is not an architecture knob{did_you_mean(name, KNOB_NAMES)} and no expression reads it",
+                )
+            )
+    if params or derived:
+        for knob in REQUIRED_KNOBS:
+            if knob not in defined:
+                problems.append(
+                    ("parameters", f"the architecture needs '{knob}': define it as a parameter or derived value")
+                )
+    # Load-time check of categorical knobs against the families the space can map to.
+    by_name = {p.name: p for p in params}
+    family_param = by_name.get("family")
+    if "family" in dict(derived):
+        return tuple(n for n in defined if n in KNOB_NAMES)
+    families = list(FAMILIES)
+    if family_param is not None and family_param.possible_values() is not None:
+        families = [f for f in family_param.possible_values() or [] if f in FAMILIES]
+        for value in family_param.possible_values() or []:
+            if value not in FAMILIES:
+                problems.append(
+                    (
+                        "parameters.family",
+                        f"unknown family {value!r}{did_you_mean(str(value), FAMILIES)}; known: {', '.join(FAMILIES)}",
+                    )
+                )
+    for knob in ("position", "norm", "ffn", "attention", "activation", "qk_norm"):
+        param = by_name.get(knob)
+        if param is None or param.possible_values() is None:
+            continue
+        for value in param.possible_values() or []:
+            if families and not any(family_supports(f, knob, value) for f in families):
+                problems.append(
+                    (f"parameters.{knob}", f"{knob}={value!r} cannot be expressed by family {' or '.join(families)}")
+                )
+    return tuple(n for n in defined if n in KNOB_NAMES)
+
+
+def _probe_feasibility(space: SearchSpace, n: int) -> None:
+    """Refuse a space in which no sample of ``n`` random draws is feasible (an impossible constraint)."""
+    samples = random_samples(space, n, seed=0)
+    if any(s.feasible for s in samples):
+        return
+    reasons = Counter(s.reason.split(" (")[0] for s in samples if s.reason)
+    top = "; ".join(f"{reason} ({count}×)" for reason, count in reasons.most_common(3))
+    key = "constraints" if all(r.startswith("constraint") for r in reasons) else "parameters"
+    raise NasInputError(space.source, [(key, f"no feasible architecture in {n} random samples: {top}")])
