@@ -1,0 +1,1 @@
+"""Data: sources, cleaning, tokenizer, token caches and task sets."""

@@ -1,0 +1,165 @@
+"""Fine-tuning task sets: train and held-out examples for classification, extractive QA and generation.
+
+Examples are plain dicts: classification ``{"text", "label"}``; qa (SQuAD) ``{"id", "title",
+"context", "question", "answers": {"text": [...], "answer_start": [...]}}``; generation
+``{"prompt", "completion"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nas.data.corpus import infer_format, load_table
+from nas.errors import NasInputError
+from nas.protocol import FilesTaskData, Task
+
+__all__ = ["TaskSet", "load_task_set", "read_squad"]
+
+
+@dataclass
+class TaskSet:
+    train: list[dict[str, Any]]
+    eval: list[dict[str, Any]]
+    labels: list[str] | None = None  # classification: label names, index = class id
+
+
+def load_task_set(task: Task, index: int, source: str = "<protocol>") -> TaskSet:
+    key = f"tasks.{index}.data"
+    if task.data.source == "builtin":
+        train, eval_ = _builtin(task)
+    else:
+        assert task.data.files is not None
+        train, eval_ = _files(task, task.data.files, source, f"{key}.files")
+    if not train or not eval_:
+        raise NasInputError(
+            source, [(key, f"task '{task.name}' needs train and eval examples, got {len(train)}/{len(eval_)}")]
+        )
+    labels = None
+    if task.kind == "classification":
+        labels = sorted({str(e["label"]) for e in train} | {str(e["label"]) for e in eval_})
+        if len(labels) < 2:
+            raise NasInputError(source, [(key, f"task '{task.name}' needs at least 2 labels, got {labels}")])
+    return TaskSet(train, eval_, labels)
+
+
+def _builtin(task: Task) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from nas.data import builtin
+
+    make = {
+        "classification": builtin.classification_examples,
+        "qa": builtin.qa_examples,
+        "generation": builtin.generation_examples,
+    }[task.kind]
+    spec = task.data.builtin
+    # Held-out examples come from another seed: other stories, not other questions on the same ones.
+    return make(spec.seed, spec.train), make(spec.seed + 1_000_003, spec.eval)
+
+
+def _files(task: Task, files: FilesTaskData, source: str, key: str) -> tuple[list[dict], list[dict]]:
+    train = _read(task, files, files.train, source, f"{key}.train")
+    if files.eval:
+        eval_ = _read(task, files, files.eval, source, f"{key}.eval")
+    else:
+        train, eval_ = _hold_out(train, files)
+    if files.max_train:
+        train = train[: files.max_train]
+    if files.max_eval:
+        eval_ = eval_[: files.max_eval]
+    return train, eval_
+
+
+def _hold_out(examples: list[dict], files: FilesTaskData) -> tuple[list[dict], list[dict]]:
+    """A seeded split; with split_by: article, every example of one title lands on the same side."""
+    rng = random.Random(files.seed)
+    if files.split_by == "article":
+        titles = sorted({str(e.get("title", "")) for e in examples})
+        rng.shuffle(titles)
+        n_eval = max(1, round(len(titles) * files.eval_fraction))
+        held = set(titles[:n_eval])
+        return [e for e in examples if str(e.get("title", "")) not in held], [
+            e for e in examples if str(e.get("title", "")) in held
+        ]
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    n_eval = max(1, round(len(examples) * files.eval_fraction))
+    held = set(order[:n_eval])
+    return [e for i, e in enumerate(examples) if i not in held], [examples[i] for i in sorted(held)]
+
+
+def _read(task: Task, files: FilesTaskData, paths: list[str], source: str, key: str) -> list[dict]:
+    """Examples from ``paths``; ``key`` is the protocol key naming them (...files.train or ...files.eval)."""
+    section = key.rsplit(".", 1)[0]
+    squad = task.kind == "qa" and Path(paths[0]).suffix.lower() == ".json"
+    fmt = files.format or ("squad" if squad else infer_format(paths[0], None))
+    if fmt == "squad":
+        return [example for path in paths for example in read_squad(path, source, key)]
+    if task.kind == "classification" and fmt == "text":
+        return _read_labeled_lines(files, paths, source, key)
+    table = load_table(paths, fmt, source, key)
+    columns = table.column_names
+    fields = {
+        "classification": {"text": files.text_field, "label": files.label_field},
+        "generation": {"prompt": files.prompt_field, "completion": files.completion_field},
+        "qa": {"context": "context", "question": "question", "answers": "answers"},
+    }[task.kind]
+    for name, field in fields.items():
+        if field not in columns:
+            problem = f"no field '{field}' in {paths[0]}; fields: {', '.join(columns)}"
+            raise NasInputError(source, [(f"{section}.{name}_field", problem)])
+    rows = table.to_list()
+    return [{name: row[field] for name, field in fields.items()} | {"title": row.get("title", "")} for row in rows]
+
+
+def _read_labeled_lines(files: FilesTaskData, paths: list[str], source: str, key: str) -> list[dict]:
+    where = key.rsplit(".", 1)[0] + ".line_pattern"
+    if not files.line_pattern:
+        example = "'^(?P<label>\\S+) (?P<text>.*)$'"
+        problem = f"text files for classification need a line_pattern with named groups text and label, e.g. {example}"
+        raise NasInputError(source, [(where, problem)])
+    try:
+        pattern = re.compile(files.line_pattern)
+    except re.error as exc:
+        raise NasInputError(source, [(where, f"not a valid regular expression: {exc}")]) from None
+    if not {"text", "label"} <= set(pattern.groupindex):
+        raise NasInputError(source, [(where, "needs named groups (?P<text>...) and (?P<label>...)")])
+    out = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise NasInputError(source, [(key, f"no such file: {path}")])
+        for line in Path(path).read_text().splitlines():
+            match = pattern.match(line)
+            if match:
+                out.append({"text": match["text"], "label": match["label"]})
+    return out
+
+
+def read_squad(path: str, source: str = "<protocol>", key: str = "files") -> list[dict[str, Any]]:
+    """Flatten a SQuAD v1.1 JSON file into one example per question (title = article title)."""
+    if not Path(path).is_file():
+        raise NasInputError(source, [(key, f"no such file: {path}")])
+    try:
+        articles = json.loads(Path(path).read_text())["data"]
+        out = []
+        for article in articles:
+            for paragraph in article["paragraphs"]:
+                for qa in paragraph["qas"]:
+                    out.append(
+                        {
+                            "id": qa["id"],
+                            "title": article.get("title", ""),
+                            "context": paragraph["context"],
+                            "question": qa["question"],
+                            "answers": {
+                                "text": [a["text"] for a in qa["answers"]],
+                                "answer_start": [a["answer_start"] for a in qa["answers"]],
+                            },
+                        }
+                    )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise NasInputError(source, [(key, f"{path} is not SQuAD v1.1 JSON ({type(exc).__name__}: {exc})")]) from None
+    return out

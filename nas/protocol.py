@@ -1,0 +1,421 @@
+"""Trial protocols: YAML → validated :class:`TrialProtocol` (data, tokenizer, budget, tasks, objectives).
+
+Every problem in a file is reported at once with its key path; ``--set key.path=value`` overrides
+are checked against the schema before they are applied (a task is addressed by its name or index:
+``tasks.qa.steps=40``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nas.arch import COUNT_NAMES
+from nas.errors import NasInputError, did_you_mean, validation_problems
+from nas.resources import resolve
+
+__all__ = [
+    "TrialProtocol",
+    "Task",
+    "load_protocol",
+    "parse_protocol",
+    "apply_overrides",
+    "KIND_METRICS",
+    "TRIAL_METRICS",
+]
+
+KIND_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "precision", "recall", "macro_f1"),
+    "qa": ("exact_match", "f1"),
+    "generation": ("perplexity", "exact_match"),
+}
+# Metrics every trial reports, besides the architecture counts and the task metrics.
+TRIAL_METRICS = (
+    "val_loss",
+    "val_ppl",
+    "tokens_per_second",
+    "latency_ms_per_token",
+    "peak_memory_mb",
+    "train_seconds",
+    "tokens_trained",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- data -----------------------------------------------------------------------------------
+class BuiltinCorpus(_Strict):
+    seed: int = 0
+    documents: int = Field(default=3000, ge=10)
+
+
+class FilesCorpus(_Strict):
+    paths: list[str] = Field(min_length=1)
+    format: Literal["text", "json", "jsonl", "csv", "parquet"] | None = None  # None: from the suffix
+    text_field: str = "text"
+    sample_by: Literal["line", "paragraph", "document"] = "paragraph"  # for text files
+
+
+class HubCorpus(_Strict):
+    name: str
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    text_field: str = "text"
+
+
+class Cleaning(_Strict):
+    normalize: Literal["none", "nfc", "nfkc"] = "nfkc"
+    lowercase: bool = False
+    dedup: bool = True  # exact duplicates (after normalisation) are dropped
+    min_chars: int = Field(default=1, ge=0)
+    max_chars: int | None = Field(default=None, ge=1)
+
+
+class Validation(_Strict):
+    fraction: float = Field(default=0.05, gt=0, le=0.5)
+    seed: int = 0
+
+
+class DataConfig(_Strict):
+    source: Literal["builtin", "files", "hub"] = "builtin"
+    builtin: BuiltinCorpus = BuiltinCorpus()
+    files: FilesCorpus | None = None
+    hub: HubCorpus | None = None
+    cleaning: Cleaning = Cleaning()
+    validation: Validation = Validation()
+
+    @model_validator(mode="after")
+    def _source_has_its_section(self) -> DataConfig:
+        if self.source == "files" and self.files is None:
+            raise ValueError("source 'files' needs a 'files' section (paths, format, text_field)")
+        if self.source == "hub" and self.hub is None:
+            raise ValueError("source 'hub' needs a 'hub' section (name, config, split, text_field)")
+        return self
+
+
+class TokenizerConfig(_Strict):
+    kind: Literal["train", "path"] = "train"
+    vocab_size: int = Field(default=2048, ge=300)  # byte-level: 256 bytes + merges + specials
+    min_frequency: int = Field(default=2, ge=1)
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _path_given(self) -> TokenizerConfig:
+        if self.kind == "path" and not self.path:
+            raise ValueError("kind 'path' needs 'path': a local Hugging Face tokenizer folder")
+        return self
+
+
+# ---- pretraining ----------------------------------------------------------------------------
+class Budget(_Strict):
+    tokens: int | None = Field(default=None, ge=1)
+    flops: float | None = Field(default=None, gt=0)
+    seconds: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Budget:
+        given = [k for k in ("tokens", "flops", "seconds") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of tokens, flops, seconds (got {', '.join(given) or 'none'})")
+        return self
+
+
+class Optimizer(_Strict):
+    lr: float = Field(default=3e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(default=0.1, ge=0)
+    eps: float = Field(default=1e-8, gt=0)
+
+
+class Schedule(_Strict):
+    kind: Literal["cosine", "linear", "wsd", "constant"] = "cosine"
+    warmup_fraction: float = Field(default=0.05, ge=0, lt=1)
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+    decay_fraction: float = Field(default=0.2, gt=0, le=1)  # wsd: the final decay phase
+
+
+class Pretrain(_Strict):
+    seq_len: int = Field(default=256, ge=8)
+    batch_tokens: int = Field(default=4096, ge=8)
+    micro_batch_size: int | None = Field(default=None, ge=1)  # sequences per forward pass
+    budget: Budget = Budget(tokens=200_000)
+    optimizer: Optimizer = Optimizer()
+    schedule: Schedule = Schedule()
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    seed: int = 0
+    eval_every: int = Field(default=25, ge=1)
+    eval_tokens: int = Field(default=16384, ge=8)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False
+
+    @model_validator(mode="after")
+    def _batch(self) -> Pretrain:
+        if self.batch_tokens % self.seq_len:
+            raise ValueError(f"batch_tokens={self.batch_tokens} must be a multiple of seq_len={self.seq_len}")
+        return self
+
+    @property
+    def batch_size(self) -> int:
+        """Sequences per optimizer step."""
+        return self.batch_tokens // self.seq_len
+
+
+class Latency(_Strict):
+    prompt_tokens: int = Field(default=32, ge=1)
+    new_tokens: int = Field(default=32, ge=1)
+    repeats: int = Field(default=5, ge=5)
+
+
+# ---- tasks ----------------------------------------------------------------------------------
+class BuiltinTaskData(_Strict):
+    seed: int = 1
+    train: int = Field(default=512, ge=1)
+    eval: int = Field(default=128, ge=1)
+
+
+class FilesTaskData(_Strict):
+    train: list[str] = Field(min_length=1)
+    eval: list[str] | None = None  # without it, eval_fraction of train is held out
+    format: Literal["text", "json", "jsonl", "csv", "parquet", "squad"] | None = None
+    line_pattern: str | None = None  # text files: a regex with named groups (text, label)
+    text_field: str = "text"
+    label_field: str = "label"
+    prompt_field: str = "prompt"
+    completion_field: str = "completion"
+    eval_fraction: float = Field(default=0.2, gt=0, lt=1)
+    split_by: Literal["example", "article"] = "example"  # qa: keep each article on one side
+    seed: int = 0
+    max_train: int | None = Field(default=None, ge=1)
+    max_eval: int | None = Field(default=None, ge=1)
+
+
+class TaskData(_Strict):
+    source: Literal["builtin", "files"] = "builtin"
+    builtin: BuiltinTaskData = BuiltinTaskData()
+    files: FilesTaskData | None = None
+
+    @model_validator(mode="after")
+    def _files_given(self) -> TaskData:
+        if self.source == "files" and self.files is None:
+            raise ValueError("source 'files' needs a 'files' section (train, eval, format, fields)")
+        return self
+
+
+class Task(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+    kind: Literal["classification", "qa", "generation"]
+    data: TaskData = TaskData()
+    steps: int = Field(default=60, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+    max_length: int = Field(default=256, ge=8)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_answer_tokens: int = Field(default=16, ge=1)  # qa
+    max_new_tokens: int = Field(default=12, ge=1)  # generation
+    eval_batch_size: int = Field(default=32, ge=1)
+
+
+class Objective(_Strict):
+    direction: Literal["minimize", "maximize"]
+    weights: dict[str, float] | None = None  # a weighted sum of metrics
+
+
+class TrialProtocol(_Strict):
+    name: str = "protocol"
+    description: str = ""
+    cache_dir: str = "runs/cache"
+    data: DataConfig = DataConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    pretrain: Pretrain = Pretrain()
+    latency: Latency = Latency()
+    tasks: list[Task] = []
+    objectives: dict[str, Objective] = {"val_loss": Objective(direction="minimize")}
+
+    source: str = Field(default="<string>", exclude=True)
+    text: str = Field(default="", exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _objective_shorthand(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("objectives"), dict):
+            data = dict(data)
+            data["objectives"] = {
+                k: {"direction": v} if isinstance(v, str) else v for k, v in data["objectives"].items()
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _check_names(self) -> TrialProtocol:
+        problems = []
+        names = [t.name for t in self.tasks]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"task name '{dup}' is used twice")
+        known = self.metric_names()
+        if not self.objectives:
+            problems.append("objectives: give at least one")
+        for name, objective in self.objectives.items():
+            refs = list(objective.weights or {}) if objective.weights else [name]
+            for ref in refs:
+                if ref not in known:
+                    problems.append(f"objectives.{name}: unknown metric '{ref}'{did_you_mean(ref, known)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def metric_names(self) -> list[str]:
+        """Every metric a trial of this protocol reports."""
+        names = list(TRIAL_METRICS) + list(COUNT_NAMES)
+        for task in self.tasks:
+            names += [f"{task.name}.{m}" for m in KIND_METRICS[task.kind]]
+        return names
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of the validated content (overrides included), for study metadata and checkpoints."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def objective_values(self, metrics: dict[str, float]) -> list[float]:
+        """The objectives' values, in order, from a trial's metrics."""
+        values = []
+        for name, objective in self.objectives.items():
+            if objective.weights:
+                values.append(sum(w * float(metrics[m]) for m, w in objective.weights.items()))
+            else:
+                values.append(float(metrics[name]))
+        return values
+
+
+# ---- loading --------------------------------------------------------------------------------
+def load_protocol(name_or_path: str | Path, overrides: list[str] | None = None) -> TrialProtocol:
+    """Load a protocol by shipped name or path, apply ``--set`` overrides, validate."""
+    path = resolve("trials", name_or_path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise NasInputError(path, f"cannot read: {exc.strerror}") from None
+    return parse_protocol(text, source=str(path), default_name=path.stem, overrides=overrides)
+
+
+def parse_protocol(
+    text: str, source: str = "<string>", default_name: str = "protocol", overrides: list[str] | None = None
+) -> TrialProtocol:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise NasInputError(source, f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise NasInputError(source, f"a trial protocol must be a YAML mapping, got {type(raw).__name__}")
+    raw.setdefault("name", default_name)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    try:
+        protocol = TrialProtocol.model_validate(raw)
+    except ValidationError as exc:
+        raise NasInputError(source, _problems(exc)) from None
+    protocol.source = source
+    protocol.text = text
+    return protocol
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for path, message in validation_problems(exc):
+        if "unknown key" in message:
+            fields = _fields_at(path.split(".")[:-1])
+            key = path.split(".")[-1]
+            message = f"unknown key '{key}'{did_you_mean(key, fields)}; allowed keys: {', '.join(fields)}"
+        problems.append((path, message))
+    return problems
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (Optional[X], list[X], X), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) in (typing.Union, list):
+        for arg in typing.get_args(annotation):
+            found = _model_of(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _fields_at(path: list[str]) -> list[str]:
+    model: type[BaseModel] | None = TrialProtocol
+    for part in path:
+        if model is None:
+            return []
+        if part.isdigit():
+            continue
+        info = model.model_fields.get(part)
+        model = _model_of(info.annotation) if info else None
+    return [f for f in (model.model_fields if model else {}) if f not in ("source", "text")]
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a raw protocol mapping.
+
+    Keys are checked against the schema as they are walked; a list item (a task) is addressed by
+    its name or index.
+    """
+    raw = json.loads(json.dumps(raw))  # a deep copy of plain data
+    for item in overrides:
+        key, sep, value_text = item.partition("=")
+        if not sep or not key:
+            raise NasInputError("--set", f"'{item}': expected key.path=value")
+        try:
+            value = yaml.safe_load(value_text)
+        except yaml.YAMLError:
+            value = value_text
+        parts = key.split(".")
+        node: Any = raw
+        model: type[BaseModel] | None = TrialProtocol
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[: depth + 1])
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if last:
+                    raise NasInputError("--set", f"{key}: name a key inside the list item, not the item")
+                node = node[_list_index(node, part, where)]
+                continue
+            next_model = None
+            if model is not None:
+                fields = [f for f in model.model_fields if f not in ("source", "text")]
+                if part not in fields:
+                    raise NasInputError("--set", f"{where}: unknown key '{part}'{did_you_mean(part, fields)}")
+                next_model = _model_of(model.model_fields[part].annotation)
+            if last:
+                node[part] = value
+                break
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict | list):
+                raise NasInputError("--set", f"{where}: is a value ({child!r}), not a section")
+            node, model = child, next_model
+    return raw
+
+
+def _list_index(items: list[Any], part: str, key: str) -> int:
+    if part.isdigit() and int(part) < len(items):
+        return int(part)
+    names = [item.get("name") for item in items if isinstance(item, dict)]
+    if part in names:
+        return names.index(part)
+    raise NasInputError("--set", f"{key}: no item '{part}'{did_you_mean(part, [str(n) for n in names])}")

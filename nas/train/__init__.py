@@ -1,0 +1,1 @@
+"""Training: pretraining loop, fine-tuning per task kind, metrics."""

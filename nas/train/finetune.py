@@ -1,0 +1,270 @@
+"""Fine-tuning from the trial's pretrained weights, one function per task kind, each returning metrics.
+
+- classification: ``*ForSequenceClassification`` (the head reads the last token); accuracy, macro
+  precision / recall / F1.
+- qa: ``*ForQuestionAnswering`` over "question \\n context" (the question first, so that causal
+  attention lets context tokens see it); SQuAD exact match and F1 (as fractions 0..1).
+- generation: the causal LM, trained on completion tokens; held-out perplexity of the completions
+  and exact match of the greedy completion. Greedy decoding reproduces a target exactly iff the
+  argmax at every target position, given the target's prefix, is the target token (EOS included),
+  so exact match is read off one teacher-forced forward pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nas.arch import ArchConfig
+from nas.data.tasks import TaskSet
+from nas.protocol import Pretrain, Schedule, Task
+from nas.train.metrics import classification_metrics, perplexity, squad_metrics
+from nas.train.pretrain import autocast_for, lr_multiplier
+
+__all__ = ["finetune", "generation_eval"]
+
+_SCHEDULE = Schedule(kind="linear", warmup_fraction=0.1, min_lr_ratio=0.0)
+
+
+def finetune(
+    task: Task,
+    taskset: TaskSet,
+    lm: torch.nn.Module,
+    arch: ArchConfig,
+    tokenizer: Any,
+    pretrain_config: Pretrain,
+    seed: int,
+) -> dict[str, float]:
+    """Fine-tune a copy of the pretrained weights on ``task``; return ``{metric: value}``."""
+    torch.manual_seed(seed)
+    fn = {"classification": _classification, "qa": _qa, "generation": _generation}[task.kind]
+    return fn(task, taskset, lm, arch, tokenizer, pretrain_config, seed)
+
+
+def _head_model(kind: str, lm: torch.nn.Module, arch: ArchConfig, tokenizer: Any, **config: Any) -> torch.nn.Module:
+    import transformers
+
+    hf_config = arch.to_hf_config(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    for key, value in config.items():
+        setattr(hf_config, key, value)
+    auto = {
+        "classification": transformers.AutoModelForSequenceClassification,
+        "qa": transformers.AutoModelForQuestionAnswering,
+    }[kind]
+    model = auto.from_config(hf_config)
+    model.base_model.load_state_dict(lm.base_model.state_dict())  # the pretrained body; a fresh head
+    return model.to(next(lm.parameters()).device)
+
+
+def _train(model: torch.nn.Module, task: Task, n_examples: int, batch_fn: Any, config: Pretrain, seed: int) -> None:
+    """``task.steps`` AdamW steps on seeded random batches; ``batch_fn(indices) -> loss``."""
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW(model.parameters(), lr=task.lr, weight_decay=task.weight_decay)
+    rng = np.random.default_rng(seed)
+    model.train()
+    for step in range(task.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = task.lr * lr_multiplier(step / task.steps, _SCHEDULE)
+        indices = rng.choice(n_examples, size=min(task.batch_size, n_examples), replace=False)
+        with autocast_for(device, config):
+            loss = batch_fn(indices)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    model.eval()
+
+
+def _pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids.to(device), mask.to(device)
+
+
+# ---- classification -------------------------------------------------------------------------
+def _classification(task, taskset, lm, arch, tokenizer, config, seed) -> dict[str, float]:
+    labels = taskset.labels or []
+    model = _head_model("classification", lm, arch, tokenizer, num_labels=len(labels))
+    device = next(model.parameters()).device
+    encode = tokenizer.backend_tokenizer.encode_batch
+
+    def encoded(examples: list[dict]) -> tuple[list[list[int]], list[int]]:
+        # Keep the end of long texts: the head reads the last token, where the claim is.
+        ids = [e.ids[-task.max_length :] for e in encode([x["text"] for x in examples], add_special_tokens=False)]
+        return ids, [labels.index(str(x["label"])) for x in examples]
+
+    train_ids, train_y = encoded(taskset.train)
+    eval_ids, eval_y = encoded(taskset.eval)
+
+    def loss_of(indices: np.ndarray) -> torch.Tensor:
+        ids, mask = _pad([train_ids[i] for i in indices], tokenizer.pad_token_id, device)
+        y = torch.tensor([train_y[i] for i in indices], device=device)
+        return F.cross_entropy(model(input_ids=ids, attention_mask=mask).logits.float(), y)
+
+    _train(model, task, len(train_ids), loss_of, config, seed)
+    predictions = []
+    with torch.no_grad():
+        for start in range(0, len(eval_ids), task.eval_batch_size):
+            ids, mask = _pad(eval_ids[start : start + task.eval_batch_size], tokenizer.pad_token_id, device)
+            with autocast_for(device, config):
+                predictions += model(input_ids=ids, attention_mask=mask).logits.argmax(-1).tolist()
+    return classification_metrics(predictions, eval_y, num_classes=len(labels))
+
+
+# ---- extractive QA --------------------------------------------------------------------------
+def _qa_features(examples: list[dict], tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
+    """Token ids of "question\\ncontext", the context's token range, offsets, and the answer's tokens."""
+    features = []
+    for example in examples:
+        prefix = example["question"].strip() + "\n"
+        text = prefix + example["context"]
+        enc = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
+        ids, offsets = enc.ids[:max_length], enc.offsets[:max_length]
+        ctx_first = next((i for i, (s, _) in enumerate(offsets) if s >= len(prefix) - 1 and i > 0), len(ids))
+        start_tok = end_tok = None
+        answers = example["answers"]
+        if answers["text"]:
+            a_start = len(prefix) + answers["answer_start"][0]
+            a_end = a_start + len(answers["text"][0])
+            for i in range(ctx_first, len(ids)):
+                s, e = offsets[i]
+                if start_tok is None and s <= a_start < e:
+                    start_tok = i
+                if s < a_end <= e:
+                    end_tok = i
+                    break
+        features.append(
+            {
+                "ids": ids,
+                "offsets": offsets,
+                "text": text,
+                "ctx_first": ctx_first,
+                "start": start_tok,
+                "end": end_tok,
+                "answers": answers["text"],
+            }
+        )
+    return features
+
+
+def _qa(task, taskset, lm, arch, tokenizer, config, seed) -> dict[str, float]:
+    model = _head_model("qa", lm, arch, tokenizer)
+    device = next(model.parameters()).device
+    train = [
+        f
+        for f in _qa_features(taskset.train, tokenizer, task.max_length)
+        if f["start"] is not None and f["end"] is not None
+    ]
+    evals = _qa_features(taskset.eval, tokenizer, task.max_length)
+    if not train:
+        raise ValueError(f"task '{task.name}': no training answer fits in max_length={task.max_length} tokens")
+
+    def loss_of(indices: np.ndarray) -> torch.Tensor:
+        batch = [train[i] for i in indices]
+        ids, mask = _pad([f["ids"] for f in batch], tokenizer.pad_token_id, device)
+        out = model(input_ids=ids, attention_mask=mask)
+        starts = torch.tensor([f["start"] for f in batch], device=device)
+        ends = torch.tensor([f["end"] for f in batch], device=device)
+        return (F.cross_entropy(out.start_logits.float(), starts) + F.cross_entropy(out.end_logits.float(), ends)) / 2
+
+    _train(model, task, len(train), loss_of, config, seed)
+    predictions = []
+    with torch.no_grad():
+        for first in range(0, len(evals), task.eval_batch_size):
+            batch = evals[first : first + task.eval_batch_size]
+            ids, mask = _pad([f["ids"] for f in batch], tokenizer.pad_token_id, device)
+            with autocast_for(device, config):
+                out = model(input_ids=ids, attention_mask=mask)
+            for row, f in enumerate(batch):
+                predictions.append(
+                    _best_span(out.start_logits[row].float(), out.end_logits[row].float(), f, task.max_answer_tokens)
+                )
+    scores = squad_metrics(predictions, [f["answers"] for f in evals])
+    return {name: value / 100.0 for name, value in scores.items()}
+
+
+def _best_span(start: torch.Tensor, end: torch.Tensor, feature: dict, max_tokens: int) -> str:
+    """The highest-scoring context span (start <= end < start + max_tokens) as text."""
+    n, lo = len(feature["ids"]), feature["ctx_first"]
+    if lo >= n:
+        return ""
+    scores = start[lo:n, None] + end[None, lo:n]
+    i = torch.arange(n - lo)
+    band = (i[None, :] >= i[:, None]) & (i[None, :] < i[:, None] + max_tokens)
+    scores = scores.masked_fill(~band.to(scores.device), -math.inf)
+    best = int(scores.argmax())
+    s, e = lo + best // (n - lo), lo + best % (n - lo)
+    return feature["text"][feature["offsets"][s][0] : feature["offsets"][e][1]].strip()
+
+
+# ---- generation -----------------------------------------------------------------------------
+def _generation(task, taskset, lm, arch, tokenizer, config, seed) -> dict[str, float]:
+    model = copy.deepcopy(lm)
+    eos = tokenizer.eos_token_id
+    encode = tokenizer.backend_tokenizer.encode_batch
+
+    def encoded(examples: list[dict]) -> list[tuple[list[int], int]]:
+        """(ids, number of completion tokens); the prompt is cut from the left to fit."""
+        prompts = encode([x["prompt"] for x in examples], add_special_tokens=False)
+        completions = encode([x["completion"] for x in examples], add_special_tokens=False)
+        out = []
+        for p, c in zip(prompts, completions, strict=True):
+            target = (c.ids + [eos])[: task.max_length - 1]
+            prompt = p.ids[-(task.max_length - len(target)) :]
+            out.append((prompt + target, len(target)))
+        return out
+
+    train, evals = encoded(taskset.train), encoded(taskset.eval)
+
+    def loss_of(indices: np.ndarray) -> torch.Tensor:
+        logits, targets, completion = _completion_logits(model, [train[i] for i in indices], tokenizer.pad_token_id)
+        return F.cross_entropy(logits[completion], targets[completion])
+
+    _train(model, task, len(train), loss_of, config, seed)
+    nll, count, exact = generation_eval(model, evals, tokenizer.pad_token_id, task.eval_batch_size, config)
+    return {"perplexity": perplexity(nll / count), "exact_match": exact / len(evals)}
+
+
+def _completion_logits(
+    model: torch.nn.Module, rows: list[tuple[list[int], int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Next-token logits, the targets, and a mask of the positions that predict completion tokens.
+
+    ``rows`` are (ids, n): the last n ids of each row are its completion.
+    """
+    device = next(model.parameters()).device
+    ids, mask = _pad([r[0] for r in rows], pad_id, device)
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    targets = ids[:, 1:]
+    completion = torch.zeros_like(targets, dtype=torch.bool)
+    for i, (row, n_target) in enumerate(rows):
+        completion[i, len(row) - 1 - n_target : len(row) - 1] = True
+    return logits, targets, completion
+
+
+@torch.no_grad()
+def generation_eval(
+    model: torch.nn.Module, rows: list[tuple[list[int], int]], pad_id: int, batch_size: int, config: Pretrain
+) -> tuple[float, int, int]:
+    """(summed NLL of completion tokens, their count, rows whose greedy completion is exact)."""
+    device = next(model.parameters()).device
+    model.eval()
+    nll, count, exact = 0.0, 0, 0
+    for first in range(0, len(rows), batch_size):
+        with autocast_for(device, config):
+            logits, targets, completion = _completion_logits(model, rows[first : first + batch_size], pad_id)
+        losses = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
+        nll += float(losses[completion].sum())
+        count += int(completion.sum())
+        correct = (logits.argmax(-1) == targets) | ~completion
+        exact += int(correct.all(dim=1).sum())
+    return nll, count, exact

@@ -1,0 +1,178 @@
+"""run_trial: architecture + protocol → evidence (pretrain, measure, fine-tune, score). No Optuna here.
+
+result = run_trial(arch, load_protocol("cpu-tiny"), reporter=lambda point: False)
+result.metrics["val_loss"], result.metrics["qa.f1"], result.cause
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from nas.arch import ArchConfig
+from nas.protocol import TrialProtocol
+from nas.train.pretrain import EvalPoint, Reporter, StepCallback, peak_memory_mb, pretrain, resolve_device
+
+__all__ = ["TrialResult", "run_trial", "measure_latency"]
+
+
+@dataclass
+class TrialResult:
+    arch: ArchConfig
+    status: str  # "complete", "pruned" or "failed"
+    metrics: dict[str, float] = field(default_factory=dict)
+    curve: list[EvalPoint] = field(default_factory=list)
+    cause: str | None = None
+    wall_seconds: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)  # median, p25, p75, min, max
+    micro_batch_size: int = 0
+    notes: list[str] = field(default_factory=list)
+    model: torch.nn.Module | None = None  # the pretrained LM, when keep_model=True
+
+    @property
+    def arch_hash(self) -> str:
+        return self.arch.arch_hash()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self) | {"arch": self.arch.to_dict(), "arch_hash": self.arch_hash}
+        out["curve"] = [p.to_dict() for p in self.curve]
+        out.pop("model")
+        return out
+
+
+def _fit_vocab(arch: ArchConfig, vocab_size: int, seq_len: int) -> tuple[ArchConfig, list[str]]:
+    notes = []
+    if seq_len > arch.max_seq_len:
+        raise ValueError(f"the protocol's seq_len={seq_len} exceeds the architecture's max_seq_len={arch.max_seq_len}")
+    if vocab_size > arch.vocab_size:
+        notes.append(f"vocab_size raised from {arch.vocab_size} to the tokenizer's {vocab_size}")
+        arch = ArchConfig(**{**arch.to_dict(), "vocab_size": vocab_size})
+    return arch, notes
+
+
+def _build(arch: ArchConfig, tokenizer: Any, device: torch.device, seed: int) -> torch.nn.Module:
+    import transformers
+
+    torch.manual_seed(seed)
+    config = arch.to_hf_config(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    return transformers.AutoModelForCausalLM.from_config(config).to(device)
+
+
+def run_trial(
+    arch: ArchConfig,
+    protocol: TrialProtocol,
+    reporter: Reporter | None = None,
+    on_step: StepCallback | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    keep_model: bool = False,
+) -> TrialResult:
+    """Pretrain ``arch`` under ``protocol``, measure it, fine-tune it on every task, and report.
+
+    ``reporter(point)`` is called at each held-out eval; returning True stops the trial (pruned).
+    A NaN/inf loss stops it with cause ``nan_loss at step k``; CUDA out-of-memory is retried once
+    with half the micro-batch (same effective batch), then fails with cause ``oom``.
+    """
+    from nas.data.tasks import load_task_set
+    from nas.data.tokens import prepare_tokens
+    from nas.train.finetune import finetune
+    from nas.train.metrics import perplexity
+
+    started = time.perf_counter()
+    stage = on_stage or (lambda name: None)
+    config = protocol.pretrain
+    device = resolve_device(config)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.cuda.reset_peak_memory_stats(device)
+
+    stage("data")
+    tokens = prepare_tokens(protocol)
+    arch, notes = _fit_vocab(arch, tokens.vocab_size, config.seq_len)
+    result = TrialResult(arch=arch, status="complete", notes=notes)
+    flops = arch.flops_per_token(config.seq_len)
+
+    stage("pretrain")
+    micro = config.micro_batch_size or config.batch_size
+    for attempt in range(2):
+        model = _build(arch, tokens.tokenizer, device, config.seed)
+        try:
+            outcome = pretrain(model, tokens.train, tokens.val, config, flops, reporter, micro, on_step)
+            break
+        except torch.OutOfMemoryError:
+            del model
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if attempt == 1 or micro == 1:
+                result.status, result.cause = "failed", "oom"
+                result.wall_seconds = time.perf_counter() - started
+                return result
+            micro = max(1, micro // 2)
+            result.notes.append(f"out of memory: retried with micro-batch {micro} (accumulation x2)")
+
+    result.curve = outcome.curve
+    result.micro_batch_size = outcome.micro_batch_size
+    val_loss = outcome.final_val_loss
+    result.metrics.update(arch.counts())
+    result.metrics["flops_per_token"] = flops
+    result.metrics.update(
+        val_loss=val_loss,
+        val_ppl=perplexity(val_loss) if math.isfinite(val_loss) else math.inf,
+        tokens_per_second=outcome.tokens_per_second,
+        train_seconds=outcome.train_seconds,
+        tokens_trained=outcome.tokens,
+    )
+    if outcome.cause is not None:
+        result.cause = outcome.cause
+        result.status = "pruned" if outcome.cause.startswith("pruned") else "failed"
+    else:
+        stage("latency")
+        result.latency_ms = measure_latency(model, protocol, tokens.val)
+        result.metrics["latency_ms_per_token"] = result.latency_ms["median"]
+        for index, task in enumerate(protocol.tasks):
+            stage(f"finetune {task.name}")
+            taskset = load_task_set(task, index, protocol.source)
+            scores = finetune(task, taskset, model, arch, tokens.tokenizer, config, config.seed + index + 1)
+            result.metrics.update({f"{task.name}.{name}": value for name, value in scores.items()})
+    result.metrics["peak_memory_mb"] = peak_memory_mb(device)
+    result.wall_seconds = time.perf_counter() - started
+    result.metrics.setdefault("latency_ms_per_token", math.nan)
+    if keep_model:
+        result.model = model
+    return result
+
+
+@torch.no_grad()
+def measure_latency(model: torch.nn.Module, protocol: TrialProtocol, val_ids: Any) -> dict[str, float]:
+    """Milliseconds per generated token (greedy, KV cache, batch 1) over ``repeats`` runs, after a warmup."""
+    spec = protocol.latency
+    device = next(model.parameters()).device
+    prompt = torch.as_tensor(val_ids[: spec.prompt_tokens].astype("int64"), device=device)[None]
+    model.eval()
+    kwargs = dict(
+        max_new_tokens=spec.new_tokens,
+        min_new_tokens=spec.new_tokens,
+        do_sample=False,
+        pad_token_id=model.config.pad_token_id,
+    )
+    model.generate(prompt, **kwargs)
+    samples = []
+    for _ in range(spec.repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        model.generate(prompt, **kwargs)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        samples.append((time.perf_counter() - start) * 1000 / spec.new_tokens)
+    model.train()
+    q = statistics.quantiles(samples, n=4)
+    return {"median": statistics.median(samples), "p25": q[0], "p75": q[2], "min": min(samples), "max": max(samples)}

@@ -1,0 +1,96 @@
+import pytest
+import torch
+
+from nas.data.tasks import TaskSet
+from nas.data.tokens import train_tokenizer
+from nas.protocol import Pretrain, Task
+from nas.train.finetune import _best_span, _qa_features, finetune, generation_eval
+
+STORY = "Mira is a baker from Oslo. Tomas keeps a red kite."
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer([STORY, "Where is Mira from?", "What does Tomas keep?"] * 30, vocab_size=320)
+
+
+def test_qa_answer_span_maps_to_tokens_and_back(tokenizer):
+    example = {
+        "question": "Where is Mira from?",
+        "context": STORY,
+        "answers": {"text": ["Oslo"], "answer_start": [STORY.index("Oslo")]},
+    }
+    (feature,) = _qa_features([example], tokenizer, max_length=64)
+    s, e = feature["start"], feature["end"]
+    assert feature["ctx_first"] <= s <= e
+    assert feature["text"][feature["offsets"][s][0] : feature["offsets"][e][1]].strip() == "Oslo"
+    # The span decoder picks the best start/end pair inside the context and returns its text.
+    n = len(feature["ids"])
+    start, end = torch.zeros(n), torch.zeros(n)
+    start[s], end[e] = 5.0, 5.0
+    start[0] = 100.0  # the question is not context: never chosen
+    assert _best_span(start, end, feature, max_tokens=4) == "Oslo"
+    two = {**example, "answers": {"text": ["red kite"], "answer_start": [STORY.index("red kite")]}}
+    (f2,) = _qa_features([two], tokenizer, max_length=64)
+    assert f2["text"][f2["offsets"][f2["start"]][0] : f2["offsets"][f2["end"]][1]].strip() == "red kite"
+
+
+def test_qa_answer_cut_by_max_length_is_dropped(tokenizer):
+    example = {
+        "question": "What does Tomas keep?",
+        "context": STORY,
+        "answers": {"text": ["red kite"], "answer_start": [STORY.index("red kite")]},
+    }
+    (feature,) = _qa_features([example], tokenizer, max_length=8)
+    assert feature["end"] is None
+
+
+def test_generation_exact_match_equals_greedy_decoding(micro_pretrained):
+    """Teacher-forced exact match (one forward pass) agrees with real greedy generation."""
+    result, tokenizer = micro_pretrained
+    model = result.model.eval()
+    rows, expected = [], 0
+    for i in range(12):
+        prompt = [
+            int(t)
+            for t in torch.randint(2, tokenizer.vocab_size, (10 + i,), generator=torch.Generator().manual_seed(i))
+        ]
+        greedy = model.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=4,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=None,
+        )[0, len(prompt) :].tolist()
+        target = greedy if i % 3 else greedy[:3] + [(greedy[3] + 1) % tokenizer.vocab_size]  # every third: wrong
+        expected += target == greedy
+        rows.append((prompt + target, len(target)))
+    nll, count, exact = generation_eval(model, rows, tokenizer.pad_token_id, batch_size=5, config=Pretrain())
+    assert exact == expected == 8 and count == 12 * 4 and nll > 0
+
+
+def test_generation_fine_tunes(micro_pretrained):
+    from nas.data.tasks import load_task_set
+
+    result, tokenizer = micro_pretrained
+    task = Task(
+        name="answer",
+        kind="generation",
+        steps=6,
+        batch_size=4,
+        max_length=160,
+        data={"builtin": {"seed": 3, "train": 16, "eval": 8}},
+    )
+    scores = finetune(task, load_task_set(task, 0), result.model, result.arch, tokenizer, Pretrain(), seed=1)
+    assert set(scores) == {"perplexity", "exact_match"} and 1 < scores["perplexity"] < 1e4
+    assert 0 <= scores["exact_match"] <= 1
+
+
+def test_classification_learns_an_easy_task(micro_pretrained):
+    result, tokenizer = micro_pretrained
+    words = ["Oslo", "Lima"]
+    examples = [{"text": f"Mira is from {words[i % 2]}.", "label": words[i % 2]} for i in range(64)]
+    taskset = TaskSet(examples[:48], examples[48:], labels=["Lima", "Oslo"])
+    task = Task(name="easy", kind="classification", steps=40, lr=1e-2, batch_size=8)
+    scores = finetune(task, taskset, result.model, result.arch, tokenizer, Pretrain(), seed=0)
+    assert scores["accuracy"] == 1.0 and scores["macro_f1"] == 1.0

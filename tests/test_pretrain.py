@@ -1,0 +1,117 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from nas.arch import ArchConfig
+from nas.protocol import Pretrain, Schedule
+from nas.train import pretrain as pretrain_module
+from nas.train.pretrain import batch_at, budget_tokens, lr_multiplier, pretrain
+
+
+def test_schedules():
+    cosine = Schedule(kind="cosine", warmup_fraction=0.1, min_lr_ratio=0.1)
+    assert lr_multiplier(0.0, cosine) == 0.0 and lr_multiplier(0.05, cosine) == pytest.approx(0.5)
+    assert lr_multiplier(0.1, cosine) == pytest.approx(1.0) and lr_multiplier(1.0, cosine) == pytest.approx(0.1)
+    assert lr_multiplier(0.55, cosine) == pytest.approx(0.55)  # halfway through the decay: (1 + 0.1) / 2
+    linear = Schedule(kind="linear", warmup_fraction=0.0, min_lr_ratio=0.0)
+    assert [lr_multiplier(p, linear) for p in (0, 0.25, 1)] == pytest.approx([1, 0.75, 0])
+    wsd = Schedule(kind="wsd", warmup_fraction=0.1, decay_fraction=0.2, min_lr_ratio=0.0)
+    assert lr_multiplier(0.5, wsd) == 1.0 and lr_multiplier(0.8, wsd) == 1.0
+    assert lr_multiplier(0.9, wsd) == pytest.approx(0.5) and lr_multiplier(1.0, wsd) == pytest.approx(0.0)
+    assert lr_multiplier(0.7, Schedule(kind="constant", warmup_fraction=0.0)) == 1.0
+
+
+def test_flops_budget_gives_a_bigger_model_fewer_tokens():
+    config = Pretrain(seq_len=32, batch_tokens=64, budget={"flops": 1e12})
+    small = ArchConfig(vocab_size=100, max_seq_len=32, n_layers=2, d_model=32, n_heads=2)
+    big = ArchConfig(vocab_size=100, max_seq_len=32, n_layers=4, d_model=64, n_heads=2)
+    small_tokens = budget_tokens(config, small.flops_per_token(32))
+    big_tokens = budget_tokens(config, big.flops_per_token(32))
+    assert big_tokens < small_tokens
+    assert small_tokens * small.flops_per_token(32) == pytest.approx(1e12, rel=1e-6)
+    assert budget_tokens(Pretrain(budget={"tokens": 7}), 1.0) == 7
+    assert budget_tokens(Pretrain(budget={"seconds": 3}), 1.0) is None
+
+
+def test_batches_are_a_pure_function_of_seed_and_step():
+    ids = np.arange(1000, dtype=np.uint16)
+    x, y = batch_at(ids, 5, 4, 16, seed=0)
+    assert x.shape == y.shape == (4, 16) and torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(y - x, torch.ones_like(x))
+    assert torch.equal(batch_at(ids, 5, 4, 16, seed=0)[0], x)
+    assert not torch.equal(batch_at(ids, 6, 4, 16, seed=0)[0], x)
+
+
+def _setup(seed=0):
+    rng = np.random.default_rng(0)
+    # A learnable stream: a repeating pattern with a little noise.
+    ids = (np.tile(np.arange(20), 500) + (rng.random(10000) < 0.05) * 7) % 50
+    arch = ArchConfig(vocab_size=50, max_seq_len=32, n_layers=2, d_model=32, n_heads=2)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(arch.to_hf_config())
+    return arch, model, ids[:9000].astype(np.uint16), ids[9000:].astype(np.uint16)
+
+
+def _config(**kw):
+    base = dict(
+        seq_len=32,
+        batch_tokens=256,
+        budget={"tokens": 256 * 30},
+        eval_every=10,
+        eval_tokens=512,
+        optimizer={"lr": 1e-2},
+    )
+    return Pretrain(**{**base, **kw})
+
+
+def test_loss_falls_and_curve_is_recorded():
+    arch, model, train, val = _setup()
+    reports = []
+    outcome = pretrain(model, train, val, _config(), arch.flops_per_token(32), reporter=reports.append)
+    assert outcome.cause is None and outcome.steps == 30 and outcome.tokens == 30 * 256
+    assert [p.step for p in outcome.curve] == [0, 10, 20, 30]
+    assert [p.step for p in reports] == [10, 20, 30]  # step 0 is recorded, not reported
+    assert outcome.curve[-1].val_loss < 0.7 * outcome.curve[0].val_loss
+    assert outcome.tokens_per_second > 0 and outcome.curve[-1].lr > 0
+
+
+def test_reporter_can_stop_the_run():
+    arch, model, train, val = _setup()
+    outcome = pretrain(model, train, val, _config(), arch.flops_per_token(32), reporter=lambda p: p.step >= 20)
+    assert outcome.cause == "pruned at step 20" and outcome.steps == 20 and outcome.curve[-1].step == 20
+
+
+def test_nan_loss_stops_with_cause(monkeypatch):
+    arch, model, train, val = _setup()
+    calls = {"n": 0}
+    real = pretrain_module.compute_loss
+
+    def poisoned(model, x, y):
+        loss = real(model, x, y)
+        if model.training:
+            calls["n"] += 1
+            if calls["n"] == 4:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(pretrain_module, "compute_loss", poisoned)
+    outcome = pretrain(model, train, val, _config(), arch.flops_per_token(32))
+    assert outcome.cause == "nan_loss at step 4" and outcome.steps == 3  # three optimizer steps completed
+    assert all(math.isfinite(p.val_loss) for p in outcome.curve)
+
+
+def test_gradient_accumulation_matches_the_full_batch():
+    arch, model_a, train, val = _setup()
+    _, model_b, _, _ = _setup()
+    a = pretrain(model_a, train, val, _config(budget={"tokens": 256 * 5}), 1.0)
+    b = pretrain(model_b, train, val, _config(budget={"tokens": 256 * 5}), 1.0, micro_batch_size=2)
+    assert b.micro_batch_size == 2 and a.micro_batch_size == 8
+    assert a.curve[-1].val_loss == pytest.approx(b.curve[-1].val_loss, rel=1e-3)
+
+
+def test_seconds_budget_stops_on_time():
+    arch, model, train, val = _setup()
+    outcome = pretrain(model, train, val, _config(budget={"seconds": 0.5}), 1.0)
+    assert outcome.cause is None and 0.5 <= outcome.train_seconds < 2.0 and outcome.steps > 0

@@ -1,0 +1,120 @@
+import pytest
+
+from nas.cli import main
+from nas.errors import NasInputError
+from nas.protocol import load_protocol, parse_protocol
+from nas.resources import shipped_names
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+@pytest.mark.parametrize("name", shipped_names("trials"))
+def test_shipped_protocols_load(name):
+    protocol = load_protocol(name)
+    assert protocol.name == name and protocol.tasks
+    assert {t.kind for t in protocol.tasks} == {"classification", "qa", "generation"}
+
+
+def test_defaults_and_metric_names():
+    protocol = parse_protocol("tasks: [{name: c, kind: classification}, {name: q, kind: qa}]\n")
+    assert protocol.data.source == "builtin" and protocol.tokenizer.kind == "train"
+    assert protocol.pretrain.budget.tokens == 200_000 and protocol.objectives["val_loss"].direction == "minimize"
+    names = protocol.metric_names()
+    assert {"val_loss", "params", "c.accuracy", "c.macro_f1", "q.f1", "q.exact_match"} <= set(names)
+
+
+def test_overrides_apply_and_change_the_hash():
+    base = load_protocol("cpu-tiny")
+    changed = load_protocol(
+        "cpu-tiny",
+        ["pretrain.budget.tokens=5000", "tasks.qa.steps=3", "tasks.0.lr=0.01", "pretrain.optimizer.betas=[0.8, 0.9]"],
+    )
+    assert changed.pretrain.budget.tokens == 5000 and changed.tasks[1].steps == 3 and changed.tasks[0].lr == 0.01
+    assert changed.pretrain.optimizer.betas == (0.8, 0.9)
+    assert changed.content_hash != base.content_hash == load_protocol("cpu-tiny").content_hash
+
+
+def test_weighted_objective():
+    protocol = load_protocol(
+        "cpu-tiny",
+        ["objectives.score.direction=maximize", "objectives.score.weights={claims.accuracy: 1, qa.f1: 2}"],
+    )
+    assert protocol.objective_values({"val_loss": 2.0, "claims.accuracy": 0.5, "qa.f1": 0.25}) == [2.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("pretrain.budjet.tokens=1", "--set: pretrain.budjet: unknown key 'budjet' (did you mean 'budget'?)"),
+        ("tasks.qaa.steps=1", "--set: tasks.qaa: no item 'qaa' (did you mean 'qa'?)"),
+        ("pretrain.seq_len", "--set: 'pretrain.seq_len': expected key.path=value"),
+        ("pretrain.seq_len.x=1", "--set: pretrain.seq_len: is a value (256), not a section"),
+    ],
+)
+def test_bad_overrides(override, message):
+    with pytest.raises(NasInputError) as info:
+        load_protocol("cpu-tiny", [override])
+    assert str(info.value) == message
+
+
+MALFORMED = {
+    "unknown key": (
+        "pretrain: {optimiser: {lr: 1}}\n",
+        "pretrain.optimiser: unknown key 'optimiser' (did you mean 'optimizer'?)",
+    ),
+    "unknown top-level key": ("taks: []\n", "taks: unknown key 'taks' (did you mean 'tasks'?)"),
+    "wrong type": ("pretrain: {seq_len: long}\n", "pretrain.seq_len: Input should be a valid integer"),
+    "two budgets": (
+        "pretrain: {budget: {tokens: 10, flops: 1.0e9}}\n",
+        "pretrain.budget: give exactly one of tokens, flops, seconds (got tokens, flops)",
+    ),
+    "batch not a multiple": (
+        "pretrain: {seq_len: 100, batch_tokens: 150}\n",
+        "pretrain: batch_tokens=150 must be a multiple of seq_len=100",
+    ),
+    "files without section": ("data: {source: files}\n", "data: source 'files' needs a 'files' section"),
+    "unknown task kind": (
+        "tasks: [{name: a, kind: summarise}]\n",
+        "tasks.0.kind: Input should be 'classification', 'qa' or 'generation'",
+    ),
+    "unknown task key": (
+        "tasks: [{name: a, kind: qa, stepz: 3}]\n",
+        "tasks.0.stepz: unknown key 'stepz' (did you mean 'steps'?)",
+    ),
+    "unknown objective": (
+        "objectives: {val_los: minimize}\n",
+        "objectives.val_los: unknown metric 'val_los' (did you mean 'val_loss'?)",
+    ),
+    "bad direction": ("objectives: {val_loss: lower}\n", "objectives.val_loss.direction: Input should be"),
+    "duplicate task": ("tasks: [{name: a, kind: qa}, {name: a, kind: qa}]\n", "task name 'a' is used twice"),
+    "not YAML": ("pretrain: {seq_len: [1\n", "not valid YAML at line"),
+    "not a mapping": ("[1, 2]\n", "a trial protocol must be a YAML mapping, got list"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_protocol_exit_2(case, tmp_path, capsys):
+    text, fragment = MALFORMED[case]
+    path = tmp_path / "protocol.yaml"
+    path.write_text(text)
+    for verb in (["trials", "validate"], ["trials", "show"]):
+        code, out, err = run([*verb, str(path)], capsys)
+        assert code == 2 and "Traceback" not in err
+        assert f"{path}: {fragment}" in err, err
+
+
+def test_missing_protocol_exit_2(capsys):
+    code, _, err = run(["trials", "show", "cpu-tiyn"], capsys)
+    assert code == 2 and "(did you mean 'cpu-tiny'?)" in err
+
+
+def test_cli_show_and_list(capsys):
+    code, out, _ = run(["trials", "show", "cpu-tiny", "--set", "pretrain.budget.tokens=1234"], capsys)
+    assert code == 0 and "tokens: 1234" in out and "qa.f1" in out
+    code, out, _ = run(["trials", "list"], capsys)
+    assert code == 0 and "cpu-tiny" in out and "gpu-short" in out and "text-files" in out

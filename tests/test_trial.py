@@ -1,0 +1,84 @@
+import math
+
+import pytest
+import torch
+
+from nas.arch import ArchConfig
+from nas.trial import run_trial
+
+
+def test_micro_trial_end_to_end(micro_protocol, micro_arch):
+    protocol = micro_protocol()
+    stages, steps = [], []
+    result = run_trial(micro_arch, protocol, on_stage=stages.append, on_step=lambda s, loss, tps: steps.append(s))
+    assert result.status == "complete" and result.cause is None
+    assert stages == ["data", "pretrain", "latency", "finetune claims", "finetune qa", "finetune answer"]
+    assert steps == list(range(1, 33))  # 16384 tokens / 512 per step
+    assert set(protocol.metric_names()) <= set(result.metrics)
+    m = result.metrics
+    assert result.curve[-1].val_loss < 0.75 * result.curve[0].val_loss  # held-out loss falls well below its start
+    assert m["val_loss"] == result.curve[-1].val_loss and m["val_ppl"] == pytest.approx(math.exp(m["val_loss"]))
+    assert m["params"] == micro_arch.param_count() and m["tokens_trained"] == 16384
+    assert m["tokens_per_second"] > 0 and m["peak_memory_mb"] > 0
+    for name in (
+        "claims.accuracy",
+        "claims.precision",
+        "claims.recall",
+        "claims.macro_f1",
+        "qa.exact_match",
+        "qa.f1",
+        "answer.exact_match",
+    ):
+        assert 0 <= m[name] <= 1, name
+    assert m["answer.perplexity"] > 1
+    latency = result.latency_ms
+    assert latency["min"] <= latency["p25"] <= latency["median"] <= latency["p75"] <= latency["max"]
+    assert m["latency_ms_per_token"] == latency["median"] > 0
+    record = result.to_dict()
+    assert record["arch_hash"] == micro_arch.arch_hash() and record["curve"][0]["step"] == 0
+
+
+def test_reporter_prunes_and_skips_fine_tuning(micro_protocol, micro_arch):
+    result = run_trial(micro_arch, micro_protocol(), reporter=lambda point: point.step >= 8)
+    assert result.status == "pruned" and result.cause == "pruned at step 8"
+    assert "qa.f1" not in result.metrics and result.metrics["tokens_trained"] == 8 * 512
+
+
+def test_out_of_memory_retries_with_half_the_micro_batch(monkeypatch, micro_protocol, micro_arch):
+    from nas import trial as trial_module
+
+    real = trial_module.pretrain
+    seen = []
+
+    def flaky(model, train, val, config, flops, reporter, micro, on_step):
+        seen.append(micro)
+        if micro > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, train, val, config, flops, reporter, micro, on_step)
+
+    monkeypatch.setattr(trial_module, "pretrain", flaky)
+    protocol = micro_protocol()
+    protocol = protocol.model_copy(update={"tasks": []})
+    result = run_trial(micro_arch, protocol)
+    assert seen == [8, 4] and result.status == "complete" and result.micro_batch_size == 4
+    assert any("retried with micro-batch 4" in note for note in result.notes)
+
+    seen.clear()
+    monkeypatch.setattr(
+        trial_module, "pretrain", lambda *a: (seen.append(a[6]), (_ for _ in ()).throw(torch.OutOfMemoryError()))[1]
+    )
+    failed = run_trial(micro_arch, protocol)
+    assert failed.status == "failed" and failed.cause == "oom" and seen == [8, 4]
+
+
+def test_protocol_longer_than_the_architecture_is_refused(micro_protocol):
+    short = ArchConfig(vocab_size=512, max_seq_len=32, n_layers=1, d_model=32, n_heads=2)
+    with pytest.raises(ValueError, match="seq_len=64 exceeds the architecture's max_seq_len=32"):
+        run_trial(short, micro_protocol())
+
+
+def test_vocab_raised_to_the_tokenizer(micro_protocol):
+    small_vocab = ArchConfig(vocab_size=100, max_seq_len=64, n_layers=1, d_model=32, n_heads=2)
+    protocol = micro_protocol("pretrain.budget.tokens=512")
+    result = run_trial(small_vocab, protocol.model_copy(update={"tasks": []}))
+    assert result.arch.vocab_size == 512 and "vocab_size raised from 100" in result.notes[0]
