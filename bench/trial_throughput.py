@@ -206,7 +206,9 @@ def ratios(bare: list[Run], trial: list[Run], batch_tokens: int, steps: int, pai
     b, t = speeds(bare, batch_tokens, steps), speeds(trial, batch_tokens, steps)
     out = {key: (b[key], t[key], t[key] / b[key]) for key in b}
     if paired:  # bare step k next to trial step k: the ratio of their times, median over all pairs
-        pairs = [x / y for rb, rt in zip(bare, trial, strict=True) for x, y in zip(rb.step_times, rt.step_times)]
+        pairs = [
+            x / y for rb, rt in zip(bare, trial, strict=True) for x, y in zip(rb.step_times, rt.step_times, strict=True)
+        ]
         out["pairs"] = (None, None, statistics.median(pairs))
     return out
 
@@ -256,7 +258,9 @@ def main() -> None:
     modes = ["lockstep", "runs"] if args.mode == "both" else [args.mode]
 
     # Warm the process up (allocator, kernels, lazy imports), unmeasured.
-    separate(chosen[1], tokens, config.model_copy(update={"budget": Budget(tokens=2 * config.batch_tokens)}), 2, "t")
+    separate(
+        chosen[1], tokens, config.model_copy(update={"budget": Budget(tokens=2 * config.batch_tokens)}), 2, "trial"
+    )
 
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
@@ -289,7 +293,9 @@ def main() -> None:
     for arch, mode, key, bare_tps, trial_tps, ratio in rows:
         cells = [f"{v:,.0f}" if v is not None else "" for v in (bare_tps, trial_tps)]
         mflops = arch.flops_per_token(config.seq_len) / 1e6
-        table.append(f"| {arch.summary()} | {mflops:.2f} | {mode} | {LABELS[key]} | {' | '.join(cells)} | {ratio:.3f} |")
+        table.append(
+            f"| {arch.summary()} | {mflops:.2f} | {mode} | {LABELS[key]} | {' | '.join(cells)} | {ratio:.3f} |"
+        )
     primary = [r for r in rows if r[1] == modes[0]]
     worst = min(primary, key=lambda r: r[5])
     worst_all = min(r[5] for r in rows)

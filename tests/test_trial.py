@@ -82,3 +82,20 @@ def test_vocab_raised_to_the_tokenizer(micro_protocol):
     protocol = micro_protocol("pretrain.budget.tokens=512")
     result = run_trial(small_vocab, protocol.model_copy(update={"tasks": []}))
     assert result.arch.vocab_size == 512 and "vocab_size raised from 100" in result.notes[0]
+
+
+def test_nan_loss_fails_the_trial_with_its_cause(monkeypatch, micro_protocol, micro_arch):
+    from nas.train import pretrain as pretrain_module
+
+    real = pretrain_module.compute_loss
+    calls = {"n": 0}
+
+    def poisoned(model, x, y):
+        loss = real(model, x, y)
+        calls["n"] += model.training
+        return loss * float("nan") if model.training and calls["n"] >= 5 else loss
+
+    monkeypatch.setattr(pretrain_module, "compute_loss", poisoned)
+    result = run_trial(micro_arch, micro_protocol())
+    assert result.status == "failed" and result.cause == "nan_loss at step 5"
+    assert "qa.f1" not in result.metrics and result.metrics["tokens_trained"] == 4 * 512
