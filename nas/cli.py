@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -271,6 +272,374 @@ def trials_run(
     console.print(f"wall time {result.wall_seconds:.1f}s")
     if result.status == "failed":
         raise typer.Exit(1)
+
+
+# ---- search, status, dashboard, export ---------------------------------------------------------
+RunsOption = Annotated[Path, typer.Option("--runs-dir", help="Where run folders (runs/<study>/) live.")]
+StorageOption = Annotated[
+    str | None,
+    typer.Option(help="Optuna storage URL: sqlite:///PATH, postgresql://..., mysql://..., journal:PATH."),
+]
+
+
+class _SearchView:
+    """Two rich progress bars (the study; the running trial) and a log file in the run folder."""
+
+    def __init__(self, n_trials: int, quiet: bool, study_name: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.quiet = quiet
+        self.log_file = None
+        self.n_trials = n_trials
+        self.study_name = study_name
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            disable=quiet,
+            transient=False,
+        )
+        self.study_bar = self.progress.add_task("study", total=n_trials, info="")
+        self.trial_bar = self.progress.add_task("trial", total=None, info="", visible=False)
+        self.started = time.monotonic()
+        self.counts = {"complete": 0, "pruned": 0, "failed": 0, "infeasible": 0, "duplicate": 0}
+        self.best = ""
+
+    def open_log(self, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file = (run_dir / "search.log").open("a")
+        self.log(f"--- nas search {self.study_name}: {' '.join(sys.argv[1:])}")
+
+    def log(self, line: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        if self.log_file:
+            self.log_file.write(f"{stamp} {line}\n")
+            self.log_file.flush()
+        if not self.quiet:
+            self.progress.console.print(f"[dim]{escape(line)}[/dim]", highlight=False)
+
+    def trial_started(self, number: int, summary: str) -> None:
+        self.progress.update(
+            self.trial_bar, description=f"trial {number}", completed=0, total=None, info=summary, visible=True
+        )
+
+    def stage(self, name: str) -> None:
+        self.progress.update(self.trial_bar, info=name)
+
+    def step(self, step: int, loss: float, tps: float) -> None:
+        self.progress.update(self.trial_bar, completed=step, info=f"step {step} loss {loss:.3f} {tps:,.0f} tok/s")
+
+    def trial_finished(self, trial: Any, done: int, best: str) -> None:
+        status = trial.user_attrs.get("nas_status")
+        key = {"duplicate": "duplicate", "infeasible": "infeasible"}.get(status, trial.state.name.lower())
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.best = best
+        elapsed = time.monotonic() - self.started
+        trained = self.counts["complete"] + self.counts["pruned"]
+        eta = f" ETA {elapsed / trained * max(0, self.n_trials - done):.0f}s" if trained else ""
+        info = " ".join(f"{k} {v}" for k, v in self.counts.items() if v) + f" | best {best}{eta}"
+        self.progress.update(self.study_bar, completed=done, info=info)
+        self.progress.update(self.trial_bar, visible=False)
+
+
+def _best_text(study: Any) -> str:
+    from nas.study import leaderboard
+
+    rows = [r for r in leaderboard(study) if r.rank == 1]
+    return ", ".join(f"{v:.4g}" for v in rows[0].values) if rows and rows[0].values else "-"
+
+
+def _render_leaderboard(study: Any, limit: int | None = None) -> None:
+    from nas.study import leaderboard
+
+    rows = leaderboard(study)
+    objectives = list(study.user_attrs.get("nas.objectives", {})) or [f"value{i}" for i in range(len(study.directions))]
+    multi = len(study.directions) > 1
+    table = Table(title=f"study {study.study_name}: {len(rows)} trials" + (" (* = Pareto set)" if multi else ""))
+    for column in ("rank", "trial", "architecture", "params", *objectives, "state", "cause"):
+        table.add_column(column, overflow="fold", justify="right" if column in ("rank", "trial", "params") else "left")
+    shown = rows if limit is None else rows[:limit]
+    for row in shown:
+        values = [f"{v:.4g}" for v in row.values] if row.values else [""] * len(objectives)
+        rank = "" if row.rank is None else f"{row.rank}{'*' if row.pareto else ''}"
+        state = row.state if row.status in ("trained", "running", "?") else f"{row.state} ({row.status})"
+        table.add_row(
+            rank,
+            str(row.number),
+            row.summary,
+            f"{row.params:,}" if row.params else "",
+            *values,
+            state,
+            escape(row.cause or ""),
+        )
+    console.print(table)
+    if limit is not None and len(rows) > limit:
+        console.print(f"... {len(rows) - limit} more: nas status {study.study_name}")
+
+
+@app.command("search")
+def search(
+    space: Annotated[str, typer.Option(help="Search space: a shipped name or a YAML file.")] = "tiny",
+    trial: Annotated[str, typer.Option("--trial", help="Trial protocol: a shipped name or a YAML file.")] = "cpu-tiny",
+    study: Annotated[str | None, typer.Option(help="Study name (default: SPACE-PROTOCOL).")] = None,
+    storage: StorageOption = None,
+    n_trials: Annotated[int, typer.Option(min=1, help="Trials that train (completed or pruned), in total.")] = 10,
+    timeout: Annotated[float | None, typer.Option(min=1, help="Start no new trial after this many seconds.")] = 540,
+    sampler: Annotated[str, typer.Option(help="tpe | random | nsga2 | gp | cmaes | grid")] = "tpe",
+    pruner: Annotated[str, typer.Option(help="median | sha | hyperband | none")] = "hyperband",
+    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    overrides: SetOption = None,
+    keep_weights: Annotated[bool, typer.Option(help="Store each trial's weights (safetensors artifact).")] = False,
+    warm_start: Annotated[str | None, typer.Option(help="Seed a new study with an old study's architectures.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Estimate the study's compute; train nothing.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars (the log file still grows).")] = False,
+    runs_dir: RunsOption = Path("runs"),
+) -> None:
+    """Search a space for the best architecture under a trial protocol (an Optuna study).
+
+    Example: nas search --space tiny --trial cpu-tiny --n-trials 10 --pruner hyperband
+    """
+    from nas.protocol import load_protocol
+    from nas.space import load_space
+    from nas.study import PRUNERS, SAMPLERS, Callbacks, SearchConfig, make_pruner, open_storage, run_search
+
+    loaded_space = load_space(space)
+    protocol = load_protocol(trial, overrides)
+    for name, value, allowed in (("--sampler", sampler, SAMPLERS), ("--pruner", pruner, PRUNERS)):
+        if value not in allowed:
+            from nas.errors import did_you_mean
+
+            raise NasInputError(name, f"unknown '{value}'{did_you_mean(value, allowed)}; one of {', '.join(allowed)}")
+    multi = len(protocol.objectives) > 1
+    make_pruner(pruner, protocol, multi)
+    if sampler == "cmaes" and multi:
+        raise NasInputError("--sampler", "cmaes handles single-objective studies only; use tpe or nsga2")
+    if sampler == "grid":
+        from nas.study import grid_space
+
+        grid_space(loaded_space)
+    name = study or f"{loaded_space.name}-{protocol.name}"
+    if dry_run:
+        _dry_run(loaded_space, protocol, n_trials, seed)
+        return
+    if storage is not None:
+        open_storage(storage)  # unreachable or unknown: exit 2 before anything is written
+    view = _SearchView(n_trials, quiet, name)
+    view.open_log(runs_dir / name)
+    config = SearchConfig(
+        space=loaded_space,
+        protocol=protocol,
+        study_name=name,
+        storage=storage,
+        runs_dir=runs_dir,
+        n_trials=n_trials,
+        timeout=timeout,
+        sampler=sampler,
+        pruner=pruner,
+        seed=seed,
+        keep_weights=keep_weights,
+        warm_start=warm_start,
+    )
+
+    def finished(frozen: Any, study_obj: Any) -> None:
+        from nas.study import trained_count
+
+        view.trial_finished(frozen, trained_count(study_obj), _best_text(study_obj))
+
+    callbacks = Callbacks(
+        trial_started=view.trial_started, stage=view.stage, step=view.step, trial_finished=finished, log=view.log
+    )
+    try:
+        with view.progress:
+            summary = run_search(config, callbacks)
+    except KeyboardInterrupt:
+        view.log("interrupted: the running trial is marked failed (interrupted); re-run the same command to continue")
+        err_console.print("interrupted; re-run the same command to continue the study")
+        raise typer.Exit(130) from None
+    view.log(f"stopped: {summary.stopped_because}")
+    console.print(
+        f"\n[bold]{summary.stopped_because}[/bold] in {summary.elapsed:.0f}s "
+        f"({summary.new_trained} new trials trained; run folder {summary.run_dir})"
+    )
+    _render_leaderboard(summary.study, limit=15)
+    _print_best(summary.study)
+    where = f" --storage {storage}" if storage else ""
+    console.print(
+        "next:\n"
+        f"  nas status {name}{where}\n"
+        f"  nas dashboard {name}{where}\n"
+        f"  nas export {name}{where} --best -o exports/{name}",
+        highlight=False,
+    )
+
+
+def _print_best(study: Any) -> None:
+    from nas.study import leaderboard
+
+    best = [r for r in leaderboard(study) if r.rank == 1]
+    if not best:
+        console.print("[yellow]no trial completed yet[/yellow]")
+        return
+    row = best[0]
+    metrics = ", ".join(
+        f"{k} {v:.4g}"
+        for k, v in row.metrics.items()
+        if isinstance(v, float) and "." in k or k in ("val_loss", "tokens_per_second")
+    )
+    console.print(
+        f"[bold]best[/bold]: trial {row.number}: {row.summary} ({row.params:,} params) {metrics}", highlight=False
+    )
+
+
+def _dry_run(space: Any, protocol: Any, n_trials: int, seed: int) -> None:
+    """Sample the space and estimate the study's compute at the throughput measured here and now."""
+    import statistics
+
+    from nas.space import random_samples
+    from nas.train.pretrain import budget_tokens
+
+    archs = [s.arch for s in random_samples(space, n_trials * 4, seed) if s.arch is not None][:n_trials]
+    if not archs:
+        raise NasInputError(space.source, "no feasible architecture to estimate")
+    config = protocol.pretrain
+    total_flops = 0.0
+    for arch in archs:
+        fpt = arch.flops_per_token(config.seq_len)
+        tokens = budget_tokens(config, fpt) or 0
+        finetune = sum(t.steps * t.batch_size * t.max_length for t in protocol.tasks)
+        total_flops += (tokens + finetune) * fpt
+    reference = sorted(archs, key=lambda a: a.flops_per_token())[len(archs) // 2]
+    flops_per_second = _measure_flops_per_second(reference, protocol)
+    console.print(
+        f"dry run: {len(archs)} sampled architectures of {space.name}, median "
+        f"{statistics.median(a.param_count() for a in archs):,.0f} params"
+    )
+    if config.budget.seconds:
+        console.print(
+            f"time budget: {config.budget.seconds:.0f}s pretraining per trial, "
+            f"~{config.budget.seconds * len(archs) / 60:.1f} min for pretraining in all"
+        )
+    console.print(
+        f"estimated compute: {total_flops:.3g} FLOPs (pretraining + fine-tuning, no pruning); "
+        f"at {flops_per_second:.3g} FLOP/s measured here on {reference.summary()}: "
+        f"~{total_flops / flops_per_second / 60:.1f} min",
+        highlight=False,
+    )
+
+
+def _measure_flops_per_second(arch: Any, protocol: Any) -> float:
+    import transformers
+
+    from nas.train.pretrain import make_optimizer, resolve_device
+
+    config = protocol.pretrain
+    device = resolve_device(config)
+    model = transformers.AutoModelForCausalLM.from_config(arch.to_hf_config()).to(device)
+    optimizer = make_optimizer(model, config, 1e-4, device)
+    x = torch_randint(arch.vocab_size, config.batch_size, config.seq_len, device)
+    times = []
+    for _ in range(4):
+        start = time.perf_counter()
+        model(input_ids=x, labels=x).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        times.append(time.perf_counter() - start)
+    return arch.flops_per_token(config.seq_len) * config.batch_tokens / min(times[1:])
+
+
+def torch_randint(high: int, rows: int, cols: int, device: Any) -> Any:
+    import torch
+
+    return torch.randint(0, high, (rows, cols), device=device)
+
+
+@app.command("status")
+def status(
+    study: Annotated[str | None, typer.Argument(help="Study name (default: the newest in runs/).")] = None,
+    storage: StorageOption = None,
+    runs_dir: RunsOption = Path("runs"),
+    all_rows: Annotated[bool, typer.Option("--all", help="Every trial, not the first 30.")] = False,
+) -> None:
+    """The leaderboard of a study: rank, trial, architecture, params, objectives, state, cause.
+
+    Example: nas status tiny-cpu-tiny
+    """
+    from nas.study import find_study
+
+    found = find_study(study, storage, runs_dir)
+    attrs = found.user_attrs
+    console.print(
+        f"study [bold]{found.study_name}[/bold]: space {attrs.get('nas.space_name')} "
+        f"({attrs.get('nas.space_hash')}), protocol {attrs.get('nas.protocol_name')} "
+        f"({attrs.get('nas.protocol_hash')}), nas {attrs.get('nas.version')}",
+        highlight=False,
+    )
+    _render_leaderboard(found, limit=None if all_rows else 30)
+    _print_best(found)
+
+
+@app.command("dashboard")
+def dashboard(
+    study: Annotated[str | None, typer.Argument(help="Study name (default: the newest in runs/).")] = None,
+    storage: StorageOption = None,
+    runs_dir: RunsOption = Path("runs"),
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8080,
+) -> None:
+    """Start optuna-dashboard on 127.0.0.1 for a study, with its artifacts; prints the URL.
+
+    Example: nas dashboard tiny-cpu-tiny --port 8080
+    """
+    import optuna
+    from optuna_dashboard import run_server
+
+    from nas.study import default_storage, find_study
+
+    found = find_study(study, storage, runs_dir)
+    url = storage or default_storage(runs_dir, found.study_name)
+    artifacts = optuna.artifacts.FileSystemArtifactStore(str(runs_dir / found.study_name / "artifacts"))
+    console.print(f"optuna-dashboard for {found.study_name}: http://127.0.0.1:{port}/dashboard/ (Ctrl-C to stop)")
+    run_server(url, host="127.0.0.1", port=port, artifact_store=artifacts)
+
+
+@app.command("export")
+def export(
+    study: Annotated[str | None, typer.Argument(help="Study name (default: the newest in runs/).")] = None,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Folder to write.")] = Path("exports/best"),
+    trial_number: Annotated[int | None, typer.Option("--trial", help="Export this trial.")] = None,
+    best: Annotated[bool, typer.Option("--best", help="Export the best trial (single objective).")] = False,
+    pareto: Annotated[int | None, typer.Option(min=1, help="Export the first K of the Pareto set.")] = None,
+    storage: StorageOption = None,
+    runs_dir: RunsOption = Path("runs"),
+) -> None:
+    """Export a trial as a Hugging Face model folder with tokenizer, metrics and a training recipe.
+
+    Example: nas export tiny-cpu-tiny --best -o exports/tiny
+    """
+    from nas.study import export_from_study, find_study, leaderboard
+
+    if sum(x is not None and x is not False for x in (trial_number, best or None, pareto)) != 1:
+        raise NasInputError("export", "give exactly one of --trial N, --best, --pareto K")
+    found = find_study(study, storage, runs_dir)
+    ranked = [r for r in leaderboard(found) if r.rank is not None]
+    if trial_number is not None:
+        targets = [(trial_number, out)]
+    elif best:
+        if len(found.directions) > 1:
+            raise NasInputError("--best", "the study has several objectives: use --pareto K or --trial N")
+        if not ranked:
+            raise NasInputError("--best", f"study '{found.study_name}' has no completed trial yet")
+        targets = [(ranked[0].number, out)]
+    else:
+        front = [r for r in ranked if r.pareto][:pareto]
+        if not front:
+            raise NasInputError("--pareto", f"study '{found.study_name}' has no completed trial yet")
+        targets = [(r.number, out / f"trial-{r.number}") for r in front]
+    for number, folder in targets:
+        written = export_from_study(found, number, folder, runs_dir)
+        console.print(f"exported trial {number} to {written}")
 
 
 def main(argv: list[str] | None = None) -> None:
