@@ -106,14 +106,19 @@ def spaces_validate(
     """
     from nas.space import load_space
 
+    _validate_each(files, load_space, lambda s: f"{s.source} ({s.name}, {len(s.params)} parameters)")
+
+
+def _validate_each(files: list[str], load: Any, describe: Any) -> None:
+    """Load every file, print ok lines, then raise one error listing every file's problems."""
     problems: list[NasInputError] = []
     for file in files:
         try:
-            space = load_space(file)
+            loaded = load(file)
         except NasInputError as exc:
             problems.append(exc)
             continue
-        console.print(f"[green]ok[/green] {space.source} ({space.name}, {len(space.params)} parameters)")
+        console.print(f"[green]ok[/green] {describe(loaded)}", highlight=False)
     if problems:
         raise NasInputError(None, [("", str(p)) for p in problems])
 
@@ -208,16 +213,7 @@ def trials_validate(files: Annotated[list[str], typer.Argument(help="Protocol fi
     """
     from nas.protocol import load_protocol
 
-    problems: list[NasInputError] = []
-    for file in files:
-        try:
-            loaded = load_protocol(file)
-        except NasInputError as exc:
-            problems.append(exc)
-            continue
-        console.print(f"[green]ok[/green] {loaded.source} ({loaded.name}, {len(loaded.tasks)} tasks)")
-    if problems:
-        raise NasInputError(None, [("", str(p)) for p in problems])
+    _validate_each(files, load_protocol, lambda p: f"{p.source} ({p.name}, {len(p.tasks)} tasks)")
 
 
 @trials_app.command("run")
@@ -640,6 +636,30 @@ def export(
     for number, folder in targets:
         written = export_from_study(found, number, folder, runs_dir)
         console.print(f"exported trial {number} to {written}")
+
+
+@app.command("report")
+def report(
+    study: Annotated[str | None, typer.Argument(help="Study name (default: the newest in runs/).")] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="HTML file (default: reports/<study>.html).")] = None,
+    png: Annotated[Path | None, typer.Option(help="Also write static PNGs here (kaleido + Chromium).")] = None,
+    storage: StorageOption = None,
+    runs_dir: RunsOption = Path("runs"),
+) -> None:
+    """Write one offline HTML report of a study (Plotly; plotly.js embedded once).
+
+    Example: nas report tiny-cpu-tiny -o reports/tiny.html
+    """
+    from nas.report import build_report
+    from nas.study import find_study
+
+    found = find_study(study, storage, runs_dir)
+    path = out or Path("reports") / f"{found.study_name}.html"
+    written = build_report(found, path, png)
+    size = written.path.stat().st_size / 2**20
+    console.print(f"report: {written.path} ({size:.1f} MB, {len(written.figures)} figures, {written.seconds:.1f}s)")
+    for warning in written.warnings:
+        console.print(f"[yellow]{escape(warning)}[/yellow]")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from nas.arch import COUNT_NAMES
 from nas.errors import NasInputError, did_you_mean, validation_problems
-from nas.resources import resolve
+from nas.resources import parse_yaml, read_text
 
 __all__ = [
     "TrialProtocol",
@@ -300,23 +300,14 @@ class TrialProtocol(_Strict):
 # ---- loading --------------------------------------------------------------------------------
 def load_protocol(name_or_path: str | Path, overrides: list[str] | None = None) -> TrialProtocol:
     """Load a protocol by shipped name or path, apply ``--set`` overrides, validate."""
-    path = resolve("trials", name_or_path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise NasInputError(path, f"cannot read: {exc.strerror}") from None
+    path, text = read_text("trials", name_or_path)
     return parse_protocol(text, source=str(path), default_name=path.stem, overrides=overrides)
 
 
 def parse_protocol(
     text: str, source: str = "<string>", default_name: str = "protocol", overrides: list[str] | None = None
 ) -> TrialProtocol:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise NasInputError(source, f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    raw = parse_yaml(text, source)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -7,10 +7,11 @@ an editable install they are the top-level ``search_spaces/`` and ``trials/`` fo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from nas.errors import NasInputError, did_you_mean
 
-__all__ = ["shipped_dir", "shipped_names", "resolve"]
+__all__ = ["shipped_dir", "shipped_names", "resolve", "read_text", "parse_yaml"]
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -44,3 +45,24 @@ def resolve(kind: str, name_or_path: str | Path) -> Path:
         str(name_or_path),
         f"no such file, and no shipped {what} of that name{hint}; shipped: {', '.join(names) or 'none'}",
     )
+
+
+def read_text(kind: str, name_or_path: str | Path) -> tuple[Path, str]:
+    """The resolved path of a shipped name or file, and its text."""
+    path = resolve(kind, name_or_path)
+    try:
+        return path, path.read_text()
+    except OSError as exc:
+        raise NasInputError(path, f"cannot read: {exc.strerror}") from None
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Safe-load YAML; a syntax error names the file, line and column."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise NasInputError(source, f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None

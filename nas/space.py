@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nas.arch import COUNT_NAMES, FAMILIES, KNOB_NAMES, ArchConfig, family_supports
 from nas.errors import NasInputError, did_you_mean, validation_problems
 from nas.expr import Expr, ExprError
-from nas.resources import resolve
+from nas.resources import parse_yaml, read_text
 
 __all__ = ["SearchSpace", "Sample", "Param", "load_space", "parse_space", "random_samples"]
 
@@ -235,24 +234,14 @@ def random_samples(space: SearchSpace, n: int, seed: int) -> list[Sample]:
 # ---- loading --------------------------------------------------------------------------------
 def load_space(name_or_path: str | Path, feasibility_probe: int = 256) -> SearchSpace:
     """Load a space by shipped name or path; raise :class:`NasInputError` listing every problem."""
-    path = resolve("search_spaces", name_or_path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise NasInputError(path, f"cannot read: {exc.strerror}") from None
+    path, text = read_text("search_spaces", name_or_path)
     return parse_space(text, source=str(path), default_name=path.stem, feasibility_probe=feasibility_probe)
 
 
 def parse_space(
     text: str, source: str = "<string>", default_name: str = "space", feasibility_probe: int = 256
 ) -> SearchSpace:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise NasInputError(source, f"not valid YAML{where}: {problem}") from None
+    raw = parse_yaml(text, source)
     if not isinstance(raw, dict):
         raise NasInputError(source, f"a search space must be a YAML mapping, got {type(raw).__name__}")
     problems: list[tuple[str, str]] = []

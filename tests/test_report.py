@@ -1,0 +1,203 @@
+"""The Plotly report: from a real micro study, from a synthetic 2,000-trial study, empty, and in a browser."""
+
+import math
+import random
+import re
+import shutil
+import subprocess
+import time
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, IntDistribution
+
+from nas.arch import ArchConfig
+from nas.report import build_report
+
+FIGURE_DIV = re.compile(r'<div id="([0-9a-f-]+)" class="plotly-graph-div"')
+
+
+def synthetic_study(n: int, directions=("minimize",), seed: int = 0, scramble_early: bool = False) -> optuna.Study:
+    rng = random.Random(seed)
+    study = optuna.create_study(study_name=f"synthetic-{n}", directions=list(directions))
+    for key, value in {
+        "nas.space_name": "tiny",
+        "nas.space_hash": "s" * 16,
+        "nas.protocol_name": "cpu-tiny",
+        "nas.protocol_hash": "p" * 16,
+        "nas.version": "test",
+        "nas.objectives": {f"o{i}" if i else "val_loss": d for i, d in enumerate(directions)},
+    }.items():
+        study.set_user_attr(key, value)
+    dists = {
+        "n_layers": IntDistribution(1, 4),
+        "n_heads": CategoricalDistribution([2, 4]),
+        "attention": CategoricalDistribution(["full", "sliding"]),
+    }
+    trials = []
+    for _ in range(n):
+        params = {
+            "n_layers": rng.randint(1, 4),
+            "n_heads": rng.choice([2, 4]),
+            "attention": rng.choice(["full", "sliding"]),
+        }
+        arch = ArchConfig(
+            vocab_size=2048,
+            max_seq_len=256,
+            d_model=32 * params["n_heads"],
+            n_heads=params["n_heads"],
+            n_layers=params["n_layers"],
+            attention=params["attention"],
+            window=32 if params["attention"] == "sliding" else None,
+        )
+        loss = 4.0 - 0.3 * params["n_layers"] - 0.2 * params["n_heads"] / 2 + rng.gauss(0, 0.05)
+        pruned = rng.random() < 0.3
+        steps = 4 if pruned else 10
+        curve = [[s * 10, s * 20480, loss + 3.0 * math.exp(-s / 3)] for s in range(steps + 1)]
+        if scramble_early:
+            curve[1][2] = rng.uniform(3.0, 6.0)  # an early loss that says nothing about the final one
+        counts = arch.counts()
+        attrs = {
+            "arch": arch.to_dict(),
+            "arch_hash": arch.arch_hash(),
+            "summary": arch.summary(),
+            **counts,
+            "nas_status": "trained",
+            "curve": curve,
+            "tokens_per_second": rng.uniform(5e3, 2e4),
+            "metrics": {"val_loss": curve[-1][2], "tokens_trained": curve[-1][1], "qa.f1": rng.random()},
+            "wall_seconds": 30.0,
+        }
+        values = [curve[-1][2]] + ([counts["params"]] if len(directions) > 1 else [])
+        if pruned:
+            attrs["cause"] = "pruned at step 40"
+            trials.append(
+                optuna.trial.create_trial(
+                    params=params, distributions=dists, user_attrs=attrs, state=optuna.trial.TrialState.PRUNED
+                )
+            )
+        else:
+            trials.append(
+                optuna.trial.create_trial(params=params, distributions=dists, user_attrs=attrs, values=values)
+            )
+    study.add_trials(trials)
+    return study
+
+
+def test_report_of_2000_trials_is_fast_and_small(tmp_path):
+    study = synthetic_study(2000, directions=("minimize", "minimize"))
+    started = time.perf_counter()
+    report = build_report(study, tmp_path / "big.html")
+    elapsed = time.perf_counter() - started
+    size = report.path.stat().st_size
+    assert elapsed < 30 and size < 30e6, (elapsed, size)
+    text = report.path.read_text()
+    assert text.count("plotly.js v") <= 2 and len(FIGURE_DIV.findall(text)) == len(report.figures) >= 7
+    titles = [t for t, _ in report.figures]
+    assert {
+        "Optimisation history",
+        "Learning curves (held-out loss vs tokens)",
+        "Parameter importances",
+        "Parallel coordinates",
+        "Pareto fronts: quality vs cost",
+        "Hypervolume history",
+        "Top 10 % vs all: knob distributions",
+        "Proxy check",
+    } <= set(titles)
+    assert "Spearman&#x27;s rho" in text or "Spearman's rho" in text
+    assert "id='leaderboard'" in text and text.count("<tr>") > 1400
+
+
+def test_report_single_objective_and_proxy_warning(tmp_path):
+    faithful = build_report(synthetic_study(60), tmp_path / "r.html")
+    assert "Hypervolume history" not in [t for t, _ in faithful.figures]
+    text = faithful.path.read_text()
+    assert "Best: trial" in text and "nas export synthetic-60 --trial" in text
+    assert not any("short-trial score" in w for w in faithful.warnings)
+    scrambled = build_report(synthetic_study(60, scramble_early=True), tmp_path / "s.html")
+    assert any(w.startswith("Low rank correlation for the short-trial score") for w in scrambled.warnings)
+    assert "Low rank correlation for the short-trial score" in scrambled.path.read_text()
+
+
+def test_report_of_an_empty_study(tmp_path):
+    study = optuna.create_study(study_name="empty")
+    report = build_report(study, tmp_path / "e.html")
+    text = report.path.read_text()
+    assert "no completed trial yet" in text and not report.figures
+
+
+def test_report_of_a_real_micro_study(tmp_path, monkeypatch, micro_cache, capsys):
+    from nas.cli import main
+    from tests.test_study import MICRO_SPACE, micro_sets
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "micro.yaml").write_text(MICRO_SPACE)
+    for argv in (
+        ["search", "--study", "real", "--n-trials", "4", "--quiet", "--pruner", "median", *micro_sets(micro_cache)],
+        ["report", "real"],
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "reports/real.html" in out
+    text = (tmp_path / "reports/real.html").read_text()
+    assert "study</th><td>real" in text and len(FIGURE_DIV.findall(text)) >= 6
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium found (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(tmp_path):
+    report = build_report(synthetic_study(200, directions=("minimize", "minimize")), tmp_path / "b.html")
+    profile = tmp_path / "profile"
+    result = subprocess.run(
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            report.path.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    dom = result.stdout
+    ids = FIGURE_DIV.findall(report.path.read_text())
+    assert ids and len(ids) == len(report.figures)
+    for figure_id in ids:
+        start = dom.index(f'id="{figure_id}"')
+        end = dom.find('class="plotly-graph-div"', start + 10)
+        chunk = dom[start : end if end > 0 else len(dom)]
+        assert 'class="main-svg"' in chunk, f"figure {figure_id} did not render"
+    errors = re.search(r'<div id="js-errors"[^>]*>(.*?)</div>', dom, re.S)
+    assert errors is not None and errors.group(1).strip() == "", errors.group(1) if errors else dom[:500]
+    assert "Uncaught" not in result.stderr
+
+
+def test_png_export_says_clearly_when_no_chromium(tmp_path, monkeypatch):
+    monkeypatch.delenv("BROWSER_PATH", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    report = build_report(synthetic_study(20), tmp_path / "p.html", png_dir=tmp_path / "png")
+    assert any("PNG export needs a Chromium" in w for w in report.warnings)
+    assert not (tmp_path / "png").exists()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium found (apt-get install chromium)")
+def test_png_export_with_chromium(tmp_path):
+    report = build_report(synthetic_study(30), tmp_path / "p.html", png_dir=tmp_path / "png")
+    pngs = sorted((tmp_path / "png").glob("*.png"))
+    assert len(pngs) == len(report.figures) and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
