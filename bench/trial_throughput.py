@@ -25,7 +25,7 @@ Measures, per loop (medians; trial/bare is their ratio):
 The verdict is the lockstep paired ratio, worst architecture: the machine may be shared, and a
 paired step ratio cancels load from other processes, which can move whole runs by 2x or more.
 
-    python bench/trial_throughput.py --steps 30 --reps 4
+    python bench/trial_throughput.py --steps 24 --reps 4
 """
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ def main() -> None:
     parser.add_argument("--protocol", default="cpu-tiny")
     parser.add_argument("--space", default="tiny")
     parser.add_argument("--samples", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
+    parser.add_argument("--steps", type=int, default=24, help="optimizer steps per run")
     parser.add_argument("--reps", type=int, default=4, help="repetitions of each schedule per architecture (>= 3)")
     parser.add_argument("--mode", choices=["both", "lockstep", "runs"], default="both")
     parser.add_argument("--threads", type=int, default=2)

@@ -13,6 +13,7 @@ import html
 import json
 import math
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,7 +280,12 @@ def _importances(study: optuna.Study) -> Any:
         return "<p>Parameter importances need at least 3 completed trials.</p>"
     view = optuna.create_study(directions=study.directions)
     view.add_trials(trials)
-    importances = optuna.importance.get_param_importances(view, evaluator=evaluator, target=lambda t: t.values[0])
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1  # PED-ANOVA: low is good
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        importances = optuna.importance.get_param_importances(
+            view, evaluator=evaluator, target=lambda t: sign * t.values[0]
+        )
     if not importances:
         return "<p>No parameter is sampled in every completed trial, so importances are undefined.</p>"
     names = list(importances)[::-1]

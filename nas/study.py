@@ -293,12 +293,7 @@ def create_or_resume(config: SearchConfig, storage: optuna.storages.BaseStorage)
         for key, value in metadata.items():
             study.set_user_attr(key, value)
         if len(directions) > 1 or list(config.protocol.objectives) != ["val_loss"]:
-            try:
-                from optuna_dashboard import set_objective_names
-
-                set_objective_names(study, list(config.protocol.objectives))
-            except Exception:  # the dashboard's names are a nicety
-                pass
+            study.set_metric_names(list(config.protocol.objectives))  # the dashboard's axis names
     return study
 
 
