@@ -49,15 +49,20 @@ def spaces_list() -> None:
 
     Example: nas spaces list
     """
-    from nas.resources import shipped_dir, shipped_names
     from nas.space import load_space
 
-    table = Table(title=f"Shipped search spaces ({shipped_dir('search_spaces')})")
+    _list_shipped("search_spaces", "Shipped search spaces", lambda name: load_space(name, feasibility_probe=0))
+
+
+def _list_shipped(kind: str, title: str, load: Any) -> None:
+    """A table of the shipped files of ``kind`` with their descriptions."""
+    from nas.resources import shipped_dir, shipped_names
+
+    table = Table(title=f"{title} ({shipped_dir(kind)})")
     table.add_column("name", style="bold")
     table.add_column("description")
-    for name in shipped_names("search_spaces"):
-        space = load_space(name, feasibility_probe=0)
-        table.add_row(name, " ".join(space.description.split()))
+    for name in shipped_names(kind):
+        table.add_row(name, " ".join(load(name).description.split()))
     console.print(table)
 
 
@@ -179,14 +184,8 @@ def trials_list() -> None:
     Example: nas trials list
     """
     from nas.protocol import load_protocol
-    from nas.resources import shipped_dir, shipped_names
 
-    table = Table(title=f"Shipped trial protocols ({shipped_dir('trials')})")
-    table.add_column("name", style="bold")
-    table.add_column("description")
-    for name in shipped_names("trials"):
-        table.add_row(name, " ".join(load_protocol(name).description.split()))
-    console.print(table)
+    _list_shipped("trials", "Shipped trial protocols", load_protocol)
 
 
 @trials_app.command("show")
