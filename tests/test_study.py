@@ -245,6 +245,13 @@ def test_multi_objective_sha_prunes(in_tmp, micro_cache, capsys):
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert pruned and all(t.user_attrs["cause"].startswith("pruned at step") for t in pruned)
     assert "Pareto" in out
+    code, _, err = run(["export", "mo", "--best", "-o", "b"], capsys)
+    assert code == 2 and "several objectives: use --pareto K or --trial N" in err
+    code, _, err = run(["export", "mo", "--pareto", "2", "-o", "front"], capsys)
+    assert code == 0, err
+    front = {t.number for t in study.best_trials}
+    exported = {int(p.name.split("-")[1]) for p in (in_tmp / "front").iterdir()}
+    assert exported and exported <= front and len(exported) == min(2, len(front))
 
 
 def test_single_objective_hyperband_prunes(in_tmp, micro_cache, capsys):
@@ -399,3 +406,20 @@ def test_dashboard_api_lists_study_trials_notes_and_artifacts(in_tmp, micro_cach
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_keep_weights_are_exported_and_load(in_tmp, micro_cache, capsys):
+    import transformers
+
+    code, _, err = run(
+        ["search", "--study", "kw", "--n-trials", "1", "--quiet", "--keep-weights", *micro_sets(micro_cache)], capsys
+    )
+    assert code == 0, err
+    trial = load("kw").trials[0]
+    assert trial.user_attrs["artifact_weights"]
+    code, _, err = run(["export", "kw", "--trial", "0", "-o", "w"], capsys)
+    assert code == 0, err
+    assert (in_tmp / "w/model.safetensors").is_file()
+    model = transformers.AutoModelForCausalLM.from_pretrained(in_tmp / "w")
+    assert sum(p.numel() for p in model.parameters()) == trial.user_attrs["params"]
+    assert "from_pretrained(folder)" in (in_tmp / "w/README.md").read_text()
