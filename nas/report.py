@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 import time
 import warnings
 from collections import Counter
@@ -137,10 +138,12 @@ def build_report(study: optuna.Study, out: str | Path, png_dir: str | Path | Non
         )
     sections.append(_leaderboard(done, records, objectives, minimize))
     sections.append(_failures(records))
+    anchors = re.findall(r"<section id='([^']+)'><h2>(.*?)</h2>", "".join(sections))
+    contents = " · ".join(f"<a href='#{anchor}'>{title}</a>" for anchor, title in anchors)
     page = _PAGE.format(
         title=html.escape(f"nas report: {study.study_name}"),
         plotly=plotly.offline.get_plotlyjs(),
-        body="\n".join(sections),
+        body=f"<nav>{contents}</nav>\n" + "\n".join(sections),
         generated=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
     report.path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,8 +155,12 @@ def build_report(study: optuna.Study, out: str | Path, png_dir: str | Path | Non
 
 
 # ---- sections -------------------------------------------------------------------------------
+def _slug(title: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")[:40]
+
+
 def _section(title: str, body: str) -> str:
-    return f"<section><h2>{html.escape(title)}</h2>\n{body}\n</section>"
+    return f"<section id='{_slug(title)}'><h2>{html.escape(title)}</h2>\n{body}\n</section>"
 
 
 def _fmt(value: Any) -> str:
@@ -196,7 +203,7 @@ def _summary(study, records, done, objectives, minimize) -> str:
         (k, best.attrs.get(k))
         for k in ("params", "non_embedding_params", "flops_per_token", "kv_cache_bytes_per_token")
     ]
-    metrics = list((best.attrs.get("metrics") or {}).items())
+    metrics = [(k, v) for k, v in (best.attrs.get("metrics") or {}).items() if k not in dict(counts)]
     shown = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in counts + metrics)
     card = (
         f"<div class='card'><h3>Best: trial {best.number} — {html.escape(best.attrs.get('summary', ''))}</h3>"
@@ -530,7 +537,7 @@ def _leaderboard(done, records, objectives, minimize) -> str:
     head = "".join(f"<th onclick='sortTable(this)'>{html.escape(h)}</th>" for h in header)
     table = (
         f"<p>{len(ranked)} completed trials; click a column to sort.</p><div class='scroll'>"
-        f"<table class='sortable' id='leaderboard'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}"
+        f"<table class='sortable' id='leaderboard-table'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}"
         "</tbody></table></div>"
     )
     return _section("Leaderboard", table)
@@ -585,8 +592,7 @@ def _write_pngs(report: Report, folder: Path) -> None:
     os.environ.setdefault("BROWSER_PATH", browser)
     folder.mkdir(parents=True, exist_ok=True)
     for i, (title, figure) in enumerate(report.figures):
-        slug = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")[:40]
-        figure.write_image(folder / f"{i:02d}-{slug}.png", width=1100, height=figure.layout.height or 500)
+        figure.write_image(folder / f"{i:02d}-{_slug(title)}.png", width=1100, height=figure.layout.height or 500)
 
 
 _PAGE = """<!DOCTYPE html>

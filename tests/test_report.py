@@ -105,7 +105,11 @@ def test_report_of_2000_trials_is_fast_and_small(tmp_path):
         "Proxy check",
     } <= set(titles)
     assert "Spearman&#x27;s rho" in text or "Spearman's rho" in text
-    assert "id='leaderboard'" in text and text.count("<tr>") > 1400
+    assert (
+        "id='leaderboard-table'" in text
+        and "<a href='#proxy-check'>Proxy check</a>" in text
+        and text.count("<tr>") > 1400
+    )
 
 
 def test_report_single_objective_and_proxy_warning(tmp_path):
