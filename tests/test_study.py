@@ -423,3 +423,44 @@ def test_keep_weights_are_exported_and_load(in_tmp, micro_cache, capsys):
     model = transformers.AutoModelForCausalLM.from_pretrained(in_tmp / "w")
     assert sum(p.numel() for p in model.parameters()) == trial.user_attrs["params"]
     assert "from_pretrained(folder)" in (in_tmp / "w/README.md").read_text()
+
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_reachable() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not _postgres_reachable(), reason="no PostgreSQL at 127.0.0.1:5432")
+def test_search_on_postgresql_storage(in_tmp, micro_cache, capsys):
+    name = f"pg-{os.getpid()}-{int(time.time())}"
+    code, _, err = run(
+        [
+            "search",
+            "--study",
+            name,
+            "--storage",
+            POSTGRES,
+            "--n-trials",
+            "2",
+            "--quiet",
+            "--pruner",
+            "none",
+            *micro_sets(micro_cache),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    study = optuna.load_study(study_name=name, storage=POSTGRES)
+    assert sum(t.user_attrs.get("nas_status") == "trained" for t in study.trials) == 2
+    code, out, _ = run(["status", name, "--storage", POSTGRES], capsys)
+    assert code == 0 and f"study {name}" in out
+    optuna.delete_study(study_name=name, storage=POSTGRES)
