@@ -526,6 +526,7 @@ def _dry_run(space: Any, protocol: Any, n_trials: int, seed: int) -> None:
 
 
 def _measure_flops_per_second(arch: Any, protocol: Any) -> float:
+    import torch
     import transformers
 
     from nas.train.pretrain import make_optimizer, resolve_device
@@ -534,7 +535,7 @@ def _measure_flops_per_second(arch: Any, protocol: Any) -> float:
     device = resolve_device(config)
     model = transformers.AutoModelForCausalLM.from_config(arch.to_hf_config()).to(device)
     optimizer = make_optimizer(model, config, 1e-4, device)
-    x = torch_randint(arch.vocab_size, config.batch_size, config.seq_len, device)
+    x = torch.randint(0, arch.vocab_size, (config.batch_size, config.seq_len), device=device)
     times = []
     for _ in range(4):
         start = time.perf_counter()
@@ -543,12 +544,6 @@ def _measure_flops_per_second(arch: Any, protocol: Any) -> float:
         optimizer.zero_grad()
         times.append(time.perf_counter() - start)
     return arch.flops_per_token(config.seq_len) * config.batch_tokens / min(times[1:])
-
-
-def torch_randint(high: int, rows: int, cols: int, device: Any) -> Any:
-    import torch
-
-    return torch.randint(0, high, (rows, cols), device=device)
 
 
 @app.command("status")

@@ -54,25 +54,18 @@ def micro_sets(cache, *extra, tasks=False):
     return ["--space", "micro.yaml", *[arg for item in items for arg in ("--set", item)]]
 
 
+def search(capsys, study, n_trials, *extra, pruner="none"):
+    """`nas search --study STUDY --n-trials N --quiet --pruner PRUNER *extra`, run in-process."""
+    argv = ["search", "--study", study, "--n-trials", str(n_trials), "--quiet", "--pruner", pruner, *extra]
+    return run(argv, capsys)
+
+
 def load(name, runs="runs"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{runs}/{name}/study.db")
 
 
 def test_search_status_export_end_to_end(in_tmp, micro_cache, capsys):
-    code, out, err = run(
-        [
-            "search",
-            "--study",
-            "e2e",
-            "--n-trials",
-            "3",
-            "--pruner",
-            "none",
-            "--quiet",
-            *micro_sets(micro_cache, tasks=True),
-        ],
-        capsys,
-    )
+    code, out, err = search(capsys, "e2e", 3, *micro_sets(micro_cache, tasks=True))
     assert code == 0, err
     assert "3 trials trained" in out and "nas status e2e" in out and "nas export e2e --best" in out
     study = load("e2e")
@@ -119,63 +112,22 @@ def test_search_status_export_end_to_end(in_tmp, micro_cache, capsys):
     assert tokenizer.decode(tokenizer("Mira is a baker").input_ids) == "Mira is a baker"
 
     # Re-running the same command continues: nothing to do, the study already has 3.
-    code, out, _ = run(
-        [
-            "search",
-            "--study",
-            "e2e",
-            "--n-trials",
-            "3",
-            "--quiet",
-            "--pruner",
-            "none",
-            *micro_sets(micro_cache, tasks=True),
-        ],
-        capsys,
-    )
+    code, out, _ = search(capsys, "e2e", 3, *micro_sets(micro_cache, tasks=True))
     assert code == 0 and "(0 new trials trained" in out
 
 
 def test_resume_with_another_protocol_is_refused(in_tmp, micro_cache, capsys):
-    code, _, _ = run(["search", "--study", "r", "--n-trials", "1", "--quiet", *micro_sets(micro_cache)], capsys)
+    code, _, _ = search(capsys, "r", 1, *micro_sets(micro_cache))
     assert code == 0
-    code, _, err = run(
-        [
-            "search",
-            "--study",
-            "r",
-            "--n-trials",
-            "2",
-            "--quiet",
-            *micro_sets(micro_cache, "pretrain.budget.tokens=8192"),
-        ],
-        capsys,
-    )
+    code, _, err = search(capsys, "r", 2, *micro_sets(micro_cache, "pretrain.budget.tokens=8192"))
     assert code == 2 and "study 'r' was created with another protocol" in err and "--warm-start r" in err
     assert len(load("r").trials) == 1
 
 
 def test_warm_start_enqueues_the_old_architectures(in_tmp, micro_cache, capsys):
-    run(
-        ["search", "--study", "old", "--n-trials", "2", "--quiet", "--pruner", "none", *micro_sets(micro_cache)], capsys
-    )
-    code, _, err = run(
-        [
-            "search",
-            "--study",
-            "new",
-            "--n-trials",
-            "2",
-            "--quiet",
-            "--pruner",
-            "none",
-            "--seed",
-            "9",
-            "--warm-start",
-            "old",
-            *micro_sets(micro_cache, "pretrain.budget.tokens=8192"),
-        ],
-        capsys,
+    search(capsys, "old", 2, *micro_sets(micro_cache))
+    code, _, err = search(
+        capsys, "new", 2, "--seed", "9", "--warm-start", "old", *micro_sets(micro_cache, "pretrain.budget.tokens=8192")
     )
     assert code == 0, err
     old_hashes = {t.user_attrs["arch_hash"] for t in load("old").trials}
@@ -189,24 +141,7 @@ def test_duplicates_reuse_values_and_exhaustion_ends_the_study(in_tmp, micro_cac
         "parameters:\n  vocab_size: 512\n  max_seq_len: 64\n  n_layers: {type: int, low: 1, high: 2}\n"
         "  n_heads: 2\n  d_model: 32\n"
     )
-    code, out, err = run(
-        [
-            "search",
-            "--study",
-            "two",
-            "--n-trials",
-            "5",
-            "--quiet",
-            "--sampler",
-            "random",
-            "--pruner",
-            "none",
-            *micro_sets(micro_cache),
-            "--space",
-            str(space),
-        ],
-        capsys,
-    )
+    code, out, err = search(capsys, "two", 5, "--sampler", "random", *micro_sets(micro_cache), "--space", str(space))
     assert code == 0, err
     assert "the space ran out of new architectures" in out
     study = load("two")
@@ -221,23 +156,16 @@ def test_duplicates_reuse_values_and_exhaustion_ends_the_study(in_tmp, micro_cac
 
 
 def test_multi_objective_sha_prunes(in_tmp, micro_cache, capsys):
-    code, out, err = run(
-        [
-            "search",
-            "--study",
-            "mo",
-            "--n-trials",
-            "6",
-            "--quiet",
-            "--pruner",
-            "sha",
-            "--sampler",
-            "random",
-            "--set",
-            "objectives.params.direction=minimize",
-            *micro_sets(micro_cache),
-        ],
+    code, out, err = search(
         capsys,
+        "mo",
+        6,
+        "--sampler",
+        "random",
+        "--set",
+        "objectives.params.direction=minimize",
+        *micro_sets(micro_cache),
+        pruner="sha",
     )
     assert code == 0, err
     study = load("mo")
@@ -255,22 +183,7 @@ def test_multi_objective_sha_prunes(in_tmp, micro_cache, capsys):
 
 
 def test_single_objective_hyperband_prunes(in_tmp, micro_cache, capsys):
-    code, _, err = run(
-        [
-            "search",
-            "--study",
-            "hb",
-            "--n-trials",
-            "8",
-            "--quiet",
-            "--pruner",
-            "hyperband",
-            "--sampler",
-            "random",
-            *micro_sets(micro_cache),
-        ],
-        capsys,
-    )
+    code, _, err = search(capsys, "hb", 8, "--sampler", "random", *micro_sets(micro_cache), pruner="hyperband")
     assert code == 0, err
     pruned = [t for t in load("hb").trials if t.state == TrialState.PRUNED]
     assert pruned and pruned[0].user_attrs["cause"].startswith("pruned at step")
@@ -366,20 +279,7 @@ def test_dashboard_api_lists_study_trials_notes_and_artifacts(in_tmp, micro_cach
     import socket
     import urllib.request
 
-    code, _, _ = run(
-        [
-            "search",
-            "--study",
-            "dash",
-            "--n-trials",
-            "2",
-            "--quiet",
-            "--pruner",
-            "none",
-            *micro_sets(micro_cache),
-        ],
-        capsys,
-    )
+    code, _, _ = search(capsys, "dash", 2, *micro_sets(micro_cache))
     assert code == 0
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -411,9 +311,7 @@ def test_dashboard_api_lists_study_trials_notes_and_artifacts(in_tmp, micro_cach
 def test_keep_weights_are_exported_and_load(in_tmp, micro_cache, capsys):
     import transformers
 
-    code, _, err = run(
-        ["search", "--study", "kw", "--n-trials", "1", "--quiet", "--keep-weights", *micro_sets(micro_cache)], capsys
-    )
+    code, _, err = search(capsys, "kw", 1, "--keep-weights", *micro_sets(micro_cache))
     assert code == 0, err
     trial = load("kw").trials[0]
     assert trial.user_attrs["artifact_weights"]
@@ -442,22 +340,7 @@ def _postgres_reachable() -> bool:
 @pytest.mark.skipif(not _postgres_reachable(), reason="no PostgreSQL at 127.0.0.1:5432")
 def test_search_on_postgresql_storage(in_tmp, micro_cache, capsys):
     name = f"pg-{os.getpid()}-{int(time.time())}"
-    code, _, err = run(
-        [
-            "search",
-            "--study",
-            name,
-            "--storage",
-            POSTGRES,
-            "--n-trials",
-            "2",
-            "--quiet",
-            "--pruner",
-            "none",
-            *micro_sets(micro_cache),
-        ],
-        capsys,
-    )
+    code, _, err = search(capsys, name, 2, "--storage", POSTGRES, *micro_sets(micro_cache))
     assert code == 0, err
     study = optuna.load_study(study_name=name, storage=POSTGRES)
     assert sum(t.user_attrs.get("nas_status") == "trained" for t in study.trials) == 2
