@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -270,6 +271,16 @@ def trials_run(
 
 
 # ---- search, status, dashboard, export ---------------------------------------------------------
+HeartbeatOption = Annotated[
+    int, typer.Option(min=1, help="Seconds between a running trial's heartbeats (dead workers are detected).")
+]
+GraceOption = Annotated[
+    int, typer.Option(min=2, help="Seconds without a heartbeat before a trial is failed and run again.")
+]
+CheckpointOption = Annotated[
+    int | None,
+    typer.Option(min=0, help="Save a trial's state every K steps (default: the protocol's eval_every; 0: never)."),
+]
 RunsOption = Annotated[Path, typer.Option("--runs-dir", help="Where run folders (runs/<study>/) live.")]
 StorageOption = Annotated[
     str | None,
@@ -306,7 +317,7 @@ class _SearchView:
     def open_log(self, run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.log_file = (run_dir / "search.log").open("a")
-        self.log(f"--- nas search {self.study_name}: {' '.join(sys.argv[1:])}")
+        self.log(f"--- nas {' '.join(sys.argv[1:])}")
 
     def log(self, line: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -392,10 +403,20 @@ def search(
     dry_run: Annotated[bool, typer.Option(help="Estimate the study's compute; train nothing.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars (the log file still grows).")] = False,
     runs_dir: RunsOption = Path("runs"),
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Local worker processes (default 1, or one per --devices entry).")
+    ] = None,
+    devices: Annotated[
+        str | None, typer.Option(help="GPUs to use, one worker each: --devices 0,1,2,3 (sets CUDA_VISIBLE_DEVICES).")
+    ] = None,
+    heartbeat: HeartbeatOption = 10,
+    grace: GraceOption = 60,
+    checkpoint_every: CheckpointOption = None,
 ) -> None:
     """Search a space for the best architecture under a trial protocol (an Optuna study).
 
     Example: nas search --space tiny --trial cpu-tiny --n-trials 10 --pruner hyperband
+    Several workers: nas search --workers 2 --storage journal:runs/journal.log (or postgresql://...).
     """
     from nas.protocol import load_protocol
     from nas.space import load_space
@@ -422,6 +443,9 @@ def search(
         return
     if storage is not None:
         open_storage(storage)  # unreachable or unknown: exit 2 before anything is written
+    device_list = _device_list(devices)
+    n_workers = workers or max(1, len(device_list))
+    heartbeats = _heartbeats(heartbeat, grace)
     view = _SearchView(n_trials, quiet, name)
     view.open_log(runs_dir / name)
     config = SearchConfig(
@@ -437,7 +461,12 @@ def search(
         seed=seed,
         keep_weights=keep_weights,
         warm_start=warm_start,
+        heartbeats=heartbeats,
+        checkpoint_every=checkpoint_every,
     )
+    if n_workers > 1 or device_list:
+        _search_with_workers(config, view, n_workers, device_list, quiet)
+        return
 
     def finished(frozen: Any, study_obj: Any) -> None:
         from nas.study import trained_count
@@ -459,9 +488,14 @@ def search(
         f"\n[bold]{summary.stopped_because}[/bold] in {summary.elapsed:.0f}s "
         f"({summary.new_trained} new trials trained; run folder {summary.run_dir})"
     )
-    _render_leaderboard(summary.study, limit=15)
-    _print_best(summary.study)
+    _finish(summary.study, storage)
+
+
+def _finish(study: Any, storage: str | None) -> None:
+    _render_leaderboard(study, limit=15)
+    _print_best(study)
     where = f" --storage {storage}" if storage else ""
+    name = study.study_name
     console.print(
         "next:\n"
         f"  nas status {name}{where}\n"
@@ -469,6 +503,133 @@ def search(
         f"  nas export {name}{where} --best -o exports/{name}",
         highlight=False,
     )
+
+
+def _device_list(devices: str | None) -> list[str]:
+    if not devices:
+        return []
+    items = [d.strip() for d in devices.split(",") if d.strip()]
+    if not items or not all(d.isdigit() for d in items):
+        raise NasInputError("--devices", f"'{devices}': give GPU indices separated by commas, e.g. 0,1,2,3")
+    return items
+
+
+def _heartbeats(heartbeat: int, grace: int) -> Any:
+    from nas.workers import Heartbeats
+
+    if grace <= heartbeat:
+        raise NasInputError("--grace", f"{grace}s must exceed --heartbeat {heartbeat}s (a few beats, e.g. 6x)")
+    return Heartbeats(heartbeat, grace)
+
+
+def _search_with_workers(config: Any, view: Any, n_workers: int, device_list: list[str], quiet: bool) -> None:
+    """Create the study here, then run ``n_workers`` `nas worker` processes on it and follow them."""
+    import os
+    import signal
+    import subprocess
+
+    from nas.study import default_storage, prepare_study, trained_count
+
+    url = config.storage or default_storage(config.runs_dir, config.study_name)
+    if url.startswith("sqlite"):
+        message = (
+            f"SQLite storage with {n_workers} workers: writes queue on one file lock; for several processes "
+            f"use --storage journal:{config.runs_dir / config.study_name / 'journal.log'}, across machines "
+            "postgresql://... (see README, Scaling out)"
+        )
+        err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+        view.log(f"warning: {message}")
+    study = prepare_study(config)
+    threads = max(1, (os.cpu_count() or 1) // n_workers) if not device_list else 0
+    run_dir = config.runs_dir / config.study_name
+    procs = []
+    for index in range(n_workers):
+        env = dict(os.environ)
+        if device_list:
+            env["CUDA_VISIBLE_DEVICES"] = device_list[index % len(device_list)]
+        argv = [sys.executable, "-m", "nas", "worker", "--study", config.study_name, "--storage", url]
+        argv += ["--runs-dir", str(config.runs_dir), "--index", str(index), "--quiet"]
+        argv += ["--n-trials", str(config.n_trials)] + (["--threads", str(threads)] if threads else [])
+        if config.timeout is not None:
+            argv += ["--timeout", str(config.timeout)]
+        log = (run_dir / f"worker-{index}.log").open("a")
+        procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
+    where = f"GPUs {','.join(device_list)}" if device_list else f"{threads} CPU threads each"
+    view.log(f"started {n_workers} workers ({where}); their output: {run_dir}/worker-*.log")
+    started = time.monotonic()
+    before = trained_count(study)
+    try:
+        with view.progress:
+            while any(p.poll() is None for p in procs):
+                time.sleep(1.0)
+                view.progress.update(view.study_bar, completed=trained_count(study), info=f"{n_workers} workers")
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait()
+        err_console.print("interrupted; re-run the same command to continue the study")
+        raise typer.Exit(130) from None
+    codes = [p.returncode for p in procs]
+    done = trained_count(study)
+    console.print(
+        f"\n[bold]{done} trials trained[/bold] by {n_workers} workers in {time.monotonic() - started:.0f}s "
+        f"({done - before} new; run folder {run_dir})"
+    )
+    _finish(study, config.storage)
+    if any(codes):
+        lost = ", ".join(f"worker {i}: exit {c}" for i, c in enumerate(codes) if c)
+        err_console.print(f"{lost} (see {run_dir}/worker-*.log)", highlight=False)
+        if done < config.n_trials:
+            raise typer.Exit(1)
+
+
+@app.command("worker")
+def worker(
+    study: Annotated[str, typer.Option(help="The study to join (created by nas search).")],
+    storage: StorageOption = None,
+    runs_dir: RunsOption = Path("runs"),
+    n_trials: Annotated[int | None, typer.Option(min=1, help="Override the study's target trial count.")] = None,
+    timeout: Annotated[float | None, typer.Option(min=1, help="Start no new trial after this many seconds.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads for this worker.")] = None,
+    index: Annotated[int | None, typer.Option(help="This worker's index (seeds its sampler).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Join an existing study and run its trials until it has enough (run one per GPU or machine).
+
+    The space, the protocol and the search settings come from the study itself, so a worker needs
+    no files: nas worker --study tiny-cpu-tiny --storage postgresql://user@db-host/nas
+    """
+    import torch
+
+    from nas.study import Callbacks, join_study, trained_count, work
+
+    if threads:
+        torch.set_num_threads(threads)
+    found, config = join_study(study, storage, runs_dir, n_trials, timeout, index)
+    view = _SearchView(config.n_trials, quiet, config.study_name)
+    view.open_log(runs_dir / config.study_name)
+    prefix = f"[worker {index if index is not None else os.getpid()}] "
+
+    def finished(frozen: Any, study_obj: Any) -> None:
+        view.trial_finished(frozen, trained_count(study_obj), _best_text(study_obj))
+
+    callbacks = Callbacks(
+        trial_started=view.trial_started,
+        stage=view.stage,
+        step=view.step,
+        trial_finished=finished,
+        log=lambda line: view.log(prefix + line),
+    )
+    try:
+        with view.progress:
+            summary = work(found, config, callbacks)
+    except KeyboardInterrupt:
+        view.log(prefix + "interrupted: the running trial is marked failed and queued again")
+        raise typer.Exit(130) from None
+    view.log(prefix + f"stopped: {summary.stopped_because}")
+    console.print(f"{prefix}{summary.stopped_because} ({summary.new_trained} new trials trained)", highlight=False)
 
 
 def _print_best(study: Any) -> None:
@@ -569,6 +730,10 @@ def status(
     )
     _render_leaderboard(found, limit=None if all_rows else 30)
     _print_best(found)
+    failed = [t for t in found.get_trials(deepcopy=False) if t.user_attrs.get("traceback")]
+    for trial in failed[-5:]:
+        tail = "\n    ".join(trial.user_attrs["traceback"].splitlines()[-4:])
+        console.print(f"[red]trial {trial.number}[/red] traceback (last lines):\n    {escape(tail)}", highlight=False)
 
 
 @app.command("dashboard")

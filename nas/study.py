@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 import time
 import traceback
@@ -28,6 +29,7 @@ from nas.errors import NasInputError, did_you_mean
 from nas.protocol import TrialProtocol, parse_protocol
 from nas.pruning import CurvePruner
 from nas.space import SearchSpace, parse_space
+from nas.workers import HeartbeatJournalStorage, Heartbeats, beating, fail_stale, worker_id
 
 __all__ = [
     "SearchConfig",
@@ -43,6 +45,8 @@ __all__ = [
 ]
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# nas's worker loop (ask/tell) beats and fails stale trials itself (nas.workers), as Study.optimize would
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 SAMPLERS = ("tpe", "random", "nsga2", "gp", "cmaes", "grid")
 PRUNERS = ("median", "sha", "hyperband", "none")
@@ -65,6 +69,21 @@ class SearchConfig:
     seed: int | None = 0
     keep_weights: bool = False
     warm_start: str | None = None
+    heartbeats: Heartbeats = field(default_factory=Heartbeats)
+    checkpoint_every: int | None = None  # steps between trial checkpoints; None: eval_every; 0: none
+
+    def search_attrs(self) -> dict[str, Any]:
+        """What a joining worker needs besides the space and protocol (study attribute nas.search)."""
+        return {
+            "n_trials": self.n_trials,
+            "sampler": self.sampler,
+            "pruner": self.pruner,
+            "seed": self.seed,
+            "keep_weights": self.keep_weights,
+            "heartbeat": self.heartbeats.interval,
+            "grace": self.heartbeats.grace,
+            "checkpoint_every": self.checkpoint_every,
+        }
 
 
 @dataclass
@@ -93,14 +112,20 @@ def default_storage(runs_dir: Path, study_name: str) -> str:
     return f"sqlite:///{(runs_dir / study_name / 'study.db').as_posix()}"
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``; an unreachable or unknown one is a NasInputError."""
+def open_storage(url: str, heartbeats: Heartbeats | None = None) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``; an unreachable or unknown one is a NasInputError.
+
+    With ``heartbeats`` (workers that train), running trials beat and stale ones are failed and
+    retried (see nas.workers); without, the storage is for reading (status, report, export).
+    """
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
 
         path = Path(url.removeprefix("journal:"))
         if not path.parent.is_dir():
             raise NasInputError("--storage", f"{url}: folder {path.parent} does not exist")
+        if heartbeats is not None:
+            return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeats)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     scheme = url.split(":", 1)[0].split("+", 1)[0]
     if scheme not in ("sqlite", "postgresql", "mysql"):
@@ -113,11 +138,28 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         path = Path(url.split("///", 1)[-1])
         if not path.parent.is_dir():
             raise NasInputError("--storage", f"{url}: folder {path.parent} does not exist")
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(scheme))
-    except Exception as exc:  # sqlalchemy's OperationalError, a missing driver, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NasInputError("--storage", f"cannot open {url}: {first}") from None
+    beat: dict[str, Any] = {}
+    if heartbeats is not None:
+        beat = {
+            "heartbeat_interval": heartbeats.interval,
+            "grace_period": heartbeats.grace,
+            "heartbeat_stale_trial_callback": heartbeats.callback(),
+        }
+    for attempt in range(5):  # 5 tries: processes that open a new database at once race to create tables
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(scheme), **beat)
+        except Exception as exc:  # sqlalchemy's OperationalError, a missing driver, ...
+            if _creating_race(exc) and attempt < 4:  # another process is creating the tables
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise NasInputError("--storage", f"cannot open {url}: {first}") from None
+    raise AssertionError("unreachable")
+
+
+def _creating_race(exc: Exception) -> bool:
+    signs = ("already exists", "UNIQUE constraint failed", "Duplicate entry", "duplicate key")
+    return any(sign in str(exc) for sign in signs)
 
 
 def _engine_kwargs(scheme: str) -> dict[str, Any]:
@@ -289,7 +331,9 @@ def create_or_resume(config: SearchConfig, storage: optuna.storages.BaseStorage)
                 )
         if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in directions]:
             raise NasInputError("--study", f"study '{config.study_name}' has other objective directions")
+        study.set_user_attr("nas.search", config.search_attrs())
     else:
+        study.set_user_attr("nas.search", config.search_attrs())
         for key, value in metadata.items():
             study.set_user_attr(key, value)
         if len(directions) > 1 or list(config.protocol.objectives) != ["val_loss"]:
@@ -314,8 +358,8 @@ def warm_start(study: optuna.Study, old_name: str, storage: str | None, runs_dir
     return n
 
 
-def run_search(config: SearchConfig, callbacks: Callbacks | None = None) -> SearchSummary:
-    """Run (or resume) the study until ``n_trials`` trials have trained, the timeout, or exhaustion."""
+def prepare_study(config: SearchConfig, callbacks: Callbacks | None = None) -> optuna.Study:
+    """Create (or check and resume) the study, enqueue a warm start, and build the token cache."""
     from nas.data.tokens import prepare_tokens
 
     cb = callbacks or Callbacks()
@@ -324,25 +368,90 @@ def run_search(config: SearchConfig, callbacks: Callbacks | None = None) -> Sear
     url = config.storage or default_storage(config.runs_dir, config.study_name)
     if config.storage is None:
         run_dir.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(url)
-    study = create_or_resume(config, storage)
+    study = create_or_resume(config, open_storage(url, config.heartbeats))
     run_dir.mkdir(parents=True, exist_ok=True)
-    multi = len(study.directions) > 1
-    _, curve_pruner = make_pruner(config.pruner, config.protocol, multi)
     if config.warm_start:
         cb.log(
             f"warm start: enqueued {warm_start(study, config.warm_start, config.storage, config.runs_dir)} "
             f"architectures from {config.warm_start}"
         )
     prepare_tokens(config.protocol)  # build the shared token cache once, before any trial
+    return study
+
+
+def run_search(config: SearchConfig, callbacks: Callbacks | None = None) -> SearchSummary:
+    """Run (or resume) the study in this process until ``n_trials`` trials have trained, the timeout, or
+    exhaustion."""
+    study = prepare_study(config, callbacks)
+    return work(study, config, callbacks)
+
+
+def join_study(
+    name: str,
+    storage: str | None,
+    runs_dir: Path = Path("runs"),
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    seed_offset: int | None = None,
+) -> tuple[optuna.Study, SearchConfig]:
+    """A worker's view of an existing study: space, protocol and search settings from its metadata."""
+    found = find_study(name, storage, runs_dir)
+    space, protocol = study_context(found)
+    attrs = found.user_attrs.get("nas.search", {})
+    base_seed = attrs.get("seed")
+    offset = seed_offset if seed_offset is not None else os.getpid()
+    config = SearchConfig(
+        space=space,
+        protocol=protocol,
+        study_name=found.study_name,
+        storage=storage,
+        runs_dir=runs_dir,
+        n_trials=n_trials or attrs.get("n_trials", 10),
+        timeout=timeout,
+        sampler=attrs.get("sampler", "tpe"),
+        pruner=attrs.get("pruner", "hyperband"),
+        seed=None if base_seed is None else base_seed + offset,  # workers must not all draw the same samples
+        keep_weights=attrs.get("keep_weights", False),
+        heartbeats=Heartbeats(attrs.get("heartbeat", 10), attrs.get("grace", 60)),
+        checkpoint_every=attrs.get("checkpoint_every"),
+    )
+    multi = len(found.directions) > 1
+    url = storage or default_storage(runs_dir, found.study_name)
+    study = optuna.load_study(
+        study_name=found.study_name,
+        storage=open_storage(url, config.heartbeats),
+        sampler=make_sampler(config.sampler, config.seed, space, multi),
+        pruner=make_pruner(config.pruner, protocol, multi)[0],
+    )
+    return study, config
+
+
+def work(study: optuna.Study, config: SearchConfig, callbacks: Callbacks | None = None) -> SearchSummary:
+    """The worker loop: ask, run, tell, until the study has ``n_trials`` trained trials.
+
+    Several workers may run it on one study at once. A worker starts a trial only while the trained
+    trials plus the running ones fall short of ``n_trials``; otherwise it waits, because a running trial
+    may still fail (its worker killed) and need a re-run. A trial that lost the race (another worker
+    asked at the same moment) is told FAIL as "surplus" before it trains, so the study ends with exactly
+    ``n_trials`` trained.
+    """
+    cb = callbacks or Callbacks()
+    run_dir = config.runs_dir / config.study_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    multi = len(study.directions) > 1
+    _, curve_pruner = make_pruner(config.pruner, config.protocol, multi)
     artifacts = optuna.artifacts.FileSystemArtifactStore(str(_mkdir(run_dir / "artifacts")))
+    poll = min(2.0, config.heartbeats.interval)
 
     started = time.monotonic()
     before = trained_count(study)
     wasted = failures = 0
-    stopped = "reached --n-trials"
+    waiting = False
     while True:
-        done = trained_count(study)
+        fail_stale(study)
+        trials = study.get_trials(deepcopy=False)
+        done = sum(1 for t in trials if _is_trained(t))
+        running = [t for t in trials if t.state == TrialState.RUNNING]
         if done >= config.n_trials:
             stopped = f"{done} trials trained (--n-trials {config.n_trials})"
             break
@@ -355,8 +464,26 @@ def run_search(config: SearchConfig, callbacks: Callbacks | None = None) -> Sear
         if failures >= FAILURES_IN_A_ROW:
             stopped = f"{failures} trials failed in a row; see `nas status {config.study_name}` for the causes"
             break
+        if done + len(running) >= config.n_trials:
+            if not waiting:
+                cb.log(
+                    f"waiting: {done} trained and {len(running)} running (trials "
+                    f"{', '.join(str(t.number) for t in running)}) may complete the study"
+                )
+                waiting = True
+            time.sleep(poll)
+            continue
+        waiting = False
         trial = study.ask()
-        outcome = _run_one(study, trial, config, curve_pruner, artifacts, cb)
+        with beating(study, trial._trial_id, study._storage):
+            try:
+                outcome = _run_one(study, trial, config, curve_pruner, artifacts, cb)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                outcome = "stale"
+                cb.log(
+                    f"trial {trial.number}: another worker failed it as stale while it ran (no heartbeat "
+                    f"within {config.heartbeats.grace}s); its retry resumes from the checkpoint"
+                )
         frozen = study.get_trials(deepcopy=False)[trial.number] if trial.number < len(study.trials) else None
         if frozen is not None:
             cb.trial_finished(frozen, study)
@@ -365,6 +492,10 @@ def run_search(config: SearchConfig, callbacks: Callbacks | None = None) -> Sear
     return SearchSummary(
         study, trained_count(study), trained_count(study) - before, stopped, run_dir, time.monotonic() - started
     )
+
+
+def _is_trained(trial: optuna.trial.FrozenTrial) -> bool:
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and trial.user_attrs.get("nas_status") == TRAINED
 
 
 def _mkdir(path: Path) -> Path:
@@ -377,10 +508,62 @@ def _grid_exhausted(study: optuna.Study) -> bool:
     return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
 
 
+def _surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
+    """True when trials trained, or running and asked before this one, already make ``n_trials``."""
+    ahead = sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if _is_trained(t) or (t.state == TrialState.RUNNING and t.number < trial.number)
+    )
+    return ahead >= n_trials
+
+
+def _requeue(study: optuna.Study, trial: optuna.Trial, retry: bool = False) -> None:
+    """Put a trial's parameters back in the queue: an enqueued one (a retry, a warm start) that lost
+    the race for the last slot, or (``retry``) an interrupted one, to resume from its checkpoint."""
+    frozen = study._storage.get_trial(trial._trial_id)
+    if not (retry or frozen.params or "fixed_params" in frozen.system_attrs):
+        return
+    user_attrs = {k: v for k, v in frozen.user_attrs.items() if k not in ("nas_status", "cause", "curve")}
+    system_attrs = dict(frozen.system_attrs)
+    if retry:
+        system_attrs["failed_trial"] = system_attrs.get("failed_trial", frozen.number)
+        system_attrs["retry_history"] = [*system_attrs.get("retry_history", []), frozen.number]
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=frozen.params,
+            distributions=frozen.distributions,
+            user_attrs=user_attrs,
+            system_attrs=system_attrs,
+        )
+    )
+
+
+def _killed_cause(config: SearchConfig) -> str:
+    return (
+        f"killed: worker {worker_id()} stopped beating (no heartbeat for {config.heartbeats.grace}s); "
+        "retried from its checkpoint"
+    )
+
+
+def _exception_cause(exc: BaseException, lines: list[str]) -> str:
+    where = next((line.strip() for line in reversed(lines) if line.strip().startswith("File ")), "")
+    return f"exception: {type(exc).__name__}: {exc}" + (f" ({where})" if where else "")
+
+
 def _run_one(study, trial, config: SearchConfig, curve_pruner, artifacts, cb: Callbacks) -> str:
     """Sample, dedupe, train and tell one trial; returns its nas_status."""
+    from nas.train.checkpoint import Checkpoint
     from nas.trial import run_trial
 
+    if _surplus(study, trial, config.n_trials):
+        _requeue(study, trial)
+        trial.set_user_attr("nas_status", "surplus")
+        trial.set_user_attr("cause", f"surplus: another worker's trial completes the {config.n_trials}")
+        study.tell(trial, state=TrialState.FAIL)
+        return "surplus"
+    retry_of = study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
     sample = config.space.sample(trial)
     if sample.arch is None:
         trial.set_user_attr("nas_status", "infeasible")
@@ -395,17 +578,33 @@ def _run_one(study, trial, config: SearchConfig, curve_pruner, artifacts, cb: Ca
     trial.set_user_attr("summary", arch.summary())
     for name, value in arch.counts().items():
         trial.set_user_attr(name, value)
+    # The claim: other workers now see this architecture as taken. The cause is what stays if this
+    # worker dies; every ending below overwrites it.
+    trial.set_user_attr("nas_status", "running")
+    trial.set_user_attr("worker", worker_id())
+    trial.set_user_attr("cause", _killed_cause(config))
+    if retry_of is not None:
+        trial.set_user_attr("retry_of", retry_of)
     duplicate = _duplicate_of(study, trial.number, arch_hash)
     if duplicate is not None:
         trial.set_user_attr("nas_status", "duplicate")
         trial.set_user_attr("duplicate_of", duplicate.number)
-        trial.set_user_attr("cause", f"duplicate of trial {duplicate.number}: its values are reused")
-        if duplicate.state == TrialState.COMPLETE:
+        if duplicate.state == TrialState.RUNNING:
+            trial.set_user_attr("cause", f"duplicate of trial {duplicate.number}, running on another worker")
+            study.tell(trial, state=TrialState.PRUNED)
+        elif duplicate.state == TrialState.COMPLETE:
+            trial.set_user_attr("cause", f"duplicate of trial {duplicate.number}: its values are reused")
             study.tell(trial, duplicate.values)
         else:
+            trial.set_user_attr("cause", f"duplicate of trial {duplicate.number} (pruned)")
             study.tell(trial, state=TrialState.PRUNED)
         cb.log(f"trial {trial.number}: duplicate of trial {duplicate.number} ({arch.summary()})")
         return "duplicate"
+
+    every = config.protocol.pretrain.eval_every if config.checkpoint_every is None else config.checkpoint_every
+    key = f"{arch_hash}-{config.protocol.content_hash}"
+    run_dir = config.runs_dir / config.study_name
+    checkpoint = Checkpoint(run_dir / "checkpoints" / key, every, key=key) if every else None
 
     cb.trial_started(trial.number, arch.summary())
     curve: list[list[float]] = []
@@ -426,23 +625,45 @@ def _run_one(study, trial, config: SearchConfig, curve_pruner, artifacts, cb: Ca
 
     try:
         result = run_trial(
-            arch, config.protocol, reporter=reporter, on_step=cb.step, on_stage=cb.stage, keep_model=config.keep_weights
+            arch,
+            config.protocol,
+            reporter=reporter,
+            on_step=cb.step,
+            on_stage=cb.stage,
+            keep_model=config.keep_weights,
+            checkpoint=checkpoint,
         )
     except KeyboardInterrupt:
         trial.set_user_attr("nas_status", "interrupted")
         trial.set_user_attr("cause", "interrupted (Ctrl-C); re-run the same command to continue")
         study.tell(trial, state=TrialState.FAIL)
+        _requeue(study, trial, retry=True)
+        raise
+    except optuna.exceptions.UpdateFinishedTrialError:
         raise
     except Exception as exc:
         lines = traceback.format_exc().strip().splitlines()
         trial.set_user_attr("nas_status", "failed")
-        trial.set_user_attr("cause", f"exception: {type(exc).__name__}: {exc}")
+        trial.set_user_attr("cause", _exception_cause(exc, lines))
         trial.set_user_attr("traceback", "\n".join(lines[-12:]))
         study.tell(trial, state=TrialState.FAIL)
+        if checkpoint is not None:
+            checkpoint.clear()
         cb.log(f"trial {trial.number}: failed: {type(exc).__name__}: {exc}")
         return "failed"
 
+    if result.resumed_from_step is not None:
+        trial.set_user_attr("resumed_from_step", result.resumed_from_step)
+        cb.log(f"trial {trial.number}: resumed from the checkpoint at step {result.resumed_from_step}")
     _record(trial, result, artifacts, config)
+    outcome = _tell(study, trial, result, config, cb)
+    if checkpoint is not None:
+        checkpoint.clear()
+    return outcome
+
+
+def _tell(study, trial, result, config: SearchConfig, cb: Callbacks) -> str:
+    arch = result.arch
     if result.status == "complete":
         values = config.protocol.objective_values(result.metrics)
         if not all(math.isfinite(v) for v in values):
@@ -469,14 +690,18 @@ def _run_one(study, trial, config: SearchConfig, curve_pruner, artifacts, cb: Ca
 
 
 def _duplicate_of(study: optuna.Study, number: int, arch_hash: str) -> Any:
-    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if (
-            other.number != number
-            and other.user_attrs.get("arch_hash") == arch_hash
-            and other.user_attrs.get("nas_status") == TRAINED
-        ):
+    """A trained trial of the same architecture, or one running on another worker. Each of two workers
+    that claim the same architecture at once writes its claim before reading the other's, so at least
+    one of them sees the other and stands down: an architecture never trains twice."""
+    running = None
+    for other in study.get_trials(deepcopy=False):
+        if other.number == number or other.user_attrs.get("arch_hash") != arch_hash:
+            continue
+        if other.state in (TrialState.COMPLETE, TrialState.PRUNED) and other.user_attrs.get("nas_status") == TRAINED:
             return other
-    return None
+        if other.state == TrialState.RUNNING and other.user_attrs.get("nas_status") == "running":
+            running = running or other
+    return running
 
 
 def _record(trial: optuna.Trial, result: Any, artifacts: Any, config: SearchConfig) -> None:
@@ -488,8 +713,7 @@ def _record(trial: optuna.Trial, result: Any, artifacts: Any, config: SearchConf
             trial.set_user_attr(name, metrics[name])
     trial.set_user_attr("curve", [[p.step, p.tokens, p.val_loss] for p in result.curve])
     trial.set_user_attr("wall_seconds", result.wall_seconds)
-    if result.cause:
-        trial.set_user_attr("cause", result.cause)
+    trial.set_user_attr("cause", result.cause)  # None when it completed: replaces the "killed" placeholder
     if result.notes:
         trial.set_user_attr("notes", result.notes)
     try:
@@ -563,6 +787,12 @@ def leaderboard(study: optuna.Study) -> list[Row]:
     rows = [_row(t, i + 1, t.number in pareto) for i, t in enumerate(ranked)]
     rest = [t for t in trials if t not in ranked]
     rows += [_row(t, None, False) for t in rest]
+    retried_as = {t.system_attrs["retry_history"][-1]: t.number for t in trials if t.system_attrs.get("retry_history")}
+    for row in rows:
+        if row.number in retried_as:
+            row.cause = f"{row.cause or 'failed'}; retried as trial {retried_as[row.number]}"
+        if row.state == "running":
+            row.cause = None  # a running trial's cause is only what it would be if its worker died
     return rows
 
 
@@ -577,7 +807,7 @@ def _row(trial: optuna.trial.FrozenTrial, rank: int | None, pareto: bool) -> Row
         params=attrs.get("params"),
         values=list(trial.values) if trial.values else None,
         metrics=attrs.get("metrics", {}),
-        cause=attrs.get("cause"),
+        cause=attrs.get("cause") or _resumed(attrs),
         pareto=pareto,
     )
 
@@ -670,3 +900,11 @@ model = {load}
 tokenizer = AutoTokenizer.from_pretrained(folder)
 ```
 """
+
+
+def _resumed(attrs: dict[str, Any]) -> str | None:
+    step = attrs.get("resumed_from_step")
+    retry_of = attrs.get("retry_of")
+    if step is None:
+        return None
+    return f"resumed from step {step}" + (f" (re-run of trial {retry_of})" if retry_of is not None else "")

@@ -18,6 +18,7 @@ import torch
 
 from nas.arch import ArchConfig
 from nas.protocol import TrialProtocol
+from nas.train.checkpoint import Checkpoint
 from nas.train.pretrain import EvalPoint, Reporter, StepCallback, peak_memory_mb, pretrain, resolve_device
 
 __all__ = ["TrialResult", "run_trial", "measure_latency"]
@@ -34,6 +35,7 @@ class TrialResult:
     latency_ms: dict[str, float] = field(default_factory=dict)  # median, p25, p75, min, max
     micro_batch_size: int = 0
     notes: list[str] = field(default_factory=list)
+    resumed_from_step: int | None = None  # pretraining resumed from a checkpoint at this step
     model: torch.nn.Module | None = None  # the pretrained LM, when keep_model=True
 
     @property
@@ -72,12 +74,15 @@ def run_trial(
     on_step: StepCallback | None = None,
     on_stage: Callable[[str], None] | None = None,
     keep_model: bool = False,
+    checkpoint: Checkpoint | None = None,
 ) -> TrialResult:
     """Pretrain ``arch`` under ``protocol``, measure it, fine-tune it on every task, and report.
 
     ``reporter(point)`` is called at each held-out eval; returning True stops the trial (pruned).
     A NaN/inf loss stops it with cause ``nan_loss at step k``; CUDA out-of-memory is retried once
     with half the micro-batch (same effective batch), then fails with cause ``oom``.
+    With a ``checkpoint`` (see nas.train.checkpoint), pretraining saves its state as it goes and resumes
+    from a state saved by an earlier, killed run of the same architecture and protocol.
     """
     from nas.data.tasks import load_task_set
     from nas.data.tokens import prepare_tokens
@@ -104,7 +109,9 @@ def run_trial(
     for attempt in range(2):
         model = _build(arch, tokens.tokenizer, device, config.seed)
         try:
-            outcome = pretrain(model, tokens.train, tokens.val, config, flops, reporter, micro, on_step)
+            outcome = pretrain(
+                model, tokens.train, tokens.val, config, flops, reporter, micro, on_step, checkpoint=checkpoint
+            )
             break
         except torch.OutOfMemoryError:
             del model
@@ -120,6 +127,9 @@ def run_trial(
 
     result.curve = outcome.curve
     result.micro_batch_size = outcome.micro_batch_size
+    result.resumed_from_step = outcome.resumed_from_step
+    if outcome.resumed_from_step is not None:
+        result.notes.append(f"resumed from the checkpoint at step {outcome.resumed_from_step}")
     val_loss = outcome.final_val_loss
     result.metrics.update(arch.counts())
     result.metrics["flops_per_token"] = flops

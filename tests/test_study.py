@@ -61,7 +61,9 @@ def search(capsys, study, n_trials, *extra, pruner="none"):
 
 
 def load(name, runs="runs"):
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{runs}/{name}/study.db")
+    from nas.study import open_storage  # retries while another process creates the tables
+
+    return optuna.load_study(study_name=name, storage=open_storage(f"sqlite:///{runs}/{name}/study.db"))
 
 
 def test_search_status_export_end_to_end(in_tmp, micro_cache, capsys):

@@ -50,11 +50,11 @@ def test_out_of_memory_retries_with_half_the_micro_batch(monkeypatch, micro_prot
     real = trial_module.pretrain
     seen = []
 
-    def flaky(model, train, val, config, flops, reporter, micro, on_step):
+    def flaky(model, train, val, config, flops, reporter, micro, on_step, checkpoint=None):
         seen.append(micro)
         if micro > 4:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(model, train, val, config, flops, reporter, micro, on_step)
+        return real(model, train, val, config, flops, reporter, micro, on_step, checkpoint=checkpoint)
 
     monkeypatch.setattr(trial_module, "pretrain", flaky)
     protocol = micro_protocol()
@@ -64,9 +64,12 @@ def test_out_of_memory_retries_with_half_the_micro_batch(monkeypatch, micro_prot
     assert any("retried with micro-batch 4" in note for note in result.notes)
 
     seen.clear()
-    monkeypatch.setattr(
-        trial_module, "pretrain", lambda *a: (seen.append(a[6]), (_ for _ in ()).throw(torch.OutOfMemoryError()))[1]
-    )
+
+    def always_oom(*args, **kwargs):
+        seen.append(args[6])
+        raise torch.OutOfMemoryError()
+
+    monkeypatch.setattr(trial_module, "pretrain", always_oom)
     failed = run_trial(micro_arch, protocol)
     assert failed.status == "failed" and failed.cause == "oom" and seen == [8, 4]
 

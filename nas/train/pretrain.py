@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from nas.protocol import Pretrain, Schedule
+from nas.train.checkpoint import Checkpoint, rng_state, set_rng_state
 
 __all__ = [
     "EvalPoint",
@@ -59,6 +60,7 @@ class PretrainOutcome:
     train_seconds: float = 0.0
     cause: str | None = None  # why it ended early: "pruned at step k", "nan_loss at step k"
     micro_batch_size: int = 0
+    resumed_from_step: int | None = None  # the checkpoint's step, when the run resumed from one
 
     @property
     def tokens_per_second(self) -> float:
@@ -173,9 +175,13 @@ def pretrain(
     reporter: Reporter | None = None,
     micro_batch_size: int | None = None,
     on_step: StepCallback | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> PretrainOutcome:
     """Train ``model`` (already on its device) within the protocol's budget; see the module doc.
 
+    With a ``checkpoint``, the state is saved every ``checkpoint.every`` steps and at the end, and a
+    run that finds a saved state resumes from it (the reporter sees the restored evals again, so a
+    pruner judges the resumed run as it would have judged the original).
     Out-of-memory errors propagate (the caller retries with a smaller micro-batch).
     """
     device = next(model.parameters()).device
@@ -190,10 +196,26 @@ def pretrain(
     step_model = torch.compile(model) if config.compile else model
     model.train()
 
-    first = evaluate(model, val_ids, config, device, micro)
-    outcome.curve.append(EvalPoint(0, 0, first, math.nan, 0.0, 0.0))
     train_loss = math.nan
     step = 0
+    saved = checkpoint.load(device) if checkpoint is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        set_rng_state(saved["rng"])
+        step = outcome.steps = outcome.resumed_from_step = saved["step"]
+        outcome.tokens = step * config.batch_tokens
+        outcome.train_seconds = saved["train_seconds"]
+        outcome.curve = [EvalPoint(**p) for p in saved["curve"]]
+        train_loss = outcome.curve[-1].train_loss
+        finished = total_steps is not None and step >= total_steps
+        for point in outcome.curve[1:]:
+            if reporter is not None and reporter(point) and not finished:
+                outcome.cause = f"pruned at step {point.step}"
+                return outcome
+    else:
+        first = evaluate(model, val_ids, config, device, micro)
+        outcome.curve.append(EvalPoint(0, 0, first, math.nan, 0.0, 0.0))
     while True:
         if total_steps is not None:
             progress = step / total_steps
@@ -249,4 +271,15 @@ def pretrain(
             if reporter is not None and reporter(point) and not done:
                 outcome.cause = f"pruned at step {step}"
                 break
+        if checkpoint is not None and (done or checkpoint.due(step)):
+            checkpoint.save(
+                {
+                    "step": step,
+                    "train_seconds": outcome.train_seconds,
+                    "curve": [p.to_dict() for p in outcome.curve],
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": rng_state(),
+                }
+            )
     return outcome

@@ -1,0 +1,244 @@
+"""Scale-out and faults: several workers on one study (journal, PostgreSQL, SQLite), heartbeats that
+fail a killed worker's trial within the grace period, and the re-run resuming from its checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.workers import HeartbeatJournalStorage, Heartbeats
+from tests.test_study import MICRO_SPACE, POSTGRES, _postgres_reachable, micro_sets
+
+needs_postgres = pytest.mark.skipif(not _postgres_reachable(), reason="no PostgreSQL at 127.0.0.1:5432")
+MYSQL = "mysql+pymysql://root@127.0.0.1:3306/test"
+
+
+def _mysql_reachable() -> bool:
+    import importlib.util
+    import socket
+
+    if importlib.util.find_spec("pymysql") is None:
+        return False
+    try:
+        with socket.create_connection(("127.0.0.1", 3306), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+needs_mysql = pytest.mark.skipif(not _mysql_reachable(), reason="no MySQL/MariaDB at 127.0.0.1:3306 or no pymysql")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, micro_cache: Path) -> Path:
+    (tmp_path / "micro.yaml").write_text(MICRO_SPACE)
+    return tmp_path
+
+
+def nas(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "nas", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def storage_url(kind: str, workdir: Path) -> str:
+    return {"journal": f"journal:{workdir}/journal.log", "postgres": POSTGRES, "mysql": MYSQL, "sqlite": None}[kind]
+
+
+def study_name(kind: str) -> str:
+    return f"w-{kind}-{os.getpid()}-{time.time_ns()}"  # unique: the PostgreSQL database is shared
+
+
+def open_study(name: str, url: str | None, workdir: Path) -> optuna.Study:
+    from nas.study import open_storage
+
+    return optuna.load_study(study_name=name, storage=open_storage(url or f"sqlite:///{workdir}/runs/{name}/study.db"))
+
+
+def assert_exactly_n_distinct(study: optuna.Study, n: int) -> list[optuna.trial.FrozenTrial]:
+    trials = study.get_trials(deepcopy=False)
+    trained = [t for t in trials if t.user_attrs.get("nas_status") == "trained"]
+    assert len(trained) == n, [(t.number, t.state, t.user_attrs.get("nas_status")) for t in trials]
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trained)
+    assert len({t.user_attrs["arch_hash"] for t in trained}) == n  # no architecture trained twice
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    return trained
+
+
+def search_args(name: str, url: str | None, cache: Path, n: int, *extra: str) -> list[str]:
+    args = ["search", "--study", name, "--n-trials", str(n), "--quiet", "--pruner", "none", "--sampler", "random"]
+    args += ["--storage", url] if url else []
+    return [*args, *extra, *micro_sets(cache)]
+
+
+def cleanup(name: str, url: str | None) -> None:
+    if url and url.startswith(("postgresql", "mysql")):
+        optuna.delete_study(study_name=name, storage=url)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "journal",
+        pytest.param("postgres", marks=[pytest.mark.postgres, needs_postgres]),
+        pytest.param("mysql", marks=[pytest.mark.mysql, needs_mysql]),
+        "sqlite",
+    ],
+)
+def test_workers_end_with_exactly_n_distinct_trials(kind, workdir, micro_cache):
+    name, url = study_name(kind), storage_url(kind, workdir)
+    n_workers = 2 if kind == "sqlite" else 3
+    proc = nas(*search_args(name, url, micro_cache, 6, "--workers", str(n_workers)), cwd=workdir)
+    output, _ = proc.communicate(timeout=400)
+    try:
+        assert proc.returncode == 0, output
+        assert f"6 trials trained by {n_workers} workers" in output
+        if kind == "sqlite":
+            assert "warning: SQLite storage with 2 workers" in output
+            assert "database is locked" not in output
+            for log in (workdir / "runs" / name).glob("worker-*.log"):
+                assert "Traceback" not in log.read_text()
+        study = open_study(name, url, workdir)
+        trained = assert_exactly_n_distinct(study, 6)
+        workers = {t.user_attrs["worker"] for t in trained}
+        assert len(workers) >= 2, workers  # the trials really were shared out
+    finally:
+        cleanup(name, url)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["journal", pytest.param("postgres", marks=[pytest.mark.postgres, needs_postgres])])
+def test_kill_9_of_a_worker_mid_trial(kind, workdir, micro_cache):
+    """A worker killed mid-trial: its trial is failed within the grace period, run again from its
+    checkpoint by another worker, and the study still ends with exactly N."""
+    name, url = study_name(kind), storage_url(kind, workdir)
+    heartbeat, grace = 1, 5
+    extra = ["--workers", "3", "--heartbeat", str(heartbeat), "--grace", str(grace), "--checkpoint-every", "8"]
+    args = search_args(name, url, micro_cache, 4, *extra)
+    args += ["--set", "pretrain.budget.tokens=131072"]  # 256 steps: seconds per trial, time to kill one
+    proc = nas(*args, cwd=workdir)
+    try:
+        victim, killed_at = None, None
+        deadline = time.monotonic() + 180
+        while victim is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                study = open_study(name, url, workdir)
+            except (KeyError, Exception):  # not created yet
+                continue
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                curve = t.user_attrs.get("curve") or []
+                if curve and curve[-1][0] >= 16 and "worker" in t.user_attrs:
+                    victim = t
+                    break
+        assert victim is not None, "no trial got past its first checkpoints"
+        pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        failed_at = None
+        while time.monotonic() - killed_at < grace + 30:
+            trial = open_study(name, url, workdir).trials[victim.number]
+            if trial.state == TrialState.FAIL:
+                failed_at = time.monotonic()
+                break
+            time.sleep(0.25)
+        assert failed_at is not None, "the killed worker's trial was never failed"
+        # Within the grace period (counted from the last beat), plus one check interval and polling slack.
+        assert failed_at - killed_at <= grace + 2 * heartbeat + 2, failed_at - killed_at
+
+        output, _ = proc.communicate(timeout=400)
+        assert proc.returncode == 0, output
+        study = open_study(name, url, workdir)
+        dead = study.trials[victim.number]
+        assert dead.state == TrialState.FAIL and dead.user_attrs["cause"].startswith("killed: worker")
+        trained = assert_exactly_n_distinct(study, 4)
+        (rerun,) = [t for t in trained if t.user_attrs.get("retry_of") == victim.number]
+        assert rerun.user_attrs["arch_hash"] == dead.user_attrs["arch_hash"]
+        assert rerun.user_attrs["resumed_from_step"] >= 8  # from the checkpoint, not from step 0
+        assert rerun.user_attrs["curve"][-1][0] == 256 and rerun.state == TrialState.COMPLETE
+
+        status = subprocess.run(
+            [sys.executable, "-m", "nas", "status", name, *(["--storage", url] if url else [])],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "250"},
+        )
+        assert status.returncode == 0, status.stderr
+        assert f"retried as trial {rerun.number}" in status.stdout and "resumed from step" in status.stdout
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        cleanup(name, url)
+
+
+def test_journal_lease_fails_a_silent_trial_and_queues_a_retry(tmp_path):
+    from optuna.storages.journal import JournalFileBackend
+
+    from nas.workers import fail_stale
+
+    storage = HeartbeatJournalStorage(JournalFileBackend(str(tmp_path / "j.log")), Heartbeats(interval=1, grace=2))
+    study = optuna.create_study(storage=storage, study_name="lease")
+    trial = study.ask()
+    trial.suggest_int("x", 0, 9)
+    storage.record_heartbeat(trial._trial_id)
+    fail_stale(study)
+    assert study.trials[0].state == TrialState.RUNNING  # beat just now
+    time.sleep(2.5)
+    fail_stale(study)
+    trials = study.trials
+    assert trials[0].state == TrialState.FAIL
+    assert trials[1].state == TrialState.WAITING and trials[1].system_attrs["failed_trial"] == 0
+    assert trials[1].params == trials[0].params
+    retry = study.ask()
+    assert retry.number == 1 and retry.params == trials[0].params  # the next worker runs it again
+
+
+def test_bad_worker_options_exit_2(workdir, capsys):
+    from nas.cli import main
+
+    for argv, message in (
+        (["search", "--devices", "a,b"], "--devices: 'a,b': give GPU indices"),
+        (["search", "--heartbeat", "10", "--grace", "5"], "--grace: 5s must exceed --heartbeat 10s"),
+        (["worker", "--study", "nope", "--runs-dir", str(workdir)], "no study 'nope'"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_failure_causes_reach_the_attributes_and_status(workdir, micro_cache, capsys, monkeypatch):
+    from nas.cli import main
+
+    monkeypatch.chdir(workdir)
+    argv = [*search_args("boom", None, micro_cache, 2), "--set", "pretrain.seq_len=128"]  # > max_seq_len 64
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out, _ = capsys.readouterr()
+    assert info.value.code == 0 and "5 trials failed in a row" in out
+    study = open_study("boom", None, workdir)
+    failed = study.trials[0]
+    assert failed.state == TrialState.FAIL and failed.user_attrs["nas_status"] == "failed"
+    cause = failed.user_attrs["cause"]
+    assert cause.startswith("exception: ValueError: the protocol's seq_len=128 exceeds") and "trial.py" in cause
+    assert "raise ValueError" in failed.user_attrs["traceback"]
+    with pytest.raises(SystemExit):
+        main(["status", "boom", "--all"])
+    out, _ = capsys.readouterr()
+    assert "exception:" in out and "traceback (last lines)" in out and "raise ValueError" in out
