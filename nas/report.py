@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from nas.proxy import LOW_RHO, spearman
+from nas.proxy import LOW_RHO, ZERO_COST, fidelity
 
 __all__ = ["build_report", "Report"]
 
@@ -450,45 +450,48 @@ def _natural(text: str) -> tuple[int, float, str]:
         return (1, 0.0, text)
 
 
+PROXY_LABELS = {
+    "non_embedding_params": "zero-cost: non-embedding params",
+    "proxy.snip": "zero-cost: SNIP at initialisation",
+    "proxy.grad_norm": "zero-cost: gradient norm at initialisation",
+    "early": "short-trial score (held-out loss at the first eval)",
+}
+
+
 def _proxy(done: list[Record], minimize: bool, report: Report) -> Any:
+    """Spearman and Kendall of each proxy against final quality, with nas.proxy (as the benchmarks)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     q = -1 if minimize else 1  # oriented: higher = better
     quality = [q * r.values[0] for r in done]
-    zero_cost = [r.metric("non_embedding_params") for r in done]
-    early = [-_early_loss(r) for r in done]
-    rho_zero, rho_early = spearman(zero_cost, quality), spearman(early, quality)
+    scores = {name: [r.metric(name) for r in done] for name in ZERO_COST}
+    scores = {k: v for k, v in scores.items() if any(math.isfinite(x) for x in v)}  # older studies lack some
+    scores["early"] = [-_early_loss(r) for r in done]
+    rows = fidelity(scores, quality)
     lines = []
-    for name, rho in (
-        ("zero-cost proxy (non-embedding params)", rho_zero),
-        ("short-trial score (held-out loss at the first eval)", rho_early),
-    ):
+    for row in rows:
+        name = PROXY_LABELS[row.name]
         lines.append(
-            f"<li>{name}: Spearman's rho = <b>{rho:.3f}</b></li>"
-            if math.isfinite(rho)
-            else f"<li>{name}: Spearman's rho undefined (fewer than 3 trials or no spread)</li>"
+            f"<li>{name}: Spearman's rho = <b>{row.rho:.3f}</b>, Kendall's tau = {row.tau:.3f} ({row.n} trials)</li>"
+            if math.isfinite(row.rho)
+            else f"<li>{name}: rank correlation undefined (fewer than 3 trials or no spread)</li>"
         )
-        if math.isfinite(rho) and rho < LOW_RHO:
+        if row.weak:
             report.warnings.append(
-                f"Low rank correlation for the {name}: rho = {rho:.2f} < {LOW_RHO}; "
+                f"Low rank correlation for the {name}: rho = {row.rho:.2f} < {LOW_RHO}; "
                 "its ranking is a weak guide to final quality."
             )
     report.proxy_html = "<ul>" + "".join(lines) + "</ul>"
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        subplot_titles=[f"non-embedding params (rho {rho_zero:.2f})", f"loss at first eval (rho {rho_early:.2f})"],
-    )
-    fig.add_trace(
-        go.Scattergl(x=zero_cost, y=[r.values[0] for r in done], mode="markers", showlegend=False), row=1, col=1
-    )
-    fig.add_trace(
-        go.Scattergl(x=[-e for e in early], y=[r.values[0] for r in done], mode="markers", showlegend=False),
-        row=1,
-        col=2,
-    )
-    fig.update_xaxes(type="log", row=1, col=1)
+    titles = [f"{PROXY_LABELS[r.name].split(': ')[-1]} (rho {r.rho:.2f})" for r in rows]
+    fig = make_subplots(rows=1, cols=len(rows), subplot_titles=titles)
+    for col, row in enumerate(rows, start=1):
+        x = scores[row.name] if row.name != "early" else [-e for e in scores["early"]]
+        fig.add_trace(
+            go.Scattergl(x=x, y=[r.values[0] for r in done], mode="markers", showlegend=False), row=1, col=col
+        )
+        if row.name != "early":
+            fig.update_xaxes(type="log", row=1, col=col)
     fig.update_yaxes(title_text="final quality (first objective)", row=1, col=1)
     fig.update_layout(height=380, margin={"t": 40})
     return fig

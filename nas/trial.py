@@ -18,8 +18,17 @@ import torch
 
 from nas.arch import ArchConfig
 from nas.protocol import TrialProtocol
+from nas.proxy import zero_cost_scores
 from nas.train.checkpoint import Checkpoint
-from nas.train.pretrain import EvalPoint, Reporter, StepCallback, peak_memory_mb, pretrain, resolve_device
+from nas.train.pretrain import (
+    EvalPoint,
+    Reporter,
+    StepCallback,
+    batch_at,
+    peak_memory_mb,
+    pretrain,
+    resolve_device,
+)
 
 __all__ = ["TrialResult", "run_trial", "measure_latency"]
 
@@ -109,6 +118,9 @@ def run_trial(
     for attempt in range(2):
         model = _build(arch, tokens.tokenizer, device, config.seed)
         try:
+            if attempt == 0:  # zero-cost proxies at initialisation, on the first rows of the first batch
+                x, y = batch_at(tokens.train, 0, min(8, micro), config.seq_len, config.seed)
+                result.metrics.update(zero_cost_scores(model, x.to(device), y.to(device)))
             outcome = pretrain(
                 model, tokens.train, tokens.val, config, flops, reporter, micro, on_step, checkpoint=checkpoint
             )

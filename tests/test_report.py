@@ -105,6 +105,7 @@ def test_report_of_2000_trials_is_fast_and_small(tmp_path):
         "Proxy check",
     } <= set(titles)
     assert "Spearman&#x27;s rho" in text or "Spearman's rho" in text
+    assert "Kendall&#x27;s tau" in text or "Kendall's tau" in text
     assert (
         "id='leaderboard-table'" in text
         and "<a href='#proxy-check'>Proxy check</a>" in text
@@ -147,6 +148,8 @@ def test_report_of_a_real_micro_study(tmp_path, monkeypatch, micro_cache, capsys
     assert "reports/real.html" in out
     text = (tmp_path / "reports/real.html").read_text()
     assert "study</th><td>real" in text and len(FIGURE_DIV.findall(text)) >= 6
+    # The proxy check ranks with nas.proxy, on the zero-cost scores every trial recorded at initialisation.
+    assert "zero-cost: SNIP at initialisation" in text and "zero-cost: gradient norm at initialisation" in text
 
 
 def _chromium() -> str | None:

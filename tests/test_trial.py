@@ -96,7 +96,7 @@ def test_nan_loss_fails_the_trial_with_its_cause(monkeypatch, micro_protocol, mi
     def poisoned(model, x, y):
         loss = real(model, x, y)
         calls["n"] += model.training
-        return loss * float("nan") if model.training and calls["n"] >= 5 else loss
+        return loss * float("nan") if model.training and calls["n"] >= 6 else loss  # call 1: the proxy
 
     monkeypatch.setattr(pretrain_module, "compute_loss", poisoned)
     result = run_trial(micro_arch, micro_protocol())
