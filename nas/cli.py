@@ -707,6 +707,121 @@ def _measure_flops_per_second(arch: Any, protocol: Any) -> float:
     return arch.flops_per_token(config.seq_len) * config.batch_tokens / min(times[1:])
 
 
+@app.command("train")
+def train_command(
+    export_dir: Annotated[
+        Path | None, typer.Argument(help="A folder written by `nas export` (omit with --resume).")
+    ] = None,
+    trial: Annotated[
+        str | None, typer.Option("--trial", help="Protocol (name or YAML); default: the export's recipe.yaml.")
+    ] = None,
+    tokens: Annotated[int | None, typer.Option(min=1, help="Tokens to train (default: 20 per parameter).")] = None,
+    flops: Annotated[float | None, typer.Option(min=1, help="Training FLOPs instead of --tokens.")] = None,
+    overrides: SetOption = None,
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Output folder (a plain HF model at the end).")
+    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this output folder.")] = None,
+    nproc: Annotated[int | None, typer.Option(min=1, help="Data-parallel processes (torchrun; gloo on CPU).")] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(min=1, help="Steps between checkpoints (default: the protocol's eval_every).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train an exported architecture for real: the search's data and tokenizer at the full budget.
+
+    Example: nas train exports/tiny --tokens 5000000 -o trained/tiny   (then: nas train --resume trained/tiny)
+    """
+    from nas.train.full import load_spec, plan
+
+    if resume is not None:
+        out_dir = resume
+        spec = load_spec(out_dir)
+        if export_dir is not None or trial or tokens or flops or overrides:
+            raise NasInputError("--resume", "resume takes the run's own settings; give only --resume OUT_DIR")
+        if nproc is not None:
+            spec.nproc = nproc
+            spec.save(out_dir)
+        if (out_dir / "metrics.json").is_file() and (out_dir / "model.safetensors").is_file():
+            console.print(f"{out_dir}: this run already finished; nothing to resume")
+            return
+    else:
+        if export_dir is None:
+            raise NasInputError("EXPORT_DIR", "give the exported folder to train (or --resume OUT_DIR)")
+        if out is None:
+            raise NasInputError("--out", "give the output folder: -o OUT_DIR")
+        if (out / "train.json").exists():
+            raise NasInputError(
+                "--out", f"{out} already holds a run: continue it with --resume {out}, or pick another -o"
+            )
+        spec = plan(export_dir, trial, tokens, flops, overrides, checkpoint_every, nproc or 1)
+        out_dir = out
+        spec.save(out_dir)
+    if spec.nproc > 1:
+        _train_distributed(out_dir, spec.nproc)
+    else:
+        _train_here(out_dir, spec, quiet)
+
+
+def _train_here(out_dir: Path, spec: Any, quiet: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from nas.protocol import parse_protocol
+    from nas.train.full import train
+
+    protocol = parse_protocol(spec.protocol_text)
+    config = protocol.pretrain
+    log_file = (out_dir / "train.log").open("a")
+
+    def log(line: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        log_file.write(f"{stamp} {line}\n")
+        log_file.flush()
+        progress.console.print(f"[dim]{escape(line)}[/dim]", highlight=False)
+
+    progress = Progress(
+        TextColumn("train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        disable=quiet,
+    )
+    total = config.budget.tokens // config.batch_tokens if config.budget.tokens else None
+    bar = progress.add_task("train", total=total, info="")
+
+    def on_step(step: int, loss: float, tps: float) -> None:
+        progress.update(bar, completed=step, info=f"loss {loss:.3f} {tps:,.0f} tok/s")
+
+    with progress:
+        result = train(out_dir, spec, on_step=on_step, log=log)
+    _print_trained(out_dir, result)
+
+
+def _train_distributed(out_dir: Path, nproc: int) -> None:
+    import subprocess
+
+    env = {**os.environ, "NAS_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    argv += ["-m", "nas.train.full", str(out_dir)]
+    code = subprocess.call(argv, env=env)
+    if code != 0:
+        err_console.print(f"torchrun exited with {code}; see {out_dir}/train.log, then nas train --resume {out_dir}")
+        raise typer.Exit(1)
+    _print_trained(out_dir, json.loads((out_dir / "metrics.json").read_text()))
+
+
+def _print_trained(out_dir: Path, result: dict[str, Any]) -> None:
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float) and k != "train_seconds")
+    console.print(f"[bold]trained[/bold]: {shown}", highlight=False)
+    console.print(
+        f"a Hugging Face model folder: AutoModelForCausalLM.from_pretrained('{out_dir}'); "
+        f"metrics per eval in {out_dir}/metrics.jsonl",
+        highlight=False,
+    )
+
+
 @app.command("status")
 def status(
     study: Annotated[str | None, typer.Argument(help="Study name (default: the newest in runs/).")] = None,

@@ -887,10 +887,13 @@ Trial {trial.number} of study `{study.study_name}` (space `{study.user_attrs.get
 
 ## Full training
 
-Train it at the full budget with the same data pipeline and tokenizer: take `recipe.yaml`, raise
-`pretrain.budget` (tokens or FLOPs; Chinchilla-style ~20 tokens per parameter is a common start),
-keep the optimizer and schedule, and train the model below. The architecture loads in plain
-`transformers`:
+Train it at the full budget with the same data pipeline and tokenizer (`recipe.yaml`):
+
+```bash
+nas train <this folder> --tokens 20000000 -o trained/{arch.arch_hash()}   # --resume, --nproc N, --flops F
+```
+
+The architecture also loads in plain `transformers`:
 
 ```python
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer

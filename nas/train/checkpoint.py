@@ -1,8 +1,13 @@
 """Resumable training state in one folder: written atomically, read back on the same or another device.
 
-A trial keeps one under ``runs/<study>/checkpoints/<arch hash>-<protocol hash>/``: weights, optimiser,
-step (the data position: batches are a pure function of (seed, step)), the learning curve so far and
-the RNG state. A re-run of the same architecture under the same protocol resumes from it.
+Each save is a complete ``step-XXXXXXXX/`` folder (``model.safetensors`` with the weights,
+``state.pt`` with the optimiser, step, learning curve and RNG state), written under a temporary
+name and renamed into place, so a kill at any moment leaves the previous complete save; older
+saves are then removed. The step is also the data position (batches are a pure function of
+(seed, step)) and the schedule's position (the learning rate is a function of the step).
+
+A trial keeps one under ``runs/<study>/checkpoints/<arch hash>-<protocol hash>/``; a re-run of the
+same architecture under the same protocol resumes from it. `nas train` keeps one in its output folder.
 """
 
 from __future__ import annotations
@@ -16,35 +21,58 @@ import torch
 
 __all__ = ["Checkpoint", "rng_state", "set_rng_state"]
 
+WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 
 
 class Checkpoint:
-    def __init__(self, folder: Path, every: int, key: str = "") -> None:
+    def __init__(self, folder: Path, every: int, key: str = "", keep: int = 1) -> None:
         if every < 1:
             raise ValueError(f"checkpoint every {every} steps: must be >= 1")
         self.folder = Path(folder)
         self.every = every
         self.key = key  # what the state belongs to; a state saved for another key is ignored
-
-    @property
-    def path(self) -> Path:
-        return self.folder / STATE
+        self.keep = keep
 
     def due(self, step: int) -> bool:
         return step % self.every == 0
 
-    def load(self, device: torch.device | str = "cpu") -> dict[str, Any] | None:
-        if not self.path.exists():
-            return None
-        state = torch.load(self.path, map_location=device, weights_only=True)
-        return state if state.get("key", "") == self.key else None
+    def saves(self) -> list[Path]:
+        """Complete saves, newest first."""
+        if not self.folder.is_dir():
+            return []
+        found = [p for p in self.folder.glob("step-*") if (p / WEIGHTS).is_file() and (p / STATE).is_file()]
+        return sorted(found, key=lambda p: p.name, reverse=True)
 
-    def save(self, state: dict[str, Any]) -> None:
+    def load(self, device: torch.device | str = "cpu") -> dict[str, Any] | None:
+        from safetensors.torch import load_file
+
+        for save in self.saves():
+            state = torch.load(save / STATE, map_location=device, weights_only=True)
+            if state.get("key", "") != self.key:
+                return None
+            state["model"] = load_file(save / WEIGHTS, device=str(device))
+            return state
+        return None
+
+    def save(self, state: dict[str, Any]) -> Path:
+        from safetensors.torch import save_file
+
+        state = dict(state)
+        weights = {k: v.detach().contiguous().clone() for k, v in state.pop("model").items()}  # tied: saved twice
+        step = int(state["step"])
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".{STATE}.{os.getpid()}.tmp"
-        torch.save({**state, "key": self.key}, tmp)
-        os.replace(tmp, self.path)  # a reader never sees half a file; a kill mid-write leaves the old one
+        tmp = self.folder / f".step-{step:08d}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_file(weights, tmp / WEIGHTS, metadata={"step": str(step), "key": self.key})
+        torch.save({**state, "key": self.key}, tmp / STATE)
+        final = self.folder / f"step-{step:08d}"
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)  # a reader never sees half a save; a kill mid-write leaves the last one
+        for old in self.saves()[self.keep :]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -176,24 +176,35 @@ def pretrain(
     micro_batch_size: int | None = None,
     on_step: StepCallback | None = None,
     checkpoint: Checkpoint | None = None,
+    rank: int = 0,
+    world: int = 1,
+    ddp_model: torch.nn.Module | None = None,
 ) -> PretrainOutcome:
     """Train ``model`` (already on its device) within the protocol's budget; see the module doc.
 
     With a ``checkpoint``, the state is saved every ``checkpoint.every`` steps and at the end, and a
     run that finds a saved state resumes from it (the reporter sees the restored evals again, so a
     pruner judges the resumed run as it would have judged the original).
+    Data parallel (`nas train --nproc N`): each of ``world`` processes passes its ``rank`` and the
+    model wrapped in DistributedDataParallel as ``ddp_model``; every step's global batch is the same
+    pure function of (seed, step), each rank trains on its contiguous slice of it, and DDP averages
+    the gradients, so N processes take the same steps as one with the whole batch. Rank 0 saves.
     Out-of-memory errors propagate (the caller retries with a smaller micro-batch).
     """
     device = next(model.parameters()).device
     batch = config.batch_size
-    micro = min(micro_batch_size or config.micro_batch_size or batch, batch)
-    accum = math.ceil(batch / micro)
+    if batch % world:
+        raise ValueError(f"batch of {batch} sequences does not split over {world} processes")
+    local = batch // world
+    micro = min(micro_batch_size or config.micro_batch_size or local, local)
+    accum = math.ceil(local / micro)
     total_tokens = budget_tokens(config, flops_per_token)
     total_steps = math.ceil(total_tokens / config.batch_tokens) if total_tokens is not None else None
     seconds = config.budget.seconds
     optimizer = make_optimizer(model, config, config.optimizer.lr, device)
     outcome = PretrainOutcome(micro_batch_size=micro)
-    step_model = torch.compile(model) if config.compile else model
+    step_model = ddp_model if ddp_model is not None else model
+    step_model = torch.compile(step_model) if config.compile else step_model
     model.train()
 
     train_loss = math.nan
@@ -232,15 +243,20 @@ def pretrain(
 
         started = time.perf_counter()
         x, y = batch_at(train_ids, step, batch, config.seq_len, config.seed)
+        x, y = x[rank * local : (rank + 1) * local], y[rank * local : (rank + 1) * local]
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss_sum = 0.0
         for i in range(accum):
             xs, ys = x[i * micro : (i + 1) * micro], y[i * micro : (i + 1) * micro]
             with autocast_for(device, config):
                 loss = compute_loss(step_model, xs, ys)
-            (loss * xs.shape[0] / batch).backward()
+            (loss * xs.shape[0] / local).backward()
             loss_sum += float(loss.detach()) * xs.shape[0]
-        train_loss = loss_sum / batch
+        train_loss = loss_sum / local
+        if world > 1:
+            total = torch.tensor([train_loss], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(total)
+            train_loss = float(total) / world
         step += 1
         if not math.isfinite(train_loss):
             optimizer.zero_grad(set_to_none=True)
@@ -271,7 +287,7 @@ def pretrain(
             if reporter is not None and reporter(point) and not done:
                 outcome.cause = f"pruned at step {step}"
                 break
-        if checkpoint is not None and (done or checkpoint.due(step)):
+        if checkpoint is not None and rank == 0 and (done or checkpoint.due(step)):
             checkpoint.save(
                 {
                     "step": step,

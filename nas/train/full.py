@@ -1,0 +1,301 @@
+"""Full training of an exported architecture (`nas train`): the search's data pipeline, tokenizer and
+pretraining loop at the full budget, checkpointed and resumable, on one or N processes (DDP).
+
+OUT_DIR holds ``train.json`` (what to train: the export, the protocol text, the budget; `--resume`
+reads it), ``checkpoints/`` (see nas.train.checkpoint), ``metrics.jsonl`` (one line per held-out
+eval, then one final line with the fine-tuning tasks' scores), ``tensorboard/`` when the
+`tensorboard` package is installed, ``train.log``, and at the end a plain Hugging Face model folder:
+``config.json``, ``model.safetensors``, ``generation_config.json``, the tokenizer, plus
+``architecture.yaml``, ``recipe.yaml`` and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas.errors import NasInputError
+
+__all__ = ["TrainSpec", "plan", "train", "load_spec", "SPEC_FILE"]
+
+SPEC_FILE = "train.json"
+METRICS_JSONL = "metrics.jsonl"
+
+
+@dataclass
+class TrainSpec:
+    export_dir: str
+    protocol_text: str  # YAML, overrides and the budget applied
+    protocol_source: str
+    checkpoint_every: int
+    nproc: int = 1
+
+    def save(self, out_dir: Path) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / SPEC_FILE).write_text(json.dumps(asdict(self), indent=1))
+
+
+def load_spec(out_dir: Path) -> TrainSpec:
+    path = Path(out_dir) / SPEC_FILE
+    if not path.is_file():
+        raise NasInputError(str(out_dir), f"no {SPEC_FILE} here: not a `nas train` output folder (nothing to resume)")
+    return TrainSpec(**json.loads(path.read_text()))
+
+
+def plan(
+    export_dir: Path,
+    trial: str | None,
+    tokens: int | None,
+    flops: float | None,
+    overrides: list[str] | None,
+    checkpoint_every: int | None,
+    nproc: int,
+) -> TrainSpec:
+    """Check the inputs and fix what to train; every problem is a NasInputError naming its file or flag."""
+    import yaml
+
+    from nas.export import load_architecture
+    from nas.protocol import load_protocol, parse_protocol
+
+    export_dir = Path(export_dir)
+    if not (export_dir / "architecture.yaml").is_file():
+        raise NasInputError(str(export_dir), "no architecture.yaml: give a folder written by `nas export`")
+    arch = load_architecture(export_dir)
+    if tokens is not None and flops is not None:
+        raise NasInputError("--tokens", "give --tokens or --flops, not both")
+    budget = {"tokens": tokens} if tokens is not None else {"flops": flops} if flops is not None else None
+    if budget is None:  # Chinchilla's ~20 tokens per parameter
+        budget = {"tokens": 20 * arch.param_count()}
+    extra = [*(overrides or []), f"pretrain.budget={json.dumps(budget)}"]
+    if trial is not None:
+        protocol = load_protocol(trial, extra)
+        source = trial
+    else:
+        recipe = export_dir / "recipe.yaml"
+        if not recipe.is_file():
+            raise NasInputError(str(recipe), "missing: the export has no recipe; name a protocol with --trial")
+        protocol = parse_protocol(recipe.read_text(), source=str(recipe), overrides=extra)
+        source = str(recipe)
+    if protocol.pretrain.seq_len > arch.max_seq_len:
+        raise NasInputError(
+            "pretrain.seq_len", f"{protocol.pretrain.seq_len} exceeds the architecture's max_seq_len {arch.max_seq_len}"
+        )
+    if protocol.pretrain.batch_size % nproc:
+        raise NasInputError(
+            "--nproc", f"the batch of {protocol.pretrain.batch_size} sequences does not split over {nproc} processes"
+        )
+    every = checkpoint_every if checkpoint_every is not None else protocol.pretrain.eval_every
+    if every < 1:
+        raise NasInputError("--checkpoint-every", "must be >= 1 (a full training run always keeps checkpoints)")
+    text = yaml.safe_dump(protocol.model_dump(mode="json"), sort_keys=False)
+    return TrainSpec(str(export_dir.resolve()), text, source, every, nproc)
+
+
+class _Metrics:
+    """metrics.jsonl (append-only; a resumed run skips the evals it already wrote) and TensorBoard."""
+
+    def __init__(self, out_dir: Path, enabled: bool) -> None:
+        self.path = out_dir / METRICS_JSONL
+        self.enabled = enabled
+        self.last_step = -1
+        if enabled and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                row = json.loads(line)
+                if "val_loss" in row and "final" not in row:
+                    self.last_step = max(self.last_step, row["step"])
+        self.board = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.board = SummaryWriter(str(out_dir / "tensorboard"))
+            except ImportError:  # the `tensorboard` extra is not installed
+                self.board = None
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def eval_point(self, point: Any) -> None:
+        if not self.enabled or point.step <= self.last_step:
+            return
+        self.last_step = point.step
+        self.write({"time": time.time(), **point.to_dict()})
+        if self.board is not None:
+            self.board.add_scalar("val_loss", point.val_loss, point.step)
+            self.board.add_scalar("lr", point.lr, point.step)
+
+    def train_step(self, step: int, loss: float, tps: float) -> None:
+        if self.board is not None and step % 10 == 0:
+            self.board.add_scalar("train_loss", loss, step)
+            self.board.add_scalar("tokens_per_second", tps, step)
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
+
+
+def train(
+    out_dir: Path,
+    spec: TrainSpec,
+    on_step: Callable[[int, float, float], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train (or resume) the run in ``out_dir``; returns the final metrics. Under torchrun each rank
+    calls this with RANK / WORLD_SIZE / LOCAL_RANK in its environment."""
+    from nas.data.tasks import load_task_set
+    from nas.data.tokens import prepare_tokens
+    from nas.export import export_architecture, load_architecture
+    from nas.protocol import parse_protocol
+    from nas.train.checkpoint import Checkpoint
+    from nas.train.finetune import finetune
+    from nas.train.metrics import perplexity
+    from nas.train.pretrain import pretrain, resolve_device
+    from nas.trial import _build, _fit_vocab
+
+    out_dir = Path(out_dir)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    protocol = parse_protocol(spec.protocol_text, source=str(out_dir / SPEC_FILE))
+    config = protocol.pretrain
+    device = resolve_device(config)
+    if world > 1:
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            torch.cuda.set_device(local_rank)
+            device = torch.device("cuda", local_rank)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if rank == 0:
+        tokens = prepare_tokens(protocol)  # rank 0 builds the cache; the others read it after the barrier
+    if world > 1:
+        torch.distributed.barrier()
+    if rank != 0:
+        tokens = prepare_tokens(protocol)
+
+    arch, _ = _fit_vocab(load_architecture(spec.export_dir), tokens.vocab_size, config.seq_len)
+    model = _build(arch, tokens.tokenizer, device, config.seed)
+    ddp_model = None
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp_model = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+    key = f"{arch.arch_hash()}-{protocol.content_hash}"
+    checkpoint = Checkpoint(out_dir / "checkpoints", spec.checkpoint_every, key=key, keep=2)
+    metrics_out = _Metrics(out_dir, enabled=rank == 0)
+    flops = arch.flops_per_token(config.seq_len)
+    total = math.ceil((config.budget.tokens or config.budget.flops / flops) / config.batch_tokens)
+    if rank == 0:
+        log(
+            f"training {arch.summary()} ({arch.param_count():,} params) for {total} steps of "
+            f"{config.batch_tokens:,} tokens on {world} x {device.type}; "
+            f"checkpoints every {spec.checkpoint_every} steps"
+        )
+
+    def reporter(point: Any) -> bool:
+        metrics_out.eval_point(point)
+        if rank == 0:
+            log(f"step {point.step}: held-out loss {point.val_loss:.4f} (lr {point.lr:.2e})")
+        return False
+
+    def step_callback(step: int, loss: float, tps: float) -> None:
+        metrics_out.train_step(step, loss, tps)
+        if on_step is not None:
+            on_step(step, loss, tps)
+
+    outcome = pretrain(
+        model,
+        tokens.train,
+        tokens.val,
+        config,
+        flops,
+        reporter=reporter,
+        on_step=step_callback if rank == 0 else None,
+        checkpoint=checkpoint,
+        rank=rank,
+        world=world,
+        ddp_model=ddp_model,
+    )
+    if outcome.resumed_from_step is not None and rank == 0:
+        log(f"resumed from the checkpoint at step {outcome.resumed_from_step}")
+    if outcome.cause is not None:
+        metrics_out.close()
+        raise RuntimeError(f"training stopped: {outcome.cause}")
+
+    result: dict[str, Any] = {
+        "final": True,
+        "steps": outcome.steps,
+        "tokens": outcome.tokens,
+        "val_loss": outcome.final_val_loss,
+        "val_ppl": perplexity(outcome.final_val_loss),
+        "train_seconds": outcome.train_seconds,
+        "tokens_per_second": outcome.tokens_per_second,
+        "resumed_from_step": outcome.resumed_from_step,
+        "processes": world,
+    }
+    if rank == 0:
+        for index, task in enumerate(protocol.tasks):
+            log(f"fine-tuning evaluation: {task.name}")
+            taskset = load_task_set(task, index, protocol.source)
+            scores = finetune(task, taskset, model, arch, tokens.tokenizer, config, config.seed + index + 1)
+            result.update({f"{task.name}.{name}": value for name, value in scores.items()})
+        metrics_out.write(result)
+        metrics_out.close()
+        _save_model(out_dir, model, arch, tokens, spec, result, export_architecture)
+        log(f"done: held-out loss {result['val_loss']:.4f} after {outcome.steps} steps; model in {out_dir}")
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return result
+
+
+def _save_model(out_dir: Path, model: Any, arch: Any, tokens: Any, spec: TrainSpec, result: dict, export: Any) -> None:
+    """A plain Hugging Face folder: from_pretrained and pipeline("text-generation") load it."""
+    import transformers
+
+    model.config.pad_token_id = tokens.pad_id
+    model.config.eos_token_id = tokens.eos_id
+    model.config.bos_token_id = tokens.eos_id
+    model.generation_config = transformers.GenerationConfig(
+        pad_token_id=tokens.pad_id, eos_token_id=tokens.eos_id, bos_token_id=tokens.eos_id
+    )
+    model.save_pretrained(out_dir)
+    tokens.tokenizer.save_pretrained(out_dir)
+    export(arch, out_dir, metrics={k: v for k, v in result.items() if v is not None})
+    (out_dir / "recipe.yaml").write_text(spec.protocol_text)
+
+
+def main() -> None:
+    """torchrun's entry: `python -m torch.distributed.run --nproc_per_node N -m nas.train.full OUT_DIR`."""
+    import sys
+
+    out_dir = Path(sys.argv[1])
+    threads = os.environ.get("NAS_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+    rank = int(os.environ.get("RANK", "0"))
+
+    def log(line: str) -> None:
+        if rank == 0:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            print(f"{stamp} {line}", flush=True)
+            with (out_dir / "train.log").open("a") as f:
+                f.write(f"{stamp} {line}\n")
+
+    train(out_dir, load_spec(out_dir), log=log)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""`nas train`: full training of an exported architecture, killed and resumed, and data parallel."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nas.cli import main
+from nas.export import export_architecture
+
+
+@pytest.fixture
+def exported(tmp_path: Path, micro_protocol, micro_arch) -> Path:
+    """An export folder as `nas export` writes it: architecture and recipe (the micro protocol)."""
+    folder = tmp_path / "export"
+    export_architecture(micro_arch, folder)
+    protocol = micro_protocol("tasks=[]", "pretrain.eval_every=20")
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(protocol.model_dump(mode="json"), sort_keys=False))
+    return folder
+
+
+def nas(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nas", *argv], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def evals(out: Path) -> list[dict]:
+    return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "final" not in r]
+
+
+def test_train_loss_falls_and_the_folder_loads_and_generates(exported, tmp_path, capsys):
+    import transformers
+
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(exported), "--tokens", str(300 * 512), "-o", str(out), "--quiet"])
+    assert info.value.code in (0, None), capsys.readouterr()
+    rows = evals(out)
+    assert [r["step"] for r in rows] == list(range(20, 301, 20))
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 1.0  # 300 steps: the loss falls well below the start
+    final = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert final["final"] and final["steps"] == 300 and final["val_loss"] == pytest.approx(rows[-1]["val_loss"])
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    generate = transformers.pipeline("text-generation", model=str(out), device="cpu")
+    text = generate("Mira is a baker", max_new_tokens=12, do_sample=False)[0]["generated_text"]
+    assert text.startswith("Mira is a baker") and len(tokenizer(text).input_ids) > len(
+        tokenizer("Mira is a baker").input_ids
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_continues_without_a_restart(exported, tmp_path):
+    out = tmp_path / "killed"
+    steps = 600
+    argv = ["train", str(exported), "--tokens", str(steps * 512), "-o", str(out), "--checkpoint-every", "40", "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "nas", *argv], cwd=tmp_path, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        saves = sorted((out / "checkpoints").glob("step-*")) if (out / "checkpoints").is_dir() else []
+        if saves and int(saves[-1].name.split("-")[1]) >= 120:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = max(r["step"] for r in evals(out))
+    assert killed_at < steps
+
+    resumed = nas("train", "--resume", str(out), "--quiet", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    log = (out / "train.log").read_text()
+    assert "resumed from the checkpoint at step" in log
+    resumed_from = json.loads((out / "metrics.json").read_text())["resumed_from_step"]
+    assert 120 <= resumed_from <= killed_at and resumed_from % 40 == 0
+    rows = evals(out)
+    assert [r["step"] for r in rows] == list(range(20, steps + 1, 20))  # every eval once: no restart, no gap
+
+    straight = nas(
+        "train", str(exported), "--tokens", str(steps * 512), "-o", str(tmp_path / "straight"), "--quiet", cwd=tmp_path
+    )
+    assert straight.returncode == 0, straight.stderr
+    assert evals(tmp_path / "straight")[-1]["val_loss"] == pytest.approx(rows[-1]["val_loss"], abs=1e-4)
+    again = nas("train", "--resume", str(out), cwd=tmp_path)
+    assert again.returncode == 0 and "already finished" in again.stdout
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(exported, tmp_path):
+    tokens = str(160 * 512)
+    one = nas("train", str(exported), "--tokens", tokens, "-o", str(tmp_path / "one"), "--quiet", cwd=tmp_path)
+    two = nas(
+        "train", str(exported), "--tokens", tokens, "-o", str(tmp_path / "two"), "--nproc", "2", "--quiet", cwd=tmp_path
+    )
+    assert one.returncode == 0 and two.returncode == 0, two.stdout + two.stderr
+    a, b = evals(tmp_path / "one"), evals(tmp_path / "two")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for x, y in zip(a, b, strict=True):  # same global batch, DDP-averaged gradients: the same run within noise
+        assert y["val_loss"] == pytest.approx(x["val_loss"], abs=2e-3)
+    assert json.loads((tmp_path / "two/metrics.json").read_text())["processes"] == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "nope", "-o", "o"], "nope: no architecture.yaml"),
+        (["train", "--resume", "o"], "no train.json here"),
+        (["train", "EXPORT"], "--out: give the output folder"),
+        (["train", "EXPORT", "-o", "o", "--tokens", "10", "--flops", "1e9"], "give --tokens or --flops, not both"),
+        (["train", "EXPORT", "-o", "o", "--nproc", "3"], "does not split over 3 processes"),
+    ],
+)
+def test_bad_train_input_exits_2(argv, message, exported, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = [str(exported) if a == "EXPORT" else a for a in argv]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="no tensorboard (extra: tensorboard)")
+def test_tensorboard_event_files(exported, tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(exported), "--tokens", str(40 * 512), "-o", str(out), "--quiet"])
+    assert info.value.code in (0, None), capsys.readouterr()
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val_loss")] == [20, 40]
+    assert [e.step for e in events.Scalars("train_loss")] == [10, 20, 30, 40]
