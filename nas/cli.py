@@ -288,26 +288,32 @@ StorageOption = Annotated[
 ]
 
 
+def _progress(quiet: bool) -> Any:
+    """A rich progress display: description, bar, m/n, elapsed, and a free-text info field."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        disable=quiet,
+        transient=False,
+    )
+
+
 class _SearchView:
     """Two rich progress bars (the study; the running trial) and a log file in the run folder."""
 
     def __init__(self, n_trials: int, quiet: bool, study_name: str) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.quiet = quiet
         self.log_file = None
         self.n_trials = n_trials
         self.study_name = study_name
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=console,
-            disable=quiet,
-            transient=False,
-        )
+        self.progress = _progress(quiet)
         self.study_bar = self.progress.add_task("study", total=n_trials, info="")
         self.trial_bar = self.progress.add_task("trial", total=None, info="", visible=False)
         self.started = time.monotonic()
@@ -764,7 +770,6 @@ def train_command(
 
 
 def _train_here(out_dir: Path, spec: Any, quiet: bool) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nas.protocol import parse_protocol
     from nas.train.full import train
@@ -779,15 +784,7 @@ def _train_here(out_dir: Path, spec: Any, quiet: bool) -> None:
         log_file.flush()
         progress.console.print(f"[dim]{escape(line)}[/dim]", highlight=False)
 
-    progress = Progress(
-        TextColumn("train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-        disable=quiet,
-    )
+    progress = _progress(quiet)
     total = config.budget.tokens // config.batch_tokens if config.budget.tokens else None
     bar = progress.add_task("train", total=total, info="")
 

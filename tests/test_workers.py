@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.workers import HeartbeatJournalStorage, Heartbeats
-from tests.test_study import MICRO_SPACE, POSTGRES, _postgres_reachable, micro_sets
+from tests.test_study import MICRO_SPACE, POSTGRES, _nas, _postgres_reachable, micro_sets
 
 needs_postgres = pytest.mark.skipif(not _postgres_reachable(), reason="no PostgreSQL at 127.0.0.1:5432")
 MYSQL = "mysql+pymysql://root@127.0.0.1:3306/test"
@@ -43,16 +43,7 @@ def workdir(tmp_path: Path, micro_cache: Path) -> Path:
     return tmp_path
 
 
-def nas(*args: str, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "nas", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+nas = _nas  # `python -m nas ARGS` in the background, output piped
 
 
 def storage_url(kind: str, workdir: Path) -> str:
