@@ -36,3 +36,11 @@ def append(title: str, body: str) -> None:
     with RESULTS.open("a") as f:
         f.write(section)
     print(section)
+
+
+def record(title: str, body: str, no_record: bool) -> None:
+    """Append to RESULTS.md, or with ``--no-record`` only print."""
+    if no_record:
+        print(body)
+    else:
+        append(title, body)
