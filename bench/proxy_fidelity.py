@@ -29,9 +29,9 @@ from _shakespeare import GROUND_TRUTH, shakespeare_protocol  # noqa: E402
 
 from nas.arch import ArchConfig  # noqa: E402
 from nas.data.tokens import prepare_tokens  # noqa: E402
+from nas.model import build_model, fit_vocab  # noqa: E402
 from nas.proxy import fidelity, zero_cost_scores  # noqa: E402
 from nas.train.pretrain import batch_at  # noqa: E402
-from nas.trial import _build  # noqa: E402
 
 LABELS = {
     "short": "short trial: held-out loss at the trial budget (200k tokens)",
@@ -56,9 +56,8 @@ def main() -> None:
 
     scores: dict[str, list[float]] = {name: [] for name in LABELS}
     for e in entries:
-        arch = ArchConfig(**e["arch"])
-        arch = ArchConfig(**{**arch.to_dict(), "vocab_size": max(arch.vocab_size, tokens.vocab_size)})
-        model = _build(arch, tokens.tokenizer, torch.device("cpu"), config.seed)
+        arch, _ = fit_vocab(ArchConfig(**e["arch"]), tokens.vocab_size, config.seq_len)
+        model = build_model(arch, tokens.tokenizer, torch.device("cpu"), config.seed)
         zc = zero_cost_scores(model, x, y)
         scores["short"].append(-e["short"]["val_loss"])
         scores["first_eval"].append(-e["short"]["curve"][1][2])

@@ -65,7 +65,7 @@ LABELS = {
 
 
 def build_model(arch, tokenizer, seed: int) -> torch.nn.Module:
-    """As `nas.trial._build` does on CPU: seeded, from the HF config of the architecture."""
+    """As `nas.model.build_model` does on CPU: seeded, from the HF config of the architecture."""
     torch.manual_seed(seed)
     config = arch.to_hf_config(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     return transformers.AutoModelForCausalLM.from_config(config)

@@ -48,35 +48,33 @@ class Family:
 
 
 _ALL_ACTS = frozenset({"silu", "gelu", "gelu_new", "gelu_pytorch_tanh", "relu"})
-_LLAMA_STYLE = dict(
-    position=frozenset({"rope"}),
-    norm=frozenset({"rmsnorm"}),
-    ffn=frozenset({"gated"}),
-    activation=_ALL_ACTS,
-    grouped_kv=True,
-    free_head_dim=True,
-)
+
+
+def _llama_style(
+    name: str, config_class: str, attention: set[str], qk_norm: bool, heads_divide_width: bool = False
+) -> Family:
+    """A Llama-like family: RoPE, RMSNorm, gated FFN, any activation, grouped KV heads, a free head_dim."""
+    return Family(
+        name,
+        config_class,
+        position=frozenset({"rope"}),
+        norm=frozenset({"rmsnorm"}),
+        ffn=frozenset({"gated"}),
+        attention=frozenset(attention),
+        activation=_ALL_ACTS,
+        qk_norm=qk_norm,
+        grouped_kv=True,
+        free_head_dim=True,
+        heads_divide_width=heads_divide_width,
+    )
+
+
 # Order matters: an ArchConfig without `family` maps to the first family that supports every knob.
 FAMILIES: dict[str, Family] = {
     # transformers 5's LlamaConfig refuses d_model % n_heads != 0 even with head_dim given.
-    "llama": Family(
-        "llama",
-        "LlamaConfig",
-        attention=frozenset({"full"}),
-        qk_norm=False,
-        heads_divide_width=True,
-        **_LLAMA_STYLE,
-    ),
-    "mistral": Family(
-        "mistral", "MistralConfig", attention=frozenset({"full", "sliding"}), qk_norm=False, **_LLAMA_STYLE
-    ),
-    "qwen3": Family(
-        "qwen3",
-        "Qwen3Config",
-        attention=frozenset({"full", "sliding", "local_global"}),
-        qk_norm=True,
-        **_LLAMA_STYLE,
-    ),
+    "llama": _llama_style("llama", "LlamaConfig", {"full"}, qk_norm=False, heads_divide_width=True),
+    "mistral": _llama_style("mistral", "MistralConfig", {"full", "sliding"}, qk_norm=False),
+    "qwen3": _llama_style("qwen3", "Qwen3Config", {"full", "sliding", "local_global"}, qk_norm=True),
     "gpt2": Family(
         "gpt2",
         "GPT2Config",
@@ -314,7 +312,7 @@ class ArchConfig(BaseModel):
 
     def summary(self) -> str:
         """One line for tables: family, depth × width, heads, FFN, attention."""
-        attn = self.attention
+        attn: str = self.attention
         if self.attention == "sliding":
             attn = f"sliding{self.window}"
         elif self.attention == "local_global":
@@ -330,7 +328,6 @@ class ArchConfig(BaseModel):
         """The `transformers` config of the family (``token_ids``: pad/bos/eos_token_id)."""
         import transformers
 
-        d, h, kv, hd, f = self._dims()
         cls = getattr(transformers, self.spec.config_class)
         unknown = set(token_ids) - {"pad_token_id", "bos_token_id", "eos_token_id"}
         if unknown:
@@ -338,58 +335,69 @@ class ArchConfig(BaseModel):
         # Unset ids are None, never a family default that may lie outside this vocabulary.
         ids = {k: token_ids.get(k) for k in ("pad_token_id", "bos_token_id", "eos_token_id")}
         if self.family in ("llama", "mistral", "qwen3"):
-            kwargs: dict[str, Any] = dict(
-                vocab_size=self.vocab_size,
-                hidden_size=d,
-                intermediate_size=f,
-                num_hidden_layers=self.n_layers,
-                num_attention_heads=h,
-                num_key_value_heads=kv,
-                head_dim=hd,
-                hidden_act=self.activation,
-                max_position_embeddings=self.max_seq_len,
-                rms_norm_eps=self.norm_eps,
-                tie_word_embeddings=self.tie_embeddings,
-                rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
-                attention_dropout=self.dropout,
-            )
-            if self.family == "mistral":
-                kwargs["sliding_window"] = self.window if self.attention == "sliding" else None
-            if self.family == "qwen3":
-                sliding = self.attention != "full"
-                kwargs.update(
-                    use_sliding_window=sliding,
-                    sliding_window=self.window if sliding else None,
-                    max_window_layers=self.n_layers,
-                    layer_types=self.layer_types(),
-                )
+            kwargs = self._llama_style_kwargs()
         elif self.family == "gpt2":
-            kwargs = dict(
-                vocab_size=self.vocab_size,
-                n_positions=self.max_seq_len,
-                n_embd=d,
-                n_layer=self.n_layers,
-                n_head=h,
-                n_inner=f,
-                activation_function=self.activation,
-                resid_pdrop=self.dropout,
-                embd_pdrop=self.dropout,
-                attn_pdrop=self.dropout,
-                layer_norm_epsilon=self.norm_eps,
-                tie_word_embeddings=self.tie_embeddings,
-            )
+            kwargs = self._gpt2_kwargs()
         else:  # bloom
-            kwargs = dict(
-                vocab_size=self.vocab_size,
-                hidden_size=d,
-                n_layer=self.n_layers,
-                n_head=h,
-                layer_norm_epsilon=self.norm_eps,
-                hidden_dropout=self.dropout,
-                attention_dropout=self.dropout,
-                tie_word_embeddings=self.tie_embeddings,
-            )
+            kwargs = self._bloom_kwargs()
         return cls(**kwargs, **ids)
+
+    def _llama_style_kwargs(self) -> dict[str, Any]:
+        d, h, kv, hd, f = self._dims()
+        kwargs: dict[str, Any] = dict(
+            vocab_size=self.vocab_size,
+            hidden_size=d,
+            intermediate_size=f,
+            num_hidden_layers=self.n_layers,
+            num_attention_heads=h,
+            num_key_value_heads=kv,
+            head_dim=hd,
+            hidden_act=self.activation,
+            max_position_embeddings=self.max_seq_len,
+            rms_norm_eps=self.norm_eps,
+            tie_word_embeddings=self.tie_embeddings,
+            rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
+            attention_dropout=self.dropout,
+        )
+        if self.family == "mistral":
+            kwargs["sliding_window"] = self.window if self.attention == "sliding" else None
+        if self.family == "qwen3":
+            sliding = self.attention != "full"
+            kwargs.update(
+                use_sliding_window=sliding,
+                sliding_window=self.window if sliding else None,
+                max_window_layers=self.n_layers,
+                layer_types=self.layer_types(),
+            )
+        return kwargs
+
+    def _gpt2_kwargs(self) -> dict[str, Any]:
+        return dict(
+            vocab_size=self.vocab_size,
+            n_positions=self.max_seq_len,
+            n_embd=self.d_model,
+            n_layer=self.n_layers,
+            n_head=self.n_heads,
+            n_inner=self.ffn_dim,
+            activation_function=self.activation,
+            resid_pdrop=self.dropout,
+            embd_pdrop=self.dropout,
+            attn_pdrop=self.dropout,
+            layer_norm_epsilon=self.norm_eps,
+            tie_word_embeddings=self.tie_embeddings,
+        )
+
+    def _bloom_kwargs(self) -> dict[str, Any]:
+        return dict(
+            vocab_size=self.vocab_size,
+            hidden_size=self.d_model,
+            n_layer=self.n_layers,
+            n_head=self.n_heads,
+            layer_norm_epsilon=self.norm_eps,
+            hidden_dropout=self.dropout,
+            attention_dropout=self.dropout,
+            tie_word_embeddings=self.tie_embeddings,
+        )
 
 
 def _conflicts(spec: Family, data: dict[str, Any]) -> list[str]:

@@ -93,18 +93,14 @@ class FixedParam(_ParamSchema):
     value: Scalar
 
 
-_SCHEMAS: dict[str, type[_ParamSchema]] = {
-    "int": IntParam,
-    "float": FloatParam,
-    "choice": ChoiceParam,
-    "fixed": FixedParam,
-}
+ParamSpec = IntParam | FloatParam | ChoiceParam | FixedParam
+_SCHEMAS: dict[str, type[ParamSpec]] = dict(int=IntParam, float=FloatParam, choice=ChoiceParam, fixed=FixedParam)
 
 
 @dataclass(frozen=True)
 class Param:
     name: str
-    spec: IntParam | FloatParam | ChoiceParam | FixedParam
+    spec: ParamSpec
     when: Expr | None = None
 
     def possible_values(self) -> list[Any] | None:
@@ -245,11 +241,8 @@ def parse_space(
     if not isinstance(raw, dict):
         raise NasInputError(source, f"a search space must be a YAML mapping, got {type(raw).__name__}")
     problems: list[tuple[str, str]] = []
-    for key in raw:
-        if key not in TOP_LEVEL_KEYS:
-            problems.append(
-                (str(key), f"unknown key{did_you_mean(str(key), TOP_LEVEL_KEYS)}; allowed: {', '.join(TOP_LEVEL_KEYS)}")
-            )
+    for key in (str(k) for k in raw if k not in TOP_LEVEL_KEYS):
+        problems.append((key, f"unknown key{did_you_mean(key, TOP_LEVEL_KEYS)}; allowed: {', '.join(TOP_LEVEL_KEYS)}"))
     params = _parse_params(raw.get("parameters"), problems)
     derived = _parse_derived(raw.get("derived") or {}, params, problems)
     constraints = _parse_constraints(raw.get("constraints") or [], params, derived, problems)
@@ -303,19 +296,24 @@ def _parse_params(raw: Any, problems: list[tuple[str, str]]) -> list[Param]:
         if parsed.when is not None:
             when = _parse_expr(parsed.when, f"{path}.when", problems)
             if when is not None:
-                earlier = [p.name for p in params]
-                later = [n for n in raw if n not in earlier and n != name]
-                for ref in sorted(when.names):
-                    if ref == name:
-                        problems.append((f"{path}.when", f"a condition cannot read its own parameter '{ref}'"))
-                    elif ref in later:
-                        problems.append(
-                            (f"{path}.when", f"'{ref}' is a later parameter; a condition reads only earlier ones")
-                        )
-                    elif ref not in earlier:
-                        problems.append((f"{path}.when", f"unknown name '{ref}'{did_you_mean(ref, earlier)}"))
+                _check_condition(when, str(name), [p.name for p in params], list(raw), problems)
         params.append(Param(str(name), parsed, when))
     return params
+
+
+def _check_condition(
+    when: Expr, name: str, earlier: list[str], names: list[Any], problems: list[tuple[str, str]]
+) -> None:
+    """A condition reads only parameters defined before its own (``names``: every parameter, in order)."""
+    path = f"parameters.{name}.when"
+    later = [n for n in names if n not in earlier and n != name]
+    for ref in sorted(when.names):
+        if ref == name:
+            problems.append((path, f"a condition cannot read its own parameter '{ref}'"))
+        elif ref in later:
+            problems.append((path, f"'{ref}' is a later parameter; a condition reads only earlier ones"))
+        elif ref not in earlier:
+            problems.append((path, f"unknown name '{ref}'{did_you_mean(ref, earlier)}"))
 
 
 def _parse_derived(raw: Any, params: list[Param], problems: list[tuple[str, str]]) -> list[tuple[str, Expr]]:
@@ -393,53 +391,40 @@ def _check_knobs(
 ) -> tuple[str, ...]:
     """Every name is a knob or read by an expression; required knobs exist; families can express them."""
     defined = {p.name: f"parameters.{p.name}" for p in params} | {n: f"derived.{n}" for n, _ in derived}
-    read: set[str] = set()
-    for p in params:
-        read |= p.when.names if p.when else set()
-    for _, expr in derived:
-        read |= expr.names
-    for expr in constraints:
-        read |= expr.names
+    exprs = [p.when for p in params if p.when] + [expr for _, expr in derived] + constraints
+    read: set[str] = set().union(*(expr.names for expr in exprs))
     for name, path in defined.items():
         if name not in KNOB_NAMES and name not in read:
-            problems.append(
-                (
-                    path,
-                    f"'{name}' is not an architecture knob{did_you_mean(name, KNOB_NAMES)} and no expression reads it",
-                )
-            )
+            hint = did_you_mean(name, KNOB_NAMES)
+            problems.append((path, f"'{name}' is not an architecture knob{hint} and no expression reads it"))
     if params or derived:
         for knob in REQUIRED_KNOBS:
             if knob not in defined:
-                problems.append(
-                    ("parameters", f"the architecture needs '{knob}': define it as a parameter or derived value")
-                )
-    # Load-time check of categorical knobs against the families the space can map to.
-    by_name = {p.name: p for p in params}
+                need = f"the architecture needs '{knob}': define it as a parameter or derived value"
+                problems.append(("parameters", need))
+    if "family" not in dict(derived):
+        _check_family_values({p.name: p for p in params}, problems)
+    return tuple(n for n in defined if n in KNOB_NAMES)
+
+
+def _check_family_values(by_name: dict[str, Param], problems: list[tuple[str, str]]) -> None:
+    """Load-time check of categorical knobs against the families the space can map to."""
     family_param = by_name.get("family")
-    if "family" in dict(derived):
-        return tuple(n for n in defined if n in KNOB_NAMES)
     families = list(FAMILIES)
     if family_param is not None and family_param.possible_values() is not None:
         families = [f for f in family_param.possible_values() or [] if f in FAMILIES]
         for value in family_param.possible_values() or []:
             if value not in FAMILIES:
-                problems.append(
-                    (
-                        "parameters.family",
-                        f"unknown family {value!r}{did_you_mean(str(value), FAMILIES)}; known: {', '.join(FAMILIES)}",
-                    )
-                )
+                hint = did_you_mean(str(value), FAMILIES)
+                problems.append(("parameters.family", f"unknown family {value!r}{hint}; known: {', '.join(FAMILIES)}"))
     for knob in ("position", "norm", "ffn", "attention", "activation", "qk_norm"):
         param = by_name.get(knob)
         if param is None or param.possible_values() is None:
             continue
         for value in param.possible_values() or []:
             if families and not any(family_supports(f, knob, value) for f in families):
-                problems.append(
-                    (f"parameters.{knob}", f"{knob}={value!r} cannot be expressed by family {' or '.join(families)}")
-                )
-    return tuple(n for n in defined if n in KNOB_NAMES)
+                message = f"{knob}={value!r} cannot be expressed by family {' or '.join(families)}"
+                problems.append((f"parameters.{knob}", message))
 
 
 def _probe_feasibility(space: SearchSpace, n: int) -> None:

@@ -12,16 +12,18 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from nas.arch import ArchConfig
-from nas.protocol import TrialProtocol
+from nas.model import build_model, fit_vocab
+from nas.protocol import Pretrain, TrialProtocol
 from nas.proxy import zero_cost_scores
 from nas.train.checkpoint import Checkpoint
 from nas.train.pretrain import (
     EvalPoint,
+    PretrainOutcome,
     Reporter,
     StepCallback,
     batch_at,
@@ -29,6 +31,11 @@ from nas.train.pretrain import (
     pretrain,
     resolve_device,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from nas.data.tokens import TokenData
 
 __all__ = ["TrialResult", "run_trial", "measure_latency"]
 
@@ -58,24 +65,6 @@ class TrialResult:
         return out
 
 
-def _fit_vocab(arch: ArchConfig, vocab_size: int, seq_len: int) -> tuple[ArchConfig, list[str]]:
-    notes = []
-    if seq_len > arch.max_seq_len:
-        raise ValueError(f"the protocol's seq_len={seq_len} exceeds the architecture's max_seq_len={arch.max_seq_len}")
-    if vocab_size > arch.vocab_size:
-        notes.append(f"vocab_size raised from {arch.vocab_size} to the tokenizer's {vocab_size}")
-        arch = ArchConfig(**{**arch.to_dict(), "vocab_size": vocab_size})
-    return arch, notes
-
-
-def _build(arch: ArchConfig, tokenizer: Any, device: torch.device, seed: int) -> torch.nn.Module:
-    import transformers
-
-    torch.manual_seed(seed)
-    config = arch.to_hf_config(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    return transformers.AutoModelForCausalLM.from_config(config).to(device)
-
-
 def run_trial(
     arch: ArchConfig,
     protocol: TrialProtocol,
@@ -93,30 +82,67 @@ def run_trial(
     With a ``checkpoint`` (see nas.train.checkpoint), pretraining saves its state as it goes and resumes
     from a state saved by an earlier, killed run of the same architecture and protocol.
     """
-    from nas.data.tasks import load_task_set
     from nas.data.tokens import prepare_tokens
-    from nas.train.finetune import finetune
-    from nas.train.metrics import perplexity
+    from nas.train.finetune import evaluate_tasks
 
     started = time.perf_counter()
     stage = on_stage or (lambda name: None)
-    config = protocol.pretrain
+    device = _trial_device(protocol.pretrain)
+
+    stage("data")
+    tokens = prepare_tokens(protocol)
+    arch, notes = fit_vocab(arch, tokens.vocab_size, protocol.pretrain.seq_len)
+    result = TrialResult(arch=arch, status="complete", notes=notes)
+
+    stage("pretrain")
+    trained = _pretrain_with_retry(result, protocol, tokens, device, reporter, on_step, checkpoint)
+    if trained is None:
+        result.status, result.cause = "failed", "oom"
+        result.wall_seconds = time.perf_counter() - started
+        return result
+    model, outcome = trained
+    _record_pretraining(result, outcome, protocol.pretrain.seq_len)
+    if outcome.cause is None:
+        stage("latency")
+        result.latency_ms = measure_latency(model, protocol, tokens.val)
+        result.metrics["latency_ms_per_token"] = result.latency_ms["median"]
+        scores = evaluate_tasks(protocol, model, arch, tokens.tokenizer, on_task=lambda name: stage(f"finetune {name}"))
+        result.metrics.update(scores)
+    result.metrics["peak_memory_mb"] = peak_memory_mb(device)
+    result.wall_seconds = time.perf_counter() - started
+    result.metrics.setdefault("latency_ms_per_token", math.nan)
+    if keep_model:
+        result.model = model
+    return result
+
+
+def _trial_device(config: Pretrain) -> torch.device:
+    """The protocol's device; on CUDA with TF32 matmuls allowed and the peak-memory counter reset."""
     device = resolve_device(config)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.cuda.reset_peak_memory_stats(device)
+    return device
 
-    stage("data")
-    tokens = prepare_tokens(protocol)
-    arch, notes = _fit_vocab(arch, tokens.vocab_size, config.seq_len)
-    result = TrialResult(arch=arch, status="complete", notes=notes)
+
+def _pretrain_with_retry(
+    result: TrialResult,
+    protocol: TrialProtocol,
+    tokens: TokenData,
+    device: torch.device,
+    reporter: Reporter | None,
+    on_step: StepCallback | None,
+    checkpoint: Checkpoint | None,
+) -> tuple[PreTrainedModel, PretrainOutcome] | None:
+    """Build ``result.arch`` and pretrain it; on out-of-memory, build it again and retry once with half the
+    micro-batch (noted). None when that fails too. The first build is scored by the zero-cost proxies."""
+    config = protocol.pretrain
+    arch = result.arch
     flops = arch.flops_per_token(config.seq_len)
-
-    stage("pretrain")
     micro = config.micro_batch_size or config.batch_size
     for attempt in range(2):
-        model = _build(arch, tokens.tokenizer, device, config.seed)
+        model = build_model(arch, tokens.tokenizer, device, config.seed)
         try:
             if attempt == 0:  # zero-cost proxies at initialisation, on the first rows of the first batch
                 x, y = batch_at(tokens.train, 0, min(8, micro), config.seq_len, config.seed)
@@ -124,19 +150,24 @@ def run_trial(
             outcome = pretrain(
                 model, tokens.train, tokens.val, config, flops, reporter, micro, on_step, checkpoint=checkpoint
             )
-            break
+            return model, outcome
         except torch.OutOfMemoryError:
             del model
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             if attempt == 1 or micro == 1:
-                result.status, result.cause = "failed", "oom"
-                result.wall_seconds = time.perf_counter() - started
-                return result
+                return None
             micro = max(1, micro // 2)
             result.notes.append(f"out of memory: retried with micro-batch {micro} (accumulation x2)")
+    return None
 
+
+def _record_pretraining(result: TrialResult, outcome: PretrainOutcome, seq_len: int) -> None:
+    """The curve, the counts and the pretraining metrics; the cause when pretraining ended early."""
+    from nas.train.metrics import perplexity
+
+    arch = result.arch
     result.curve = outcome.curve
     result.micro_batch_size = outcome.micro_batch_size
     result.resumed_from_step = outcome.resumed_from_step
@@ -144,7 +175,7 @@ def run_trial(
         result.notes.append(f"resumed from the checkpoint at step {outcome.resumed_from_step}")
     val_loss = outcome.final_val_loss
     result.metrics.update(arch.counts())
-    result.metrics["flops_per_token"] = flops
+    result.metrics["flops_per_token"] = arch.flops_per_token(seq_len)
     result.metrics.update(
         val_loss=val_loss,
         val_ppl=perplexity(val_loss) if math.isfinite(val_loss) else math.inf,
@@ -155,31 +186,19 @@ def run_trial(
     if outcome.cause is not None:
         result.cause = outcome.cause
         result.status = "pruned" if outcome.cause.startswith("pruned") else "failed"
-    else:
-        stage("latency")
-        result.latency_ms = measure_latency(model, protocol, tokens.val)
-        result.metrics["latency_ms_per_token"] = result.latency_ms["median"]
-        for index, task in enumerate(protocol.tasks):
-            stage(f"finetune {task.name}")
-            taskset = load_task_set(task, index, protocol.source)
-            scores = finetune(task, taskset, model, arch, tokens.tokenizer, config, config.seed + index + 1)
-            result.metrics.update({f"{task.name}.{name}": value for name, value in scores.items()})
-    result.metrics["peak_memory_mb"] = peak_memory_mb(device)
-    result.wall_seconds = time.perf_counter() - started
-    result.metrics.setdefault("latency_ms_per_token", math.nan)
-    if keep_model:
-        result.model = model
-    return result
 
 
 @torch.no_grad()
-def measure_latency(model: torch.nn.Module, protocol: TrialProtocol, val_ids: Any) -> dict[str, float]:
+def measure_latency(model: PreTrainedModel, protocol: TrialProtocol, val_ids: Any) -> dict[str, float]:
     """Milliseconds per generated token (greedy, KV cache, batch 1) over ``repeats`` runs, after a warmup."""
+    from transformers import GenerationMixin
+
+    assert isinstance(model, GenerationMixin), "a causal LM generates"  # every *ForCausalLM is one
     spec = protocol.latency
     device = next(model.parameters()).device
     prompt = torch.as_tensor(val_ids[: spec.prompt_tokens].astype("int64"), device=device)[None]
     model.eval()
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         max_new_tokens=spec.new_tokens,
         min_new_tokens=spec.new_tokens,
         do_sample=False,

@@ -4,7 +4,7 @@ import torch
 from nas.data.tasks import TaskSet
 from nas.data.tokens import train_tokenizer
 from nas.protocol import Pretrain, Task
-from nas.train.finetune import _best_span, _qa_features, finetune, generation_eval
+from nas.train.finetune import _best_span, _qa_features, evaluate_tasks, finetune, generation_eval
 
 STORY = "Mira is a baker from Oslo. Tomas keeps a red kite."
 
@@ -94,3 +94,20 @@ def test_classification_learns_an_easy_task(micro_pretrained):
     task = Task(name="easy", kind="classification", steps=40, lr=1e-2, batch_size=8)
     scores = finetune(task, taskset, result.model, result.arch, tokenizer, Pretrain(), seed=0)
     assert scores["accuracy"] == 1.0 and scores["macro_f1"] == 1.0
+
+
+def test_evaluate_tasks_fine_tunes_every_task_with_its_own_seed(micro_pretrained, micro_protocol):
+    from nas.data.tasks import load_task_set
+
+    result, tokenizer = micro_pretrained
+    protocol = micro_protocol()
+    protocol = protocol.model_copy(update={"tasks": protocol.tasks[1:]})  # qa, answer: indices 0 and 1
+    started = []
+    scores = evaluate_tasks(protocol, result.model, result.arch, tokenizer, on_task=started.append)
+    assert started == ["qa", "answer"]
+    assert list(scores) == ["qa.exact_match", "qa.f1", "answer.perplexity", "answer.exact_match"]
+    config = protocol.pretrain
+    for index, task in enumerate(protocol.tasks):
+        taskset = load_task_set(task, index, protocol.source)
+        alone = finetune(task, taskset, result.model, result.arch, tokenizer, config, config.seed + index + 1)
+        assert {f"{task.name}.{k}": v for k, v in alone.items()}.items() <= scores.items()

@@ -8,7 +8,7 @@ import transformers
 from nas.arch import ArchConfig
 from nas.protocol import Pretrain, Schedule
 from nas.train import pretrain as pretrain_module
-from nas.train.pretrain import batch_at, budget_tokens, lr_multiplier, pretrain
+from nas.train.pretrain import DataParallel, batch_at, budget_tokens, lr_multiplier, pretrain
 
 
 def test_schedules():
@@ -115,3 +115,11 @@ def test_seconds_budget_stops_on_time():
     arch, model, train, val = _setup()
     outcome = pretrain(model, train, val, _config(budget={"seconds": 0.5}), 1.0)
     assert outcome.cause is None and 0.5 <= outcome.train_seconds < 2.0 and outcome.steps > 0
+
+
+def test_data_parallel_batch_must_split_over_the_processes():
+    arch, model, train, val = _setup()
+    with pytest.raises(ValueError, match="batch of 8 sequences does not split over 3 processes"):
+        pretrain(model, train, val, _config(), 1.0, parallel=DataParallel(rank=0, world=3))
+    single = pretrain(model, train, val, _config(budget={"tokens": 256 * 2}), 1.0, parallel=DataParallel())
+    assert single.steps == 2 and single.micro_batch_size == 8  # one process: the whole batch

@@ -15,7 +15,9 @@ import pytest
 import yaml
 
 from nas.cli import main
+from nas.errors import NasInputError
 from nas.export import export_architecture
+from nas.train.full import launch_distributed, load_spec, new_run, resume_run
 
 
 @pytest.fixture
@@ -140,3 +142,58 @@ def test_tensorboard_event_files(exported, tmp_path, capsys):
     events.Reload()
     assert [e.step for e in events.Scalars("val_loss")] == [20, 40]
     assert [e.step for e in events.Scalars("train_loss")] == [10, 20, 30, 40]
+
+
+def test_new_run_saves_the_spec_and_refuses_missing_or_taken_folders(exported, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(NasInputError) as info:
+        new_run(None, out, None, None, None, None, None, None)
+    assert str(info.value) == "EXPORT_DIR: give the exported folder to train (or --resume OUT_DIR)"
+    with pytest.raises(NasInputError) as info:
+        new_run(exported, None, None, None, None, None, None, None)
+    assert str(info.value) == "--out: give the output folder: -o OUT_DIR"
+    assert not out.exists()
+
+    spec = new_run(exported, out, None, 40 * 512, None, None, None, None)
+    assert load_spec(out) == spec and spec.nproc == 1 and spec.checkpoint_every == 20  # the recipe's eval_every
+    assert spec.export_dir == str(exported.resolve()) and "budget:\n    tokens: 20480" in spec.protocol_text
+    with pytest.raises(NasInputError) as info:
+        new_run(exported, out, None, 512, None, None, None, 2)
+    assert str(info.value) == f"--out: {out} already holds a run: continue it with --resume {out}, or pick another -o"
+    assert load_spec(out) == spec  # the refused call left the run as it was
+
+
+def test_resume_run_keeps_the_run_s_settings(exported, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(NasInputError, match="no train.json here: not a `nas train` output folder"):
+        resume_run(out, None, others_given=False)
+    spec = new_run(exported, out, None, 40 * 512, None, None, None, None)
+    with pytest.raises(NasInputError) as info:
+        resume_run(out, None, others_given=True)
+    assert str(info.value) == "--resume: resume takes the run's own settings; give only --resume OUT_DIR"
+    assert resume_run(out, None, others_given=False) == spec
+    resumed = resume_run(out, 2, others_given=False)
+    assert resumed is not None and resumed.nproc == 2 and load_spec(out).nproc == 2  # the override is saved
+    (out / "metrics.json").write_text("{}")
+    assert resume_run(out, None, others_given=False) is not None  # no model yet: not finished
+    (out / "model.safetensors").write_bytes(b"")
+    assert resume_run(out, None, others_given=False) is None  # finished: nothing to resume
+
+
+def test_launch_distributed_runs_torchrun_on_the_run_folder(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda argv, env: calls.append((argv, env)) or 3)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert launch_distributed(tmp_path, 2) == 3
+    ((argv, env),) = calls
+    assert argv == [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "nas.train.full",
+        str(tmp_path),
+    ]
+    assert env["NAS_THREADS"] == "4" and env["PATH"] == os.environ["PATH"]

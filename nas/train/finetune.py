@@ -14,19 +14,23 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from nas.arch import ArchConfig
-from nas.data.tasks import TaskSet
-from nas.protocol import Pretrain, Schedule, Task
+from nas.data.tasks import TaskSet, load_task_set
+from nas.protocol import Pretrain, Schedule, Task, TrialProtocol
 from nas.train.metrics import classification_metrics, perplexity, squad_metrics
 from nas.train.pretrain import autocast_for, lr_multiplier
 
-__all__ = ["finetune", "generation_eval"]
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+__all__ = ["evaluate_tasks", "finetune", "generation_eval"]
 
 _SCHEDULE = Schedule(kind="linear", warmup_fraction=0.1, min_lr_ratio=0.0)
 
@@ -34,7 +38,7 @@ _SCHEDULE = Schedule(kind="linear", warmup_fraction=0.1, min_lr_ratio=0.0)
 def finetune(
     task: Task,
     taskset: TaskSet,
-    lm: torch.nn.Module,
+    lm: PreTrainedModel,
     arch: ArchConfig,
     tokenizer: Any,
     pretrain_config: Pretrain,
@@ -46,7 +50,28 @@ def finetune(
     return fn(task, taskset, lm, arch, tokenizer, pretrain_config, seed)
 
 
-def _head_model(kind: str, lm: torch.nn.Module, arch: ArchConfig, tokenizer: Any, **config: Any) -> torch.nn.Module:
+def evaluate_tasks(
+    protocol: TrialProtocol,
+    model: PreTrainedModel,
+    arch: ArchConfig,
+    tokenizer: Any,
+    on_task: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """The final task evaluation (a trial's and `nas train`'s): every task of ``protocol`` fine-tuned from
+    ``model`` with seed ``pretrain.seed + index + 1``; returns ``{"task.metric": value}``.
+    ``on_task(name)`` is called as each task starts."""
+    config = protocol.pretrain
+    scores: dict[str, float] = {}
+    for index, task in enumerate(protocol.tasks):
+        if on_task is not None:
+            on_task(task.name)
+        taskset = load_task_set(task, index, protocol.source)
+        metrics = finetune(task, taskset, model, arch, tokenizer, config, config.seed + index + 1)
+        scores.update({f"{task.name}.{name}": value for name, value in metrics.items()})
+    return scores
+
+
+def _head_model(kind: str, lm: PreTrainedModel, arch: ArchConfig, tokenizer: Any, **config: Any) -> torch.nn.Module:
     import transformers
 
     hf_config = arch.to_hf_config(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)

@@ -18,13 +18,31 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from nas.errors import NasInputError
+from nas.model import build_model, fit_vocab
+from nas.train.checkpoint import Checkpoint
+from nas.train.pretrain import DataParallel, pretrain, resolve_device
 
-__all__ = ["TrainSpec", "plan", "train", "load_spec", "SPEC_FILE"]
+if TYPE_CHECKING:
+    from nas.arch import ArchConfig
+    from nas.data.tokens import TokenData
+    from nas.protocol import Pretrain, TrialProtocol
+    from nas.train.pretrain import EvalPoint, PretrainOutcome
+
+__all__ = [
+    "TrainSpec",
+    "plan",
+    "train",
+    "load_spec",
+    "new_run",
+    "resume_run",
+    "launch_distributed",
+    "SPEC_FILE",
+]
 
 SPEC_FILE = "train.json"
 METRICS_JSONL = "metrics.jsonl"
@@ -99,6 +117,55 @@ def plan(
     return TrainSpec(str(export_dir.resolve()), text, source, every, nproc)
 
 
+def new_run(
+    export_dir: Path | None,
+    out: Path | None,
+    trial: str | None,
+    tokens: int | None,
+    flops: float | None,
+    overrides: list[str] | None,
+    checkpoint_every: int | None,
+    nproc: int | None,
+) -> TrainSpec:
+    """Start a `nas train` run in the new folder ``out``: check the inputs (see :func:`plan`), save the
+    spec there and return it."""
+    if export_dir is None:
+        raise NasInputError("EXPORT_DIR", "give the exported folder to train (or --resume OUT_DIR)")
+    if out is None:
+        raise NasInputError("--out", "give the output folder: -o OUT_DIR")
+    if (out / SPEC_FILE).exists():
+        raise NasInputError("--out", f"{out} already holds a run: continue it with --resume {out}, or pick another -o")
+    spec = plan(export_dir, trial, tokens, flops, overrides, checkpoint_every, nproc or 1)
+    spec.save(out)
+    return spec
+
+
+def resume_run(out_dir: Path, nproc: int | None, others_given: bool) -> TrainSpec | None:
+    """The saved spec of the run in ``out_dir`` (``nproc``, when given, replaces its process count and is
+    saved); None when that run already finished. ``others_given``: settings besides --resume were given."""
+    spec = load_spec(out_dir)
+    if others_given:
+        raise NasInputError("--resume", "resume takes the run's own settings; give only --resume OUT_DIR")
+    if nproc is not None:
+        spec.nproc = nproc
+        spec.save(out_dir)
+    if (out_dir / "metrics.json").is_file() and (out_dir / "model.safetensors").is_file():
+        return None
+    return spec
+
+
+def launch_distributed(out_dir: Path, nproc: int) -> int:
+    """Train the run in ``out_dir`` on ``nproc`` processes under torchrun (the CPU threads shared among
+    them); returns torchrun's exit code."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NAS_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    argv += ["-m", "nas.train.full", str(out_dir)]
+    return subprocess.call(argv, env=env)
+
+
 class _Metrics:
     """metrics.jsonl (append-only; a resumed run skips the evals it already wrote) and TensorBoard."""
 
@@ -153,15 +220,9 @@ def train(
 ) -> dict[str, Any]:
     """Train (or resume) the run in ``out_dir``; returns the final metrics. Under torchrun each rank
     calls this with RANK / WORLD_SIZE / LOCAL_RANK in its environment."""
-    from nas.data.tasks import load_task_set
-    from nas.data.tokens import prepare_tokens
     from nas.export import export_architecture, load_architecture
     from nas.protocol import parse_protocol
-    from nas.train.checkpoint import Checkpoint
-    from nas.train.finetune import finetune
-    from nas.train.metrics import perplexity
-    from nas.train.pretrain import pretrain, resolve_device
-    from nas.trial import _build, _fit_vocab
+    from nas.train.finetune import evaluate_tasks
 
     out_dir = Path(out_dir)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -169,7 +230,44 @@ def train(
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     protocol = parse_protocol(spec.protocol_text, source=str(out_dir / SPEC_FILE))
     config = protocol.pretrain
-    device = resolve_device(config)
+    device = _join(resolve_device(config), world, local_rank)
+    tokens = _shared_tokens(protocol, rank, world)
+    arch, _ = fit_vocab(load_architecture(spec.export_dir), tokens.vocab_size, config.seq_len)
+    model = build_model(arch, tokens.tokenizer, device, config.seed)
+    parallel = _data_parallel(model, rank, world, local_rank, device)
+    key = f"{arch.arch_hash()}-{protocol.content_hash}"
+    checkpoint = Checkpoint(out_dir / "checkpoints", spec.checkpoint_every, key=key, keep=2)
+    metrics_out = _Metrics(out_dir, enabled=rank == 0)
+    if rank == 0:
+        log(
+            f"training {arch.summary()} ({arch.param_count():,} params) for {_total_steps(arch, config)} steps of "
+            f"{config.batch_tokens:,} tokens on {world} x {device.type}; "
+            f"checkpoints every {spec.checkpoint_every} steps"
+        )
+    outcome = _pretrain_logged(model, arch, tokens, config, checkpoint, parallel, metrics_out, on_step, log)
+    if outcome.resumed_from_step is not None and rank == 0:
+        log(f"resumed from the checkpoint at step {outcome.resumed_from_step}")
+    if outcome.cause is not None:
+        metrics_out.close()
+        raise RuntimeError(f"training stopped: {outcome.cause}")
+    result = _final_metrics(outcome, world)
+    if rank == 0:
+        scores = evaluate_tasks(
+            protocol, model, arch, tokens.tokenizer, on_task=lambda name: log(f"fine-tuning evaluation: {name}")
+        )
+        result.update(scores)
+        metrics_out.write(result)
+        metrics_out.close()
+        _save_model(out_dir, model, arch, tokens, spec, result, export_architecture)
+        log(f"done: held-out loss {result['val_loss']:.4f} after {outcome.steps} steps; model in {out_dir}")
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return result
+
+
+def _join(device: torch.device, world: int, local_rank: int) -> torch.device:
+    """This process's device; with several processes, its own GPU and the joined process group."""
     if world > 1:
         import torch.distributed as dist
 
@@ -178,35 +276,62 @@ def train(
             device = torch.device("cuda", local_rank)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def _shared_tokens(protocol: TrialProtocol, rank: int, world: int) -> TokenData:
+    """The token cache: rank 0 builds it; the others read it after the barrier."""
+    from nas.data.tokens import prepare_tokens
+
     if rank == 0:
-        tokens = prepare_tokens(protocol)  # rank 0 builds the cache; the others read it after the barrier
+        tokens = prepare_tokens(protocol)
     if world > 1:
         torch.distributed.barrier()
     if rank != 0:
         tokens = prepare_tokens(protocol)
+    return tokens
 
-    arch, _ = _fit_vocab(load_architecture(spec.export_dir), tokens.vocab_size, config.seq_len)
-    model = _build(arch, tokens.tokenizer, device, config.seed)
-    ddp_model = None
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
 
-        ddp_model = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
-    key = f"{arch.arch_hash()}-{protocol.content_hash}"
-    checkpoint = Checkpoint(out_dir / "checkpoints", spec.checkpoint_every, key=key, keep=2)
-    metrics_out = _Metrics(out_dir, enabled=rank == 0)
-    flops = arch.flops_per_token(config.seq_len)
-    total = math.ceil((config.budget.tokens or config.budget.flops / flops) / config.batch_tokens)
-    if rank == 0:
-        log(
-            f"training {arch.summary()} ({arch.param_count():,} params) for {total} steps of "
-            f"{config.batch_tokens:,} tokens on {world} x {device.type}; "
-            f"checkpoints every {spec.checkpoint_every} steps"
-        )
+def _data_parallel(
+    model: torch.nn.Module, rank: int, world: int, local_rank: int, device: torch.device
+) -> DataParallel:
+    """This process's DataParallel: the model wrapped in DistributedDataParallel when there are several."""
+    if world == 1:
+        return DataParallel(rank, world)
+    from torch.nn.parallel import DistributedDataParallel
 
-    def reporter(point: Any) -> bool:
+    ddp_model = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+    return DataParallel(rank, world, ddp_model)
+
+
+def _total_steps(arch: ArchConfig, config: Pretrain) -> int:
+    """Steps of the run's token or FLOP budget (`plan` always gives one of the two)."""
+    budget = config.budget
+    if budget.tokens is not None:
+        tokens: float = budget.tokens
+    elif budget.flops is not None:
+        tokens = budget.flops / arch.flops_per_token(config.seq_len)
+    else:
+        raise ValueError("a full training run needs a token or FLOP budget, not a time budget")
+    return math.ceil(tokens / config.batch_tokens)
+
+
+def _pretrain_logged(
+    model: torch.nn.Module,
+    arch: ArchConfig,
+    tokens: TokenData,
+    config: Pretrain,
+    checkpoint: Checkpoint,
+    parallel: DataParallel,
+    metrics_out: _Metrics,
+    on_step: Callable[[int, float, float], None] | None,
+    log: Callable[[str], None],
+) -> PretrainOutcome:
+    """Pretraining whose evals go to metrics.jsonl, TensorBoard and the log (rank 0), never pruned."""
+
+    def reporter(point: EvalPoint) -> bool:
         metrics_out.eval_point(point)
-        if rank == 0:
+        if parallel.rank == 0:
             log(f"step {point.step}: held-out loss {point.val_loss:.4f} (lr {point.lr:.2e})")
         return False
 
@@ -215,26 +340,23 @@ def train(
         if on_step is not None:
             on_step(step, loss, tps)
 
-    outcome = pretrain(
+    return pretrain(
         model,
         tokens.train,
         tokens.val,
         config,
-        flops,
+        arch.flops_per_token(config.seq_len),
         reporter=reporter,
-        on_step=step_callback if rank == 0 else None,
+        on_step=step_callback if parallel.rank == 0 else None,
         checkpoint=checkpoint,
-        rank=rank,
-        world=world,
-        ddp_model=ddp_model,
+        parallel=parallel,
     )
-    if outcome.resumed_from_step is not None and rank == 0:
-        log(f"resumed from the checkpoint at step {outcome.resumed_from_step}")
-    if outcome.cause is not None:
-        metrics_out.close()
-        raise RuntimeError(f"training stopped: {outcome.cause}")
 
-    result: dict[str, Any] = {
+
+def _final_metrics(outcome: PretrainOutcome, world: int) -> dict[str, Any]:
+    from nas.train.metrics import perplexity
+
+    return {
         "final": True,
         "steps": outcome.steps,
         "tokens": outcome.tokens,
@@ -245,20 +367,6 @@ def train(
         "resumed_from_step": outcome.resumed_from_step,
         "processes": world,
     }
-    if rank == 0:
-        for index, task in enumerate(protocol.tasks):
-            log(f"fine-tuning evaluation: {task.name}")
-            taskset = load_task_set(task, index, protocol.source)
-            scores = finetune(task, taskset, model, arch, tokens.tokenizer, config, config.seed + index + 1)
-            result.update({f"{task.name}.{name}": value for name, value in scores.items()})
-        metrics_out.write(result)
-        metrics_out.close()
-        _save_model(out_dir, model, arch, tokens, spec, result, export_architecture)
-        log(f"done: held-out loss {result['val_loss']:.4f} after {outcome.steps} steps; model in {out_dir}")
-    if world > 1:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    return result
 
 
 def _save_model(out_dir: Path, model: Any, arch: Any, tokens: Any, spec: TrainSpec, result: dict, export: Any) -> None:

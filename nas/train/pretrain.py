@@ -23,6 +23,7 @@ from nas.protocol import Pretrain, Schedule
 from nas.train.checkpoint import Checkpoint, rng_state, set_rng_state
 
 __all__ = [
+    "DataParallel",
     "EvalPoint",
     "PretrainOutcome",
     "pretrain",
@@ -123,7 +124,7 @@ def batch_at(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: in
     return chunk[:, :-1], chunk[:, 1:]
 
 
-def compute_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def compute_loss(model: Callable[..., Any], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     logits = model(input_ids=x).logits
     return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
 
@@ -166,6 +167,34 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+@dataclass(frozen=True)
+class DataParallel:
+    """This process's place in a data-parallel run (`nas train --nproc N`): its ``rank`` among ``world``
+    processes and ``model``, the trained model wrapped in DistributedDataParallel."""
+
+    rank: int = 0
+    world: int = 1
+    model: torch.nn.Module | None = None
+
+
+@dataclass
+class _Run:
+    """What the stages of one pretrain() call share."""
+
+    model: torch.nn.Module
+    step_model: Callable[..., Any]  # what a training step calls: the model, DDP-wrapped and/or compiled
+    optimizer: torch.optim.Optimizer
+    config: Pretrain
+    device: torch.device
+    parallel: DataParallel
+    local: int  # sequences per process and step
+    micro: int  # sequences per forward pass
+    accum: int  # forward passes per step
+    total_steps: int | None  # None for a time budget
+    outcome: PretrainOutcome
+    reporter: Reporter | None
+
+
 def pretrain(
     model: torch.nn.Module,
     train_ids: np.ndarray,
@@ -176,126 +205,186 @@ def pretrain(
     micro_batch_size: int | None = None,
     on_step: StepCallback | None = None,
     checkpoint: Checkpoint | None = None,
-    rank: int = 0,
-    world: int = 1,
-    ddp_model: torch.nn.Module | None = None,
+    parallel: DataParallel | None = None,
 ) -> PretrainOutcome:
     """Train ``model`` (already on its device) within the protocol's budget; see the module doc.
 
     With a ``checkpoint``, the state is saved every ``checkpoint.every`` steps and at the end, and a
     run that finds a saved state resumes from it (the reporter sees the restored evals again, so a
     pruner judges the resumed run as it would have judged the original).
-    Data parallel (`nas train --nproc N`): each of ``world`` processes passes its ``rank`` and the
-    model wrapped in DistributedDataParallel as ``ddp_model``; every step's global batch is the same
+    Data parallel (`nas train --nproc N`): each of the ``parallel.world`` processes passes its
+    :class:`DataParallel` (its rank and the DDP-wrapped model); every step's global batch is the same
     pure function of (seed, step), each rank trains on its contiguous slice of it, and DDP averages
     the gradients, so N processes take the same steps as one with the whole batch. Rank 0 saves.
     Out-of-memory errors propagate (the caller retries with a smaller micro-batch).
     """
-    device = next(model.parameters()).device
-    batch = config.batch_size
-    if batch % world:
-        raise ValueError(f"batch of {batch} sequences does not split over {world} processes")
-    local = batch // world
-    micro = min(micro_batch_size or config.micro_batch_size or local, local)
-    accum = math.ceil(local / micro)
-    total_tokens = budget_tokens(config, flops_per_token)
-    total_steps = math.ceil(total_tokens / config.batch_tokens) if total_tokens is not None else None
-    seconds = config.budget.seconds
-    optimizer = make_optimizer(model, config, config.optimizer.lr, device)
-    outcome = PretrainOutcome(micro_batch_size=micro)
-    step_model = ddp_model if ddp_model is not None else model
-    step_model = torch.compile(step_model) if config.compile else step_model
-    model.train()
-
-    train_loss = math.nan
-    step = 0
-    saved = checkpoint.load(device) if checkpoint is not None else None
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        set_rng_state(saved["rng"])
-        step = outcome.steps = outcome.resumed_from_step = saved["step"]
-        outcome.tokens = step * config.batch_tokens
-        outcome.train_seconds = saved["train_seconds"]
-        outcome.curve = [EvalPoint(**p) for p in saved["curve"]]
-        train_loss = outcome.curve[-1].train_loss
-        finished = total_steps is not None and step >= total_steps
-        for point in outcome.curve[1:]:
-            if reporter is not None and reporter(point) and not finished:
-                outcome.cause = f"pruned at step {point.step}"
-                return outcome
-    else:
-        first = evaluate(model, val_ids, config, device, micro)
-        outcome.curve.append(EvalPoint(0, 0, first, math.nan, 0.0, 0.0))
-    while True:
-        if total_steps is not None:
-            progress = step / total_steps
-            if step >= total_steps:
-                break
-        else:
-            assert seconds is not None
-            progress = outcome.train_seconds / seconds
-            if progress >= 1.0:
-                break
+    run = _start(model, config, flops_per_token, reporter, micro_batch_size, parallel or DataParallel())
+    outcome = run.outcome
+    step = _resume(run, val_ids, checkpoint)
+    if outcome.cause is not None:  # pruned on the restored evals
+        return outcome
+    while (progress := _progress(run, step)) is not None:
         lr = config.optimizer.lr * lr_multiplier(progress, config.schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-
-        started = time.perf_counter()
-        x, y = batch_at(train_ids, step, batch, config.seq_len, config.seed)
-        x, y = x[rank * local : (rank + 1) * local], y[rank * local : (rank + 1) * local]
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss_sum = 0.0
-        for i in range(accum):
-            xs, ys = x[i * micro : (i + 1) * micro], y[i * micro : (i + 1) * micro]
-            with autocast_for(device, config):
-                loss = compute_loss(step_model, xs, ys)
-            (loss * xs.shape[0] / local).backward()
-            loss_sum += float(loss.detach()) * xs.shape[0]
-        train_loss = loss_sum / local
-        if world > 1:
-            total = torch.tensor([train_loss], dtype=torch.float64, device=device)
-            torch.distributed.all_reduce(total)
-            train_loss = float(total) / world
+        train_loss = _train_step(run, train_ids, step, lr)
         step += 1
         if not math.isfinite(train_loss):
-            optimizer.zero_grad(set_to_none=True)
             outcome.cause = f"nan_loss at step {step}"
             break
-        if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        outcome.train_seconds += time.perf_counter() - started
         outcome.steps = step
         outcome.tokens = step * config.batch_tokens
         if on_step is not None:
             on_step(step, train_loss, outcome.tokens_per_second)
-
-        done = (total_steps is not None and step >= total_steps) or (
-            seconds is not None and outcome.train_seconds >= seconds
-        )
-        if step % config.eval_every == 0 or done:
-            val_loss = evaluate(model, val_ids, config, device, micro)
-            point = EvalPoint(step, outcome.tokens, val_loss, train_loss, lr, outcome.train_seconds)
-            outcome.curve.append(point)
-            if not math.isfinite(val_loss):
-                outcome.cause = f"nan_loss at step {step}"
-                break
-            if reporter is not None and reporter(point) and not done:
-                outcome.cause = f"pruned at step {step}"
-                break
-        if checkpoint is not None and rank == 0 and (done or checkpoint.due(step)):
-            checkpoint.save(
-                {
-                    "step": step,
-                    "train_seconds": outcome.train_seconds,
-                    "curve": [p.to_dict() for p in outcome.curve],
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng": rng_state(),
-                }
-            )
+        done = _budget_spent(run, step)
+        if (step % config.eval_every == 0 or done) and _eval_stops(run, val_ids, step, train_loss, lr, done):
+            break
+        if checkpoint is not None and run.parallel.rank == 0 and (done or checkpoint.due(step)):
+            _save(checkpoint, run, step)
     return outcome
+
+
+def _start(
+    model: torch.nn.Module,
+    config: Pretrain,
+    flops_per_token: float,
+    reporter: Reporter | None,
+    micro_batch_size: int | None,
+    parallel: DataParallel,
+) -> _Run:
+    """Sizes (per-process batch, micro-batch, accumulation, steps), the optimizer and the model to step."""
+    device = next(model.parameters()).device
+    batch = config.batch_size
+    if batch % parallel.world:
+        raise ValueError(f"batch of {batch} sequences does not split over {parallel.world} processes")
+    local = batch // parallel.world
+    micro = min(micro_batch_size or config.micro_batch_size or local, local)
+    total_tokens = budget_tokens(config, flops_per_token)
+    optimizer = make_optimizer(model, config, config.optimizer.lr, device)
+    step_model: Callable[..., Any] = parallel.model if parallel.model is not None else model
+    run = _Run(
+        model=model,
+        step_model=torch.compile(step_model) if config.compile else step_model,
+        optimizer=optimizer,
+        config=config,
+        device=device,
+        parallel=parallel,
+        local=local,
+        micro=micro,
+        accum=math.ceil(local / micro),
+        total_steps=math.ceil(total_tokens / config.batch_tokens) if total_tokens is not None else None,
+        outcome=PretrainOutcome(micro_batch_size=micro),
+        reporter=reporter,
+    )
+    model.train()
+    return run
+
+
+def _resume(run: _Run, val_ids: np.ndarray, checkpoint: Checkpoint | None) -> int:
+    """The step to start from: a saved state's (its evals are reported again, and may prune the run),
+    else 0, after the first held-out eval."""
+    outcome = run.outcome
+    saved = checkpoint.load(run.device) if checkpoint is not None else None
+    if saved is None:
+        first = evaluate(run.model, val_ids, run.config, run.device, run.micro)
+        outcome.curve.append(EvalPoint(0, 0, first, math.nan, 0.0, 0.0))
+        return 0
+    run.model.load_state_dict(saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    set_rng_state(saved["rng"])
+    step: int = saved["step"]
+    outcome.steps = outcome.resumed_from_step = step
+    outcome.tokens = step * run.config.batch_tokens
+    outcome.train_seconds = saved["train_seconds"]
+    outcome.curve = [EvalPoint(**p) for p in saved["curve"]]
+    finished = run.total_steps is not None and step >= run.total_steps
+    for point in outcome.curve[1:]:
+        if run.reporter is not None and run.reporter(point) and not finished:
+            outcome.cause = f"pruned at step {point.step}"
+            break
+    return step
+
+
+def _progress(run: _Run, step: int) -> float | None:
+    """How far through its budget the run is before ``step``, in [0, 1); None once the budget is spent."""
+    if run.total_steps is not None:
+        return step / run.total_steps if step < run.total_steps else None
+    seconds = run.config.budget.seconds
+    assert seconds is not None  # a budget that fixes no step count is a time budget
+    progress = run.outcome.train_seconds / seconds
+    return progress if progress < 1.0 else None
+
+
+def _budget_spent(run: _Run, step: int) -> bool:
+    seconds = run.config.budget.seconds
+    return (run.total_steps is not None and step >= run.total_steps) or (
+        seconds is not None and run.outcome.train_seconds >= seconds
+    )
+
+
+def _train_step(run: _Run, train_ids: np.ndarray, step: int, lr: float) -> float:
+    """One optimizer step on the batch of ``step`` at learning rate ``lr``; returns the training loss
+    (averaged over processes). A non-finite loss makes no update. The step's time is added to
+    ``train_seconds`` (the lr update excluded, as evals are)."""
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    started = time.perf_counter()
+    train_loss = _forward_backward(run, train_ids, step)
+    if not math.isfinite(train_loss):
+        run.optimizer.zero_grad(set_to_none=True)
+        return train_loss
+    if run.config.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    run.outcome.train_seconds += time.perf_counter() - started
+    return train_loss
+
+
+def _forward_backward(run: _Run, train_ids: np.ndarray, step: int) -> float:
+    """Gradients of this process's slice of the step's batch, in micro-batches; the mean loss of all processes."""
+    config, local, micro, rank = run.config, run.local, run.micro, run.parallel.rank
+    x, y = batch_at(train_ids, step, config.batch_size, config.seq_len, config.seed)
+    x, y = x[rank * local : (rank + 1) * local], y[rank * local : (rank + 1) * local]
+    x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+    loss_sum = 0.0
+    for i in range(run.accum):
+        xs, ys = x[i * micro : (i + 1) * micro], y[i * micro : (i + 1) * micro]
+        with autocast_for(run.device, config):
+            loss = compute_loss(run.step_model, xs, ys)
+        (loss * xs.shape[0] / local).backward()
+        loss_sum += float(loss.detach()) * xs.shape[0]
+    train_loss = loss_sum / local
+    if run.parallel.world > 1:
+        total = torch.tensor([train_loss], dtype=torch.float64, device=run.device)
+        torch.distributed.all_reduce(total)
+        train_loss = float(total) / run.parallel.world
+    return train_loss
+
+
+def _eval_stops(run: _Run, val_ids: np.ndarray, step: int, train_loss: float, lr: float, done: bool) -> bool:
+    """A held-out eval at ``step``, reported; True when the run stops here (a non-finite loss, or pruned)."""
+    outcome = run.outcome
+    val_loss = evaluate(run.model, val_ids, run.config, run.device, run.micro)
+    point = EvalPoint(step, outcome.tokens, val_loss, train_loss, lr, outcome.train_seconds)
+    outcome.curve.append(point)
+    if not math.isfinite(val_loss):
+        outcome.cause = f"nan_loss at step {step}"
+        return True
+    if run.reporter is not None and run.reporter(point) and not done:
+        outcome.cause = f"pruned at step {step}"
+        return True
+    return False
+
+
+def _save(checkpoint: Checkpoint, run: _Run, step: int) -> None:
+    checkpoint.save(
+        {
+            "step": step,
+            "train_seconds": run.outcome.train_seconds,
+            "curve": [p.to_dict() for p in run.outcome.curve],
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "rng": rng_state(),
+        }
+    )
