@@ -43,8 +43,8 @@ def grid_archs() -> list:
     """Every architecture of bench/grid.yaml, in a fixed order (sampled the way a grid search does)."""
     import optuna
 
+    from nas.search import grid_space
     from nas.space import load_space
-    from nas.study import grid_space
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = load_space(GRID)

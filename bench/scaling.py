@@ -27,8 +27,8 @@ import optuna  # noqa: E402
 from _results import append  # noqa: E402
 
 from nas.protocol import load_protocol  # noqa: E402
+from nas.search import SearchConfig, open_storage, prepare_study  # noqa: E402
 from nas.space import load_space, random_samples  # noqa: E402
-from nas.study import SearchConfig, open_storage, prepare_study  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERRIDES = ["tasks=[]", "pretrain.budget.tokens=100000", f"cache_dir={ROOT / 'runs' / 'cache'}"]

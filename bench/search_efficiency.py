@@ -1,7 +1,7 @@
 """Search efficiency: does the search find the best architecture, and for how much compute?
 
 A tabular benchmark over bench/ground_truth.json (run bench/ground_truth.py first): nas's own study
-loop (`nas.study.run_search`: samplers, pruners, dedupe, exactly as `nas search` runs them) over
+loop (`nas.search.run_search`: samplers, pruners, dedupe, exactly as `nas search` runs them) over
 bench/grid.yaml, with `run_trial` replaced by a lookup of each architecture's recorded learning
 curve at the trial budget. The pruner sees the recorded held-out losses eval by eval, and a pruned
 trial costs the tokens it trained up to its stop; a duplicate costs nothing. After each trial the
@@ -35,8 +35,8 @@ from _results import record  # noqa: E402
 from _shakespeare import GRID, GROUND_TRUTH, shakespeare_protocol  # noqa: E402
 
 import nas.trial  # noqa: E402
+from nas.search import SearchConfig, run_search  # noqa: E402
 from nas.space import load_space  # noqa: E402
-from nas.study import SearchConfig, run_search  # noqa: E402
 from nas.train.pretrain import EvalPoint  # noqa: E402
 from nas.trial import TrialResult  # noqa: E402
 
@@ -144,7 +144,7 @@ def main() -> None:
 
     data = json.loads(GROUND_TRUTH.read_text())
     table = {h: e for h, e in data["archs"].items() if "short" in e and "long" in e}
-    nas.trial.run_trial = tabular_run_trial(table)  # what _run_one imports
+    nas.trial.run_trial = tabular_run_trial(table)  # what the search loop looks up at call time
     exhaustive = sum(e["short"]["tokens"] for e in table.values())
     best_long = min(e["long"]["val_loss"] for e in table.values())
     floor = regret(list(table), table, best_long)  # the pick with every architecture trained: the proxy's limit
@@ -211,7 +211,7 @@ def main() -> None:
         "measured with long-budget losses, as a fraction of the grid's true front (1.0 = the true front), "
         "median over seeds:\n\n"
         + "\n".join(double)
-        + "\n\nTabular: `nas.study.run_search` (the real samplers, pruners and dedupe) with `run_trial` "
+        + "\n\nTabular: `nas.search.run_search` (the real samplers, pruners and dedupe) with `run_trial` "
         "replaced by a replay of the recorded curves in `bench/ground_truth.json`."
     )
     record("search_efficiency: regret vs compute on the 20-architecture grid", body, args.no_record)

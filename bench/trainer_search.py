@@ -4,7 +4,7 @@
 config from the trial's choices over the same 20-architecture grid (bench/grid.yaml), the same data
 (Tiny Shakespeare, nas's tokenizer and token ids: the comparison is of the search, not the data
 pipeline), the same budget (200k tokens: 98 steps of 8 x 256), optimiser settings and sampler/pruner
-(TPE + Hyperband, eval every 10 steps), against `nas search` (nas.study.run_search, one process) for
+(TPE + Hyperband, eval every 10 steps), against `nas search` (nas.search.run_search, one process) for
 the same number of trials. Both train for real, one after the other on the same machine. Reported:
 wall time to finish, and the chosen architecture's long-budget loss from bench/ground_truth.json
 (its regret against the grid's best).
@@ -33,8 +33,8 @@ from _results import record  # noqa: E402
 from _shakespeare import GRID, GROUND_TRUTH, shakespeare_protocol  # noqa: E402
 
 from nas.data.tokens import prepare_tokens  # noqa: E402
+from nas.search import SearchConfig, run_search  # noqa: E402
 from nas.space import load_space  # noqa: E402
-from nas.study import SearchConfig, run_search  # noqa: E402
 
 
 class Blocks(torch.utils.data.Dataset):

@@ -4,15 +4,7 @@ import json
 
 import pytest
 
-from nas.cli import main
-from tests.conftest import MINIMAL_SPACE
-
-
-def run(argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
+from tests.conftest import MINIMAL_SPACE, run
 
 
 def test_spaces_list(capsys):

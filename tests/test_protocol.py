@@ -1,16 +1,9 @@
 import pytest
 
-from nas.cli import main
 from nas.errors import NasInputError
 from nas.protocol import load_protocol, parse_protocol
 from nas.resources import shipped_names
-
-
-def run(argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
+from tests.conftest import run
 
 
 @pytest.mark.parametrize("name", shipped_names("trials"))

@@ -57,15 +57,17 @@ def synthetic_study(n: int, directions=("minimize",), seed: int = 0, scramble_ea
         if scramble_early:
             curve[1][2] = rng.uniform(3.0, 6.0)  # an early loss that says nothing about the final one
         counts = arch.counts()
-        attrs = {
+        speed = rng.uniform(5e3, 2e4)
+        metrics = {"val_loss": curve[-1][2], "tokens_trained": curve[-1][1], "tokens_per_second": speed}
+        attrs = {  # as nas.search.records.write_claim and write_result write them
             "arch": arch.to_dict(),
             "arch_hash": arch.arch_hash(),
             "summary": arch.summary(),
             **counts,
             "nas_status": "trained",
             "curve": curve,
-            "tokens_per_second": rng.uniform(5e3, 2e4),
-            "metrics": {"val_loss": curve[-1][2], "tokens_trained": curve[-1][1], "qa.f1": rng.random()},
+            "tokens_per_second": speed,
+            "metrics": {**metrics, "qa.f1": rng.random()},
             "wall_seconds": 30.0,
         }
         values = [curve[-1][2]] + ([counts["params"]] if len(directions) > 1 else [])
@@ -133,7 +135,7 @@ def test_report_of_an_empty_study(tmp_path):
 
 def test_report_of_a_real_micro_study(tmp_path, monkeypatch, micro_cache, capsys):
     from nas.cli import main
-    from tests.test_study import MICRO_SPACE, micro_sets
+    from tests.conftest import MICRO_SPACE, micro_sets
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "micro.yaml").write_text(MICRO_SPACE)

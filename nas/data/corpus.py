@@ -7,7 +7,7 @@ import os
 import random
 import unicodedata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from nas.errors import NasInputError
 from nas.protocol import Cleaning, DataConfig, Validation
@@ -113,7 +113,8 @@ def _load_hub(data: DataConfig, source: str) -> list[str]:
 def clean(texts: list[str], cleaning: Cleaning) -> list[str]:
     """Normalise, filter by length and drop exact duplicates (keeping the first)."""
     out, seen = [], set()
-    form = None if cleaning.normalize == "none" else cleaning.normalize.upper()
+    forms: dict[str, Literal["NFC", "NFKC"]] = {"nfc": "NFC", "nfkc": "NFKC"}
+    form = forms.get(cleaning.normalize)
     for text in texts:
         if form:
             text = unicodedata.normalize(form, text)

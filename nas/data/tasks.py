@@ -80,9 +80,9 @@ def _hold_out(examples: list[dict], files: FilesTaskData) -> tuple[list[dict], l
         titles = sorted({str(e.get("title", "")) for e in examples})
         rng.shuffle(titles)
         n_eval = max(1, round(len(titles) * files.eval_fraction))
-        held = set(titles[:n_eval])
-        return [e for e in examples if str(e.get("title", "")) not in held], [
-            e for e in examples if str(e.get("title", "")) in held
+        held_titles = set(titles[:n_eval])
+        return [e for e in examples if str(e.get("title", "")) not in held_titles], [
+            e for e in examples if str(e.get("title", "")) in held_titles
         ]
     order = list(range(len(examples)))
     rng.shuffle(order)

@@ -1,4 +1,4 @@
-"""Scale-out and faults: several workers on one study (journal, PostgreSQL, SQLite), heartbeats that
+"""nas.search.workers: several workers on one study (journal, PostgreSQL, MySQL, SQLite), heartbeats that
 fail a killed worker's trial within the grace period, and the re-run resuming from its checkpoint."""
 
 from __future__ import annotations
@@ -14,36 +14,17 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.workers import HeartbeatJournalStorage, Heartbeats
-from tests.test_study import MICRO_SPACE, POSTGRES, _nas, _postgres_reachable, micro_sets
+from nas.search import Heartbeats, LocalWorkers
+from nas.search.workers import HeartbeatJournalStorage, fail_stale
+from tests.conftest import MYSQL, POSTGRES, load_study, micro_sets, nas_process, needs_mysql, needs_postgres
 
-needs_postgres = pytest.mark.skipif(not _postgres_reachable(), reason="no PostgreSQL at 127.0.0.1:5432")
-MYSQL = "mysql+pymysql://root@127.0.0.1:3306/test"
-
-
-def _mysql_reachable() -> bool:
-    import importlib.util
-    import socket
-
-    if importlib.util.find_spec("pymysql") is None:
-        return False
-    try:
-        with socket.create_connection(("127.0.0.1", 3306), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-needs_mysql = pytest.mark.skipif(not _mysql_reachable(), reason="no MySQL/MariaDB at 127.0.0.1:3306 or no pymysql")
+nas = nas_process  # `python -m nas ARGS` in the background, output piped
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, micro_cache: Path) -> Path:
-    (tmp_path / "micro.yaml").write_text(MICRO_SPACE)
-    return tmp_path
-
-
-nas = _nas  # `python -m nas ARGS` in the background, output piped
+def workdir(in_tmp: Path) -> Path:
+    """The micro working directory (micro.yaml; runs/ and the journal go here), where the workers run."""
+    return in_tmp
 
 
 def storage_url(kind: str, workdir: Path) -> str:
@@ -52,12 +33,6 @@ def storage_url(kind: str, workdir: Path) -> str:
 
 def study_name(kind: str) -> str:
     return f"w-{kind}-{os.getpid()}-{time.time_ns()}"  # unique: the PostgreSQL database is shared
-
-
-def open_study(name: str, url: str | None, workdir: Path) -> optuna.Study:
-    from nas.study import open_storage
-
-    return optuna.load_study(study_name=name, storage=open_storage(url or f"sqlite:///{workdir}/runs/{name}/study.db"))
 
 
 def assert_exactly_n_distinct(study: optuna.Study, n: int) -> list[optuna.trial.FrozenTrial]:
@@ -79,6 +54,28 @@ def search_args(name: str, url: str | None, cache: Path, n: int, *extra: str) ->
 def cleanup(name: str, url: str | None) -> None:
     if url and url.startswith(("postgresql", "mysql")):
         optuna.delete_study(study_name=name, storage=url)
+
+
+def test_heartbeats_need_a_grace_longer_than_the_interval():
+    assert Heartbeats() == Heartbeats(10, 60)
+    for interval, grace in ((0, 5), (5, 5), (10, 5)):
+        with pytest.raises(ValueError, match=f"heartbeat interval {interval}s and grace {grace}s"):
+            Heartbeats(interval, grace)
+
+
+def test_local_workers_share_the_cores_or_pin_a_gpu_each(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    cpu = LocalWorkers("s", "journal:j.log", tmp_path, n=3, n_trials=6, timeout=30)
+    assert cpu.threads == 2 and cpu.run_dir == tmp_path / "s"
+    argv = cpu.argv(1)
+    assert argv[:4] == [sys.executable, "-m", "nas", "worker"]
+    for flag, value in (("--study", "s"), ("--storage", "journal:j.log"), ("--index", "1"), ("--n-trials", "6")):
+        assert argv[argv.index(flag) + 1] == value
+    assert argv[argv.index("--threads") + 1] == "2" and argv[argv.index("--timeout") + 1] == "30"
+    assert "--runs-dir" in argv and "--quiet" in argv
+    gpus = LocalWorkers("s", "journal:j.log", tmp_path, n=2, n_trials=6, devices=["0", "3"])
+    assert gpus.threads == 0 and "--threads" not in gpus.argv(0) and "--timeout" not in gpus.argv(0)
+    assert "GPUs 0,3" in gpus.describe() and "2 CPU threads each" in cpu.describe()
 
 
 @pytest.mark.slow
@@ -104,7 +101,7 @@ def test_workers_end_with_exactly_n_distinct_trials(kind, workdir, micro_cache):
             assert "database is locked" not in output
             for log in (workdir / "runs" / name).glob("worker-*.log"):
                 assert "Traceback" not in log.read_text()
-        study = open_study(name, url, workdir)
+        study = load_study(name, url, workdir)
         trained = assert_exactly_n_distinct(study, 6)
         workers = {t.user_attrs["worker"] for t in trained}
         assert len(workers) >= 2, workers  # the trials really were shared out
@@ -129,7 +126,7 @@ def test_kill_9_of_a_worker_mid_trial(kind, workdir, micro_cache):
         while victim is None and time.monotonic() < deadline:
             time.sleep(0.2)
             try:
-                study = open_study(name, url, workdir)
+                study = load_study(name, url, workdir)
             except (KeyError, Exception):  # not created yet
                 continue
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -144,7 +141,7 @@ def test_kill_9_of_a_worker_mid_trial(kind, workdir, micro_cache):
 
         failed_at = None
         while time.monotonic() - killed_at < grace + 30:
-            trial = open_study(name, url, workdir).trials[victim.number]
+            trial = load_study(name, url, workdir).trials[victim.number]
             if trial.state == TrialState.FAIL:
                 failed_at = time.monotonic()
                 break
@@ -155,7 +152,7 @@ def test_kill_9_of_a_worker_mid_trial(kind, workdir, micro_cache):
 
         output, _ = proc.communicate(timeout=400)
         assert proc.returncode == 0, output
-        study = open_study(name, url, workdir)
+        study = load_study(name, url, workdir)
         dead = study.trials[victim.number]
         assert dead.state == TrialState.FAIL and dead.user_attrs["cause"].startswith("killed: worker")
         trained = assert_exactly_n_distinct(study, 4)
@@ -181,8 +178,6 @@ def test_kill_9_of_a_worker_mid_trial(kind, workdir, micro_cache):
 
 def test_journal_lease_fails_a_silent_trial_and_queues_a_retry(tmp_path):
     from optuna.storages.journal import JournalFileBackend
-
-    from nas.workers import fail_stale
 
     storage = HeartbeatJournalStorage(JournalFileBackend(str(tmp_path / "j.log")), Heartbeats(interval=1, grace=2))
     study = optuna.create_study(storage=storage, study_name="lease")
@@ -212,24 +207,3 @@ def test_bad_worker_options_exit_2(workdir, capsys):
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 2 and message in capsys.readouterr().err
-
-
-def test_failure_causes_reach_the_attributes_and_status(workdir, micro_cache, capsys, monkeypatch):
-    from nas.cli import main
-
-    monkeypatch.chdir(workdir)
-    argv = [*search_args("boom", None, micro_cache, 2), "--set", "pretrain.seq_len=128"]  # > max_seq_len 64
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, _ = capsys.readouterr()
-    assert info.value.code == 0 and "5 trials failed in a row" in out
-    study = open_study("boom", None, workdir)
-    failed = study.trials[0]
-    assert failed.state == TrialState.FAIL and failed.user_attrs["nas_status"] == "failed"
-    cause = failed.user_attrs["cause"]
-    assert cause.startswith("exception: ValueError: the protocol's seq_len=128 exceeds") and "trial.py" in cause
-    assert "raise ValueError" in failed.user_attrs["traceback"]
-    with pytest.raises(SystemExit):
-        main(["status", "boom", "--all"])
-    out, _ = capsys.readouterr()
-    assert "exception:" in out and "traceback (last lines)" in out and "raise ValueError" in out

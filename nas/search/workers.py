@@ -5,7 +5,7 @@ Optuna's RDB storages keep a heartbeat table: a running trial's worker records a
 marks it FAIL and runs Optuna's RetryHeartbeatStaleTrialCallback, which enqueues the same parameters
 again. Optuna's JournalStorage has no heartbeat, so :class:`HeartbeatJournalStorage` gives it the same
 contract with a lease in the trial's system attributes (``nas:heartbeat``, a wall-clock time), checked
-by the same ``optuna.storages.fail_stale_trials``. The worker loop (nas.study) beats from a thread
+by the same ``optuna.storages.fail_stale_trials``. The worker loop (nas.search.loop) beats from a thread
 while a trial runs and calls fail_stale_trials from that thread too, so a dead worker's trial is
 failed within the grace period even while every other worker is busy training.
 """
@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -25,7 +29,15 @@ from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages._heartbeat import BaseHeartbeat, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["Heartbeats", "HeartbeatJournalStorage", "beating", "worker_id", "MAX_RETRY"]
+__all__ = [
+    "Heartbeats",
+    "HeartbeatJournalStorage",
+    "beating",
+    "fail_stale",
+    "worker_id",
+    "MAX_RETRY",
+    "LocalWorkers",
+]
 
 MAX_RETRY = 2  # a trial whose worker dies this many times (an OOM kill, say) is not retried again
 LEASE_ATTR = "nas:heartbeat"
@@ -110,3 +122,61 @@ def beating(study: optuna.Study, trial_id: int | None, storage: BaseStorage) -> 
     finally:
         stop.set()
         thread.join(timeout=60)
+
+
+@dataclass
+class LocalWorkers:
+    """``n`` `nas worker` processes on one study, on this machine; their output goes to
+    ``run_dir/worker-<i>.log``. On CPU each gets an equal share of the cores (``threads``); with
+    ``devices`` each is pinned to one GPU through CUDA_VISIBLE_DEVICES."""
+
+    study_name: str
+    storage: str
+    runs_dir: Path
+    n: int
+    n_trials: int
+    timeout: float | None = None
+    devices: list[str] = field(default_factory=list)
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def threads(self) -> int:
+        return 0 if self.devices else max(1, (os.cpu_count() or 1) // self.n)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_dir / self.study_name
+
+    def argv(self, index: int) -> list[str]:
+        argv = [sys.executable, "-m", "nas", "worker", "--study", self.study_name, "--storage", self.storage]
+        argv += ["--runs-dir", str(self.runs_dir), "--index", str(index), "--quiet"]
+        argv += ["--n-trials", str(self.n_trials)] + (["--threads", str(self.threads)] if self.threads else [])
+        if self.timeout is not None:
+            argv += ["--timeout", str(self.timeout)]
+        return argv
+
+    def start(self) -> None:
+        for index in range(self.n):
+            env = dict(os.environ)
+            if self.devices:
+                env["CUDA_VISIBLE_DEVICES"] = self.devices[index % len(self.devices)]
+            log = (self.run_dir / f"worker-{index}.log").open("a")
+            self.procs.append(subprocess.Popen(self.argv(index), env=env, stdout=log, stderr=subprocess.STDOUT))
+
+    def describe(self) -> str:
+        where = f"GPUs {','.join(self.devices)}" if self.devices else f"{self.threads} CPU threads each"
+        return f"started {self.n} workers ({where}); their output: {self.run_dir}/worker-*.log"
+
+    def running(self) -> bool:
+        return any(p.poll() is None for p in self.procs)
+
+    def interrupt(self) -> None:
+        """Ctrl-C to every worker, then wait: each marks its running trial and queues it again."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in self.procs:
+            p.wait()
+
+    def failures(self) -> list[str]:
+        return [f"worker {i}: exit {p.returncode}" for i, p in enumerate(self.procs) if p.returncode]

@@ -1,0 +1,175 @@
+"""`nas status`, `nas dashboard`, `nas export`, `nas report`: reading a study, and the leaderboard table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from nas.cli.common import RunsOption, StorageOption, StudyArg, console
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status)
+    app.command("dashboard")(dashboard)
+    app.command("export")(export)
+    app.command("report")(report)
+
+
+def best_text(study: Any) -> str:
+    """The best trial's objective values, for progress lines."""
+    from nas.search import leaderboard
+
+    rows = [r for r in leaderboard(study) if r.rank == 1]
+    return ", ".join(f"{v:.4g}" for v in rows[0].values) if rows and rows[0].values else "-"
+
+
+def render_leaderboard(study: Any, limit: int | None = None) -> None:
+    from nas.search import leaderboard, study_info
+
+    rows = leaderboard(study)
+    objectives = study_info(study).objectives or [f"value{i}" for i in range(len(study.directions))]
+    multi = len(study.directions) > 1
+    table = Table(title=f"study {study.study_name}: {len(rows)} trials" + (" (* = Pareto set)" if multi else ""))
+    for column in ("rank", "trial", "architecture", "params", *objectives, "state", "cause"):
+        table.add_column(column, overflow="fold", justify="right" if column in ("rank", "trial", "params") else "left")
+    shown = rows if limit is None else rows[:limit]
+    for row in shown:
+        values = [f"{v:.4g}" for v in row.values] if row.values else [""] * len(objectives)
+        rank = "" if row.rank is None else f"{row.rank}{'*' if row.pareto else ''}"
+        state = row.state if row.status in ("trained", "running", "?") else f"{row.state} ({row.status})"
+        params = f"{row.params:,}" if row.params else ""
+        table.add_row(rank, str(row.number), row.summary, params, *values, state, escape(row.cause or ""))
+    console.print(table)
+    if limit is not None and len(rows) > limit:
+        console.print(f"... {len(rows) - limit} more: nas status {study.study_name}")
+
+
+def print_best(study: Any) -> None:
+    from nas.search import leaderboard
+
+    best = [r for r in leaderboard(study) if r.rank == 1]
+    if not best:
+        console.print("[yellow]no trial completed yet[/yellow]")
+        return
+    row = best[0]
+    metrics = ", ".join(
+        f"{k} {v:.4g}"
+        for k, v in row.metrics.items()
+        if isinstance(v, float) and "." in k or k in ("val_loss", "tokens_per_second")
+    )
+    console.print(
+        f"[bold]best[/bold]: trial {row.number}: {row.summary} ({row.params:,} params) {metrics}", highlight=False
+    )
+
+
+def print_next(study: Any, storage: str | None) -> None:
+    """The leaderboard, the best trial and the commands to run next (the end of a search)."""
+    render_leaderboard(study, limit=15)
+    print_best(study)
+    where = f" --storage {storage}" if storage else ""
+    name = study.study_name
+    console.print(
+        "next:\n"
+        f"  nas status {name}{where}\n"
+        f"  nas dashboard {name}{where}\n"
+        f"  nas export {name}{where} --best -o exports/{name}",
+        highlight=False,
+    )
+
+
+def status(
+    study: StudyArg = None,
+    storage: StorageOption = None,
+    runs_dir: RunsOption = Path("runs"),
+    all_rows: Annotated[bool, typer.Option("--all", help="Every trial, not the first 30.")] = False,
+) -> None:
+    """The leaderboard of a study: rank, trial, architecture, params, objectives, state, cause.
+
+    Example: nas status tiny-cpu-tiny
+    """
+    from nas.search import find_study, study_info, study_records
+
+    found = find_study(study, storage, runs_dir)
+    info = study_info(found)
+    console.print(
+        f"study [bold]{found.study_name}[/bold]: space {info.space_name} ({info.space_hash}), "
+        f"protocol {info.protocol_name} ({info.protocol_hash}), nas {info.version}",
+        highlight=False,
+    )
+    render_leaderboard(found, limit=None if all_rows else 30)
+    print_best(found)
+    failed = [r for r in study_records(found) if r.traceback]
+    for record in failed[-5:]:
+        tail = "\n    ".join((record.traceback or "").splitlines()[-4:])
+        console.print(f"[red]trial {record.number}[/red] traceback (last lines):\n    {escape(tail)}", highlight=False)
+
+
+def dashboard(
+    study: StudyArg = None,
+    storage: StorageOption = None,
+    runs_dir: RunsOption = Path("runs"),
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8080,
+) -> None:
+    """Start optuna-dashboard on 127.0.0.1 for a study, with its artifacts; prints the URL.
+
+    Example: nas dashboard tiny-cpu-tiny --port 8080
+    """
+    import optuna
+    from optuna_dashboard import run_server
+
+    from nas.search import default_storage, find_study
+
+    found = find_study(study, storage, runs_dir)
+    url = storage or default_storage(runs_dir, found.study_name)
+    artifacts = optuna.artifacts.FileSystemArtifactStore(str(runs_dir / found.study_name / "artifacts"))
+    console.print(f"optuna-dashboard for {found.study_name}: http://127.0.0.1:{port}/dashboard/ (Ctrl-C to stop)")
+    run_server(url, host="127.0.0.1", port=port, artifact_store=artifacts)
+
+
+def export(
+    study: StudyArg = None,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Folder to write.")] = Path("exports/best"),
+    trial_number: Annotated[int | None, typer.Option("--trial", help="Export this trial.")] = None,
+    best: Annotated[bool, typer.Option("--best", help="Export the best trial (single objective).")] = False,
+    pareto: Annotated[int | None, typer.Option(min=1, help="Export the first K of the Pareto set.")] = None,
+    storage: StorageOption = None,
+    runs_dir: RunsOption = Path("runs"),
+) -> None:
+    """Export a trial as a Hugging Face model folder with tokenizer, metrics and a training recipe.
+
+    Example: nas export tiny-cpu-tiny --best -o exports/tiny
+    """
+    from nas.search import check_export_choice, export_from_study, export_targets, find_study
+
+    check_export_choice(trial_number, best, pareto)
+    found = find_study(study, storage, runs_dir)
+    for number, folder in export_targets(found, out, trial_number, best, pareto):
+        written = export_from_study(found, number, folder, runs_dir)
+        console.print(f"exported trial {number} to {written}")
+
+
+def report(
+    study: StudyArg = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="HTML file (default: reports/<study>.html).")] = None,
+    png: Annotated[Path | None, typer.Option(help="Also write static PNGs here (kaleido + Chromium).")] = None,
+    storage: StorageOption = None,
+    runs_dir: RunsOption = Path("runs"),
+) -> None:
+    """Write one offline HTML report of a study (Plotly; plotly.js embedded once).
+
+    Example: nas report tiny-cpu-tiny -o reports/tiny.html
+    """
+    from nas.report import build_report
+    from nas.search import find_study
+
+    found = find_study(study, storage, runs_dir)
+    path = out or Path("reports") / f"{found.study_name}.html"
+    written = build_report(found, path, png)
+    size = written.path.stat().st_size / 2**20
+    console.print(f"report: {written.path} ({size:.1f} MB, {len(written.figures)} figures, {written.seconds:.1f}s)")
+    for warning in written.warnings:
+        console.print(f"[yellow]{escape(warning)}[/yellow]")

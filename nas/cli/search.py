@@ -1,0 +1,256 @@
+"""`nas search` and `nas worker`: run a study here, with local worker processes, or join one."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from nas.cli.common import (
+    LogFile,
+    RunsOption,
+    SetOption,
+    StorageOption,
+    choice,
+    command_line,
+    console,
+    err_console,
+    progress_bars,
+)
+from nas.cli.results import best_text, print_next
+from nas.search.samplers import PRUNERS, SAMPLERS, PrunerName, SamplerName
+
+if TYPE_CHECKING:
+    from nas.search import Callbacks, SearchConfig
+
+HeartbeatOption = Annotated[
+    int, typer.Option(min=1, help="Seconds between a running trial's heartbeats (dead workers are detected).")
+]
+GraceOption = Annotated[
+    int, typer.Option(min=2, help="Seconds without a heartbeat before a trial is failed and run again.")
+]
+CheckpointOption = Annotated[
+    int | None,
+    typer.Option(min=0, help="Save a trial's state every K steps (default: the protocol's eval_every; 0: never)."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search")(search)
+    app.command("worker")(worker)
+
+
+class SearchView:
+    """Two rich progress bars (the study; the running trial) and a log file in the run folder."""
+
+    def __init__(self, n_trials: int, quiet: bool, run_dir: Path, prefix: str = "") -> None:
+        self.n_trials = n_trials
+        self.prefix = prefix
+        self.progress = progress_bars(quiet)
+        self.log_file = LogFile(run_dir / "search.log", quiet, self.progress.console)
+        self.study_bar = self.progress.add_task("study", total=n_trials, info="")
+        self.trial_bar = self.progress.add_task("trial", total=None, info="", visible=False)
+        self.started = time.monotonic()
+        self.counts = {"complete": 0, "pruned": 0, "failed": 0, "infeasible": 0, "duplicate": 0}
+        self.log_file(f"--- nas {command_line()}")
+
+    def log(self, line: str) -> None:
+        self.log_file(self.prefix + line)
+
+    def trial_started(self, number: int, summary: str) -> None:
+        self.progress.update(
+            self.trial_bar, description=f"trial {number}", completed=0, total=None, info=summary, visible=True
+        )
+
+    def stage(self, name: str) -> None:
+        self.progress.update(self.trial_bar, info=name)
+
+    def step(self, step: int, loss: float, tps: float) -> None:
+        self.progress.update(self.trial_bar, completed=step, info=f"step {step} loss {loss:.3f} {tps:,.0f} tok/s")
+
+    def trial_finished(self, trial: Any, study: Any) -> None:
+        from nas.search import TrialRecord, trained_count
+
+        record = TrialRecord.from_trial(trial)
+        key = record.status if record.status in ("duplicate", "infeasible") else record.state
+        self.counts[key] = self.counts.get(key, 0) + 1
+        done = trained_count(study)
+        elapsed = time.monotonic() - self.started
+        trained = self.counts["complete"] + self.counts["pruned"]
+        eta = f" ETA {elapsed / trained * max(0, self.n_trials - done):.0f}s" if trained else ""
+        info = " ".join(f"{k} {v}" for k, v in self.counts.items() if v) + f" | best {best_text(study)}{eta}"
+        self.progress.update(self.study_bar, completed=done, info=info)
+        self.progress.update(self.trial_bar, visible=False)
+
+    def callbacks(self) -> Callbacks:
+        from nas.search import Callbacks
+
+        return Callbacks(
+            trial_started=self.trial_started,
+            stage=self.stage,
+            step=self.step,
+            trial_finished=self.trial_finished,
+            log=self.log,
+        )
+
+
+def search(
+    space: Annotated[str, typer.Option(help="Search space: a shipped name or a YAML file.")] = "tiny",
+    trial: Annotated[str, typer.Option("--trial", help="Trial protocol: a shipped name or a YAML file.")] = "cpu-tiny",
+    study: Annotated[str | None, typer.Option(help="Study name (default: SPACE-PROTOCOL).")] = None,
+    storage: StorageOption = None,
+    n_trials: Annotated[int, typer.Option(min=1, help="Trials that train (completed or pruned), in total.")] = 10,
+    timeout: Annotated[float | None, typer.Option(min=1, help="Start no new trial after this many seconds.")] = 540,
+    sampler: Annotated[SamplerName, choice("--sampler", SAMPLERS, "The sampler.")] = "tpe",
+    pruner: Annotated[PrunerName, choice("--pruner", PRUNERS, "The pruner (held-out loss curve).")] = "hyperband",
+    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    overrides: SetOption = None,
+    keep_weights: Annotated[bool, typer.Option(help="Store each trial's weights (safetensors artifact).")] = False,
+    warm_start: Annotated[str | None, typer.Option(help="Seed a new study with an old study's architectures.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Estimate the study's compute; train nothing.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars (the log file still grows).")] = False,
+    runs_dir: RunsOption = Path("runs"),
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Local worker processes (default 1, or one per --devices entry).")
+    ] = None,
+    devices: Annotated[
+        str | None, typer.Option(help="GPUs to use, one worker each: --devices 0,1,2,3 (sets CUDA_VISIBLE_DEVICES).")
+    ] = None,
+    heartbeat: HeartbeatOption = 10,
+    grace: GraceOption = 60,
+    checkpoint_every: CheckpointOption = None,
+) -> None:
+    """Search a space for the best architecture under a trial protocol (an Optuna study).
+
+    Example: nas search --space tiny --trial cpu-tiny --n-trials 10 --pruner hyperband
+    Several workers: nas search --workers 2 --storage journal:runs/journal.log (or postgresql://...).
+    """
+    flags = dict(locals())  # every option above, by name: a SearchRequest has the same fields
+    from nas.search import SearchRequest, validate_search
+
+    request = SearchRequest(**{k: v for k, v in flags.items() if k not in ("dry_run", "quiet")})
+    plan = validate_search(request, dry_run=dry_run)
+    if dry_run:
+        _print_estimate(plan.config, n_trials, seed)
+    elif plan.spawns_workers:
+        _search_with_workers(plan.config, plan.n_workers, plan.devices, quiet)
+    else:
+        _search_here(plan.config, quiet)
+
+
+def _print_estimate(config: SearchConfig, n_trials: int, seed: int) -> None:
+    from nas.search import estimate_search
+
+    estimate = estimate_search(config.space, config.protocol, n_trials, seed)
+    console.print(
+        f"dry run: {estimate.n_archs} sampled architectures of {estimate.space_name}, median "
+        f"{estimate.median_params:,.0f} params"
+    )
+    if estimate.pretrain_seconds_per_trial:
+        seconds = estimate.pretrain_seconds_per_trial
+        console.print(
+            f"time budget: {seconds:.0f}s pretraining per trial, "
+            f"~{seconds * estimate.n_archs / 60:.1f} min for pretraining in all"
+        )
+    console.print(
+        f"estimated compute: {estimate.total_flops:.3g} FLOPs (pretraining + fine-tuning, no pruning); "
+        f"at {estimate.flops_per_second:.3g} FLOP/s measured here on {estimate.reference}: "
+        f"~{estimate.minutes:.1f} min",
+        highlight=False,
+    )
+
+
+def _search_here(config: SearchConfig, quiet: bool) -> None:
+    from nas.search import run_search
+
+    view = SearchView(config.n_trials, quiet, config.run_dir)
+    try:
+        with view.progress:
+            summary = run_search(config, view.callbacks())
+    except KeyboardInterrupt:
+        view.log("interrupted: the running trial is marked failed (interrupted); re-run the same command to continue")
+        err_console.print("interrupted; re-run the same command to continue the study")
+        raise typer.Exit(130) from None
+    view.log(f"stopped: {summary.stopped_because}")
+    console.print(
+        f"\n[bold]{summary.stopped_because}[/bold] in {summary.elapsed:.0f}s "
+        f"({summary.new_trained} new trials trained; run folder {summary.run_dir})"
+    )
+    print_next(summary.study, config.storage)
+
+
+def _search_with_workers(config: SearchConfig, n_workers: int, devices: list[str], quiet: bool) -> None:
+    """Create the study here, then run ``n_workers`` `nas worker` processes on it and follow them."""
+    from nas.search import LocalWorkers, default_storage, prepare_study, trained_count
+
+    view = SearchView(config.n_trials, quiet, config.run_dir)
+    url = config.storage or default_storage(config.runs_dir, config.study_name)
+    if url.startswith("sqlite"):
+        message = (
+            f"SQLite storage with {n_workers} workers: writes queue on one file lock; for several processes "
+            f"use --storage journal:{config.run_dir / 'journal.log'}, across machines "
+            "postgresql://... (see README, Scaling out)"
+        )
+        err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+        view.log(f"warning: {message}")
+    study = prepare_study(config)
+    local = LocalWorkers(config.study_name, url, config.runs_dir, n_workers, config.n_trials, config.timeout, devices)
+    local.start()
+    view.log(local.describe())
+    started, before = time.monotonic(), trained_count(study)
+    try:
+        with view.progress:
+            while local.running():
+                time.sleep(1.0)
+                view.progress.update(view.study_bar, completed=trained_count(study), info=f"{n_workers} workers")
+    except KeyboardInterrupt:
+        local.interrupt()
+        err_console.print("interrupted; re-run the same command to continue the study")
+        raise typer.Exit(130) from None
+    done = trained_count(study)
+    console.print(
+        f"\n[bold]{done} trials trained[/bold] by {n_workers} workers in {time.monotonic() - started:.0f}s "
+        f"({done - before} new; run folder {config.run_dir})"
+    )
+    print_next(study, config.storage)
+    if local.failures():
+        err_console.print(f"{', '.join(local.failures())} (see {config.run_dir}/worker-*.log)", highlight=False)
+        if done < config.n_trials:
+            raise typer.Exit(1)
+
+
+def worker(
+    study: Annotated[str, typer.Option(help="The study to join (created by nas search).")],
+    storage: StorageOption = None,
+    runs_dir: RunsOption = Path("runs"),
+    n_trials: Annotated[int | None, typer.Option(min=1, help="Override the study's target trial count.")] = None,
+    timeout: Annotated[float | None, typer.Option(min=1, help="Start no new trial after this many seconds.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads for this worker.")] = None,
+    index: Annotated[int | None, typer.Option(help="This worker's index (seeds its sampler).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Join an existing study and run its trials until it has enough (run one per GPU or machine).
+
+    The space, the protocol and the search settings come from the study itself, so a worker needs
+    no files: nas worker --study tiny-cpu-tiny --storage postgresql://user@db-host/nas
+    """
+    import torch
+
+    from nas.search import join_study, work
+
+    if threads:
+        torch.set_num_threads(threads)
+    found, config = join_study(study, storage, runs_dir, n_trials, timeout, index)
+    prefix = f"[worker {index if index is not None else os.getpid()}] "
+    view = SearchView(config.n_trials, quiet, config.run_dir, prefix)
+    try:
+        with view.progress:
+            summary = work(found, config, view.callbacks())
+    except KeyboardInterrupt:
+        view.log("interrupted: the running trial is marked failed and queued again")
+        raise typer.Exit(130) from None
+    view.log(f"stopped: {summary.stopped_because}")
+    console.print(f"{prefix}{summary.stopped_because} ({summary.new_trained} new trials trained)", highlight=False)

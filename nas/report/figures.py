@@ -1,0 +1,342 @@
+"""The report's Plotly figures, one function per section; plotly is imported inside each (lazily).
+
+Every function takes the trained trials (``done``: complete, status trained, with values) as
+:class:`~nas.search.records.TrialRecord` and returns a figure, or an HTML string when there is
+nothing to draw. The proxy check is split in three: the rank correlations, their text, their figure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections import Counter
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from nas.proxy import LOW_RHO, ZERO_COST, Fidelity, fidelity
+from nas.search.records import TrialRecord, is_trained
+
+__all__ = [
+    "COSTS",
+    "PROXY_LABELS",
+    "value",
+    "history",
+    "curves",
+    "importances",
+    "parallel",
+    "pareto",
+    "hypervolume",
+    "top_vs_all",
+    "proxy_scores",
+    "proxy_text",
+    "proxy_figure",
+]
+
+COSTS = (
+    ("params", "params", 1),
+    ("flops_per_token", "FLOPs/token", 1),
+    ("kv_cache_bytes_per_token", "KV bytes/token", 1),
+    ("tokens_per_second", "train tokens/s", -1),
+)
+
+PROXY_LABELS = {
+    "non_embedding_params": "zero-cost: non-embedding params",
+    "proxy.snip": "zero-cost: SNIP at initialisation",
+    "proxy.grad_norm": "zero-cost: gradient norm at initialisation",
+    "early": "short-trial score (held-out loss at the first eval)",
+}
+
+
+def value(r: TrialRecord, i: int = 0) -> float:
+    """The ``i``-th objective value of a trained trial."""
+    if r.values is None:
+        raise ValueError(f"trial {r.number} has no objective values; only trained trials are drawn")
+    return r.values[i]
+
+
+def history(done: list[TrialRecord], objective: str, minimize: bool) -> Any:
+    import plotly.graph_objects as go
+
+    ordered = sorted(done, key=lambda r: r.number)
+    best, running = [], math.inf if minimize else -math.inf
+    for r in ordered:
+        running = min(running, value(r)) if minimize else max(running, value(r))
+        best.append(running)
+    fig = go.Figure(
+        [
+            go.Scattergl(
+                x=[r.number for r in ordered],
+                y=[value(r) for r in ordered],
+                mode="markers",
+                name=objective,
+                text=[r.summary for r in ordered],
+            ),
+            go.Scatter(x=[r.number for r in ordered], y=best, mode="lines", name="best so far", line={"shape": "hv"}),
+        ]
+    )
+    fig.update_layout(xaxis_title="trial", yaxis_title=objective, height=380, margin={"t": 20})
+    return fig
+
+
+def curves(records: list[TrialRecord]) -> Any:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for state, colour in (("complete", "#1f77b4"), ("pruned", "#d62728"), ("fail", "#7f7f7f")):
+        xs: list[float | None] = []
+        ys: list[float | None] = []
+        ends_x, ends_y = [], []
+        for r in records:
+            if r.state != state or not r.curve:
+                continue
+            xs += [row[1] for row in r.curve] + [None]
+            ys += [row[2] for row in r.curve] + [None]
+            ends_x.append(r.curve[-1][1])
+            ends_y.append(r.curve[-1][2])
+        if not ends_x:
+            continue
+        fig.add_trace(
+            go.Scattergl(
+                x=xs, y=ys, mode="lines", name=state, line={"color": colour, "width": 1}, opacity=0.6, connectgaps=False
+            )
+        )
+        if state != "complete":
+            fig.add_trace(
+                go.Scattergl(
+                    x=ends_x,
+                    y=ends_y,
+                    mode="markers",
+                    name=f"{state}: stopped here",
+                    marker={"symbol": "x", "color": colour, "size": 8},
+                )
+            )
+    fig.update_layout(xaxis_title="training tokens", yaxis_title="held-out loss", height=420, margin={"t": 20})
+    return fig
+
+
+def importances(study: optuna.Study) -> Any:
+    import plotly.graph_objects as go
+
+    evaluator = optuna.importance.PedAnovaImportanceEvaluator()  # no scikit-learn needed, unlike fANOVA
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_trained(t)]
+    if len(trials) < 3:
+        return "<p>Parameter importances need at least 3 completed trials.</p>"
+    view = optuna.create_study(directions=study.directions)
+    view.add_trials(trials)
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1  # PED-ANOVA: low is good
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        found = optuna.importance.get_param_importances(view, evaluator=evaluator, target=lambda t: sign * t.values[0])
+    if not found:
+        return "<p>No parameter is sampled in every completed trial, so importances are undefined.</p>"
+    names = list(found)[::-1]
+    fig = go.Figure(go.Bar(x=[found[n] for n in names], y=names, orientation="h"))
+    fig.update_layout(
+        xaxis_title="importance (PED-ANOVA) for the first objective", height=120 + 28 * len(names), margin={"t": 20}
+    )
+    return fig
+
+
+def _knob_names(done: list[TrialRecord]) -> list[str]:
+    """Architecture fields set in some trial that take more than one value across ``done``."""
+    names: list[str] = []
+    for r in done:
+        for key, knob in r.arch.items():
+            if key not in names and knob is not None:
+                names.append(key)
+    return [n for n in names if len({json.dumps(r.arch.get(n)) for r in done}) > 1]
+
+
+def parallel(done: list[TrialRecord], objective: str) -> Any:
+    import plotly.graph_objects as go
+
+    dims: list[dict[str, Any]] = []
+    for name in _knob_names(done):
+        raw = [r.arch.get(name) for r in done]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw if v is not None):
+            dims.append({"label": name, "values": [math.nan if v is None else v for v in raw]})
+        else:
+            labels = sorted({str(v) for v in raw})
+            dims.append(
+                {
+                    "label": name,
+                    "values": [labels.index(str(v)) for v in raw],
+                    "tickvals": list(range(len(labels))),
+                    "ticktext": labels,
+                }
+            )
+    values = [value(r) for r in done]
+    dims.append({"label": objective, "values": values})
+    fig = go.Figure(go.Parcoords(line={"color": values, "colorscale": "Viridis", "showscale": True}, dimensions=dims))
+    fig.update_layout(height=420, margin={"t": 40, "l": 60, "r": 60})
+    return fig
+
+
+def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The 2-D Pareto front of (cost, loss) points, both minimised, sorted by cost."""
+    front, best = [], math.inf
+    for cost, loss in sorted(points):
+        if loss < best:
+            front.append((cost, loss))
+            best = loss
+    return front
+
+
+def pareto(done: list[TrialRecord], objective: str, minimize: bool) -> Any:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=2, subplot_titles=[f"{objective} vs {label}" for _, label, _ in COSTS])
+    for i, (key, label, sign) in enumerate(COSTS):
+        row, col = i // 2 + 1, i % 2 + 1
+        pts = [(r.metric(key), value(r), r) for r in done if math.isfinite(r.metric(key))]
+        if not pts:
+            continue
+        fig.add_trace(
+            go.Scattergl(
+                x=[p[0] for p in pts],
+                y=[p[1] for p in pts],
+                mode="markers",
+                showlegend=False,
+                marker={"size": 5, "color": "#1f77b4"},
+                text=[f"trial {p[2].number}: {p[2].summary}" for p in pts],
+            ),
+            row=row,
+            col=col,
+        )
+        q = 1 if minimize else -1
+        front = _front([(sign * c, q * v) for c, v, _ in pts])
+        fig.add_trace(
+            go.Scatter(
+                x=[sign * c for c, _ in front],
+                y=[q * v for _, v in front],
+                mode="lines+markers",
+                line={"shape": "hv", "color": "#d62728"},
+                showlegend=False,
+            ),
+            row=row,
+            col=col,
+        )
+        fig.update_xaxes(title_text=label, type="log" if key != "tokens_per_second" else "linear", row=row, col=col)
+    fig.update_layout(height=720, margin={"t": 40})
+    return fig
+
+
+def hypervolume(done: list[TrialRecord], minimize: list[bool]) -> Any:
+    """Hypervolume of the first two objectives after each completed trial (reference: worst seen x 1.1)."""
+    import plotly.graph_objects as go
+
+    ordered = sorted(done, key=lambda r: r.number)
+    signs = [1 if m else -1 for m in minimize]
+    pts = [(signs[0] * value(r, 0), signs[1] * value(r, 1)) for r in ordered]
+    ref = [max(p[i] for p in pts) for i in (0, 1)]
+    ref = [v + 0.1 * abs(v) + 1e-12 for v in ref]
+    history_: list[float] = []
+    seen: list[tuple[float, float]] = []
+    for p in pts:
+        seen.append(p)
+        volume, prev_y = 0.0, ref[1]
+        for x, y in _front(seen):
+            volume += (ref[0] - x) * (prev_y - y)
+            prev_y = y
+        history_.append(volume)
+    fig = go.Figure(go.Scatter(x=[r.number for r in ordered], y=history_, mode="lines+markers"))
+    fig.update_layout(xaxis_title="trial", yaxis_title="hypervolume", height=340, margin={"t": 20})
+    return fig
+
+
+def top_vs_all(done: list[TrialRecord], minimize: bool) -> Any:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    names = _knob_names(done)
+    if not names:
+        return "<p>Every completed trial has the same knobs.</p>"
+    ranked = sorted(done, key=lambda r: (1 if minimize else -1) * value(r))
+    top = ranked[: max(1, math.ceil(len(ranked) * 0.1))]
+    cols = 3
+    rows = math.ceil(len(names) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names)
+    for i, name in enumerate(names):
+        row, col = i // cols + 1, i % cols + 1
+        for group, label, colour in ((done, "all", "#9ecae1"), (top, "top 10 %", "#d62728")):
+            counts = Counter(str(r.arch.get(name)) for r in group)
+            keys = sorted({str(r.arch.get(name)) for r in done}, key=_natural)
+            fig.add_trace(
+                go.Bar(
+                    x=keys,
+                    y=[counts[k] / len(group) for k in keys],
+                    name=label,
+                    marker_color=colour,
+                    showlegend=i == 0,
+                    legendgroup=label,
+                ),
+                row=row,
+                col=col,
+            )
+    fig.update_layout(height=260 * rows, barmode="group", margin={"t": 40})
+    return fig
+
+
+def _natural(text: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
+# ---- proxy check ------------------------------------------------------------------------------
+def proxy_scores(done: list[TrialRecord], minimize: bool) -> tuple[dict[str, list[float]], list[Fidelity]]:
+    """Each proxy's scores and its Spearman and Kendall against final quality, with nas.proxy (as the
+    benchmarks); scores and quality oriented so higher is better ("early" is the negated early loss)."""
+    q = -1 if minimize else 1
+    quality = [q * value(r) for r in done]
+    scores = {name: [r.metric(name) for r in done] for name in ZERO_COST}
+    scores = {k: v for k, v in scores.items() if any(math.isfinite(x) for x in v)}  # older studies lack some
+    scores["early"] = [-_early_loss(r) for r in done]
+    return scores, fidelity(scores, quality)
+
+
+def proxy_text(rows: list[Fidelity]) -> tuple[str, list[str]]:
+    """(an HTML list of the rank correlations, a warning for each weak proxy)."""
+    lines, weak = [], []
+    for row in rows:
+        name = PROXY_LABELS[row.name]
+        lines.append(
+            f"<li>{name}: Spearman's rho = <b>{row.rho:.3f}</b>, Kendall's tau = {row.tau:.3f} ({row.n} trials)</li>"
+            if math.isfinite(row.rho)
+            else f"<li>{name}: rank correlation undefined (fewer than 3 trials or no spread)</li>"
+        )
+        if row.weak:
+            weak.append(
+                f"Low rank correlation for the {name}: rho = {row.rho:.2f} < {LOW_RHO}; "
+                "its ranking is a weak guide to final quality."
+            )
+    return "<ul>" + "".join(lines) + "</ul>", weak
+
+
+def proxy_figure(done: list[TrialRecord], scores: dict[str, list[float]], rows: list[Fidelity]) -> Any:
+    """Final quality against each proxy, one panel per proxy."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    titles = [f"{PROXY_LABELS[r.name].split(': ')[-1]} (rho {r.rho:.2f})" for r in rows]
+    fig = make_subplots(rows=1, cols=len(rows), subplot_titles=titles)
+    for col, row in enumerate(rows, start=1):
+        x = scores[row.name] if row.name != "early" else [-e for e in scores["early"]]
+        fig.add_trace(go.Scattergl(x=x, y=[value(r) for r in done], mode="markers", showlegend=False), row=1, col=col)
+        if row.name != "early":
+            fig.update_xaxes(type="log", row=1, col=col)
+    fig.update_yaxes(title_text="final quality (first objective)", row=1, col=1)
+    fig.update_layout(height=380, margin={"t": 40})
+    return fig
+
+
+def _early_loss(r: TrialRecord) -> float:
+    for row in r.curve:
+        if row[0] > 0 and math.isfinite(row[2]):
+            return row[2]
+    return math.nan

@@ -1,0 +1,78 @@
+"""`nas search --dry-run`: sample the space and estimate the study's compute at the throughput measured
+here and now, training nothing."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from nas.arch import ArchConfig
+from nas.errors import NasInputError
+from nas.protocol import TrialProtocol
+from nas.space import SearchSpace, random_samples
+
+__all__ = ["Estimate", "estimate_search"]
+
+
+@dataclass
+class Estimate:
+    n_archs: int
+    space_name: str
+    median_params: float
+    total_flops: float  # pretraining + fine-tuning of every sampled architecture, no pruning
+    flops_per_second: float  # measured on ``reference``
+    reference: str  # the summary of the median-cost architecture
+    pretrain_seconds_per_trial: float | None  # a time budget, when the protocol has one
+
+    @property
+    def minutes(self) -> float:
+        return self.total_flops / self.flops_per_second / 60
+
+
+def estimate_search(space: SearchSpace, protocol: TrialProtocol, n_trials: int, seed: int) -> Estimate:
+    from nas.train.pretrain import budget_tokens
+
+    archs = [s.arch for s in random_samples(space, n_trials * 4, seed) if s.arch is not None][:n_trials]
+    if not archs:
+        raise NasInputError(space.source, "no feasible architecture to estimate")
+    config = protocol.pretrain
+    total_flops = 0.0
+    for arch in archs:
+        fpt = arch.flops_per_token(config.seq_len)
+        tokens = budget_tokens(config, fpt) or 0
+        finetune = sum(t.steps * t.batch_size * t.max_length for t in protocol.tasks)
+        total_flops += (tokens + finetune) * fpt
+    reference = sorted(archs, key=lambda a: a.flops_per_token())[len(archs) // 2]
+    return Estimate(
+        n_archs=len(archs),
+        space_name=space.name,
+        median_params=statistics.median(a.param_count() for a in archs),
+        total_flops=total_flops,
+        flops_per_second=measure_flops_per_second(reference, protocol),
+        reference=reference.summary(),
+        pretrain_seconds_per_trial=config.budget.seconds,
+    )
+
+
+def measure_flops_per_second(arch: ArchConfig, protocol: TrialProtocol) -> float:
+    """Training FLOP/s of ``arch`` here: the fastest of 3 steps after one warm-up step."""
+    import torch
+    import transformers
+
+    from nas.train.pretrain import make_optimizer, resolve_device
+
+    config = protocol.pretrain
+    device = resolve_device(config)
+    model: Any = transformers.AutoModelForCausalLM.from_config(arch.to_hf_config()).to(device)
+    optimizer = make_optimizer(model, config, 1e-4, device)
+    x = torch.randint(0, arch.vocab_size, (config.batch_size, config.seq_len), device=device)
+    times = []
+    for _ in range(4):
+        start = time.perf_counter()
+        model(input_ids=x, labels=x).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        times.append(time.perf_counter() - start)
+    return arch.flops_per_token(config.seq_len) * config.batch_tokens / min(times[1:])

@@ -1,0 +1,136 @@
+"""Export from a study: which trials (`--best`, `--pareto K`, `--trial N`), and each as a Hugging Face
+folder with its tokenizer, metrics, the protocol as ``recipe.yaml`` and a README with the recipe for
+full training (nas.export writes the architecture part)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from nas.errors import NasInputError
+from nas.search.records import TrialRecord, leaderboard
+from nas.search.storage import study_context, study_info
+
+__all__ = ["check_export_choice", "export_targets", "export_from_study"]
+
+
+def check_export_choice(trial: int | None, best: bool, pareto: int | None) -> None:
+    """Exactly one of ``trial``, ``best`` or ``pareto`` (checked before the study is opened)."""
+    if sum(x is not None and x is not False for x in (trial, best or None, pareto)) != 1:
+        raise NasInputError("export", "give exactly one of --trial N, --best, --pareto K")
+
+
+def export_targets(
+    study: optuna.Study, out: Path, trial: int | None = None, best: bool = False, pareto: int | None = None
+) -> list[tuple[int, Path]]:
+    """(trial number, folder) pairs for exactly one of ``trial``, ``best`` or ``pareto``."""
+    check_export_choice(trial, best, pareto)
+    if trial is not None:
+        return [(trial, out)]
+    ranked = [r for r in leaderboard(study) if r.rank is not None]
+    if best:
+        if len(study.directions) > 1:
+            raise NasInputError("--best", "the study has several objectives: use --pareto K or --trial N")
+        if not ranked:
+            raise NasInputError("--best", f"study '{study.study_name}' has no completed trial yet")
+        return [(ranked[0].number, out)]
+    front = [r for r in ranked if r.pareto][:pareto]
+    if not front:
+        raise NasInputError("--pareto", f"study '{study.study_name}' has no completed trial yet")
+    return [(r.number, out / f"trial-{r.number}") for r in front]
+
+
+def export_from_study(study: optuna.Study, number: int, out_dir: Path, runs_dir: Path = Path("runs")) -> Path:
+    """The foundation's export folder for one trial, plus the trained tokenizer, metrics, the protocol
+    as recipe.yaml, a README recipe for full training, and the weights when they were kept."""
+    from nas.arch import ArchConfig
+    from nas.data.tokens import prepare_tokens
+    from nas.export import export_architecture
+
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise NasInputError("--trial", f"study '{study.study_name}' has no trial {number} (0..{len(trials) - 1})")
+    record = TrialRecord.from_trial(trials[number])
+    if not record.arch:
+        raise NasInputError("--trial", f"trial {number} has no architecture ({record.cause or 'not sampled'})")
+    _, protocol = study_context(study)
+    arch = ArchConfig(**record.arch)
+    tokens = prepare_tokens(protocol)
+    metrics = {
+        **record.metrics,
+        "trial": number,
+        "study": study.study_name,
+        "state": record.state,
+        "arch_hash": arch.arch_hash(),
+    }
+    out = export_architecture(
+        arch,
+        out_dir,
+        metrics=metrics,
+        pad_token_id=tokens.pad_id,
+        eos_token_id=tokens.eos_id,
+        bos_token_id=tokens.eos_id,
+    )
+    tokens.tokenizer.save_pretrained(out)
+    (out / "recipe.yaml").write_text(study_info(study).protocol_text or "")
+    if record.artifact_weights:
+        from optuna.artifacts import download_artifact
+
+        store = optuna.artifacts.FileSystemArtifactStore(str(runs_dir / study.study_name / "artifacts"))
+        path = str(out / "model.safetensors")
+        download_artifact(artifact_store=store, artifact_id=record.artifact_weights, file_path=path)
+    (out / "README.md").write_text(_readme(study, record, arch))
+    return out
+
+
+def _readme(study: optuna.Study, record: TrialRecord, arch: Any) -> str:
+    info = study_info(study)
+    has_weights = bool(record.artifact_weights)
+    shown = "\n".join(
+        f"| {k} | {v:.5g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in record.metrics.items()
+    )
+    weights_line = "\n- `model.safetensors`: the weights after the short trial." if has_weights else ""
+    load = (
+        "AutoModelForCausalLM.from_pretrained(folder)"
+        if has_weights
+        else "AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))"
+    )
+    return f"""# {arch.summary()}
+
+Trial {record.number} of study `{study.study_name}` (space `{info.space_name}`, protocol
+`{info.protocol_name}`), architecture hash `{arch.arch_hash()}`:
+{arch.param_count():,} parameters ({arch.non_embedding_params():,} non-embedding),
+{arch.flops_per_token():,.0f} training FLOPs per token, {arch.kv_cache_bytes_per_token():,.0f} KV-cache bytes per token.
+
+| metric | value |
+|---|---|
+{shown}
+
+## Files
+
+- `config.json`: the Hugging Face config ({arch.spec.config_class});
+  `architecture.yaml`: the nas ArchConfig it came from.
+- `tokenizer.json` and friends: the tokenizer the trial trained with.
+- `recipe.yaml`: the trial protocol (data, tokenizer, budget, optimizer, schedule, tasks).
+- `metrics.json`: the trial's metrics.{weights_line}
+
+## Full training
+
+Train it at the full budget with the same data pipeline and tokenizer (`recipe.yaml`):
+
+```bash
+nas train <this folder> --tokens 20000000 -o trained/{arch.arch_hash()}   # --resume, --nproc N, --flops F
+```
+
+The architecture also loads in plain `transformers`:
+
+```python
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+folder = "{"<this folder>"}"
+model = {load}
+tokenizer = AutoTokenizer.from_pretrained(folder)
+```
+"""

@@ -1,0 +1,392 @@
+"""The worker loop: ask → claim → dedupe → train → tell (→ requeue), until the study has N trained trials.
+
+Several workers may run it on one study at once. A worker starts a trial only while the trained
+trials plus the running ones fall short of ``n_trials``; otherwise it waits, because a running trial
+may still fail (its worker killed) and need a re-run. A trial that lost the race (another worker
+asked at the same moment) is told FAIL as "surplus" before it trains, so the study ends with exactly
+``n_trials`` trained. Optuna stays here and in the CLI; the trial runner knows nothing of it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.search import records
+from nas.search.config import SearchConfig
+from nas.search.records import Status
+from nas.search.samplers import CurvePruner, make_pruner
+from nas.search.study import prepare_study
+from nas.search.workers import beating, fail_stale, worker_id
+
+__all__ = ["Callbacks", "SearchSummary", "run_search", "work"]
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# nas's worker loop (ask/tell) beats and fails stale trials itself (nas.search.workers), as Study.optimize would
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+EXHAUSTED_AFTER = 100  # consecutive samples that are infeasible or duplicates: the space is exhausted
+FAILURES_IN_A_ROW = 5
+
+
+@dataclass
+class SearchSummary:
+    study: optuna.Study
+    trained: int
+    new_trained: int
+    stopped_because: str
+    run_dir: Path
+    elapsed: float
+
+
+@dataclass
+class Callbacks:
+    """What the CLI listens to (all optional)."""
+
+    trial_started: Callable[[int, str], None] = lambda number, summary: None
+    stage: Callable[[str], None] = lambda name: None
+    step: Callable[[int, float, float], None] = lambda step, loss, tps: None
+    trial_finished: Callable[[FrozenTrial, optuna.Study], None] = lambda trial, study: None
+    log: Callable[[str], None] = lambda line: None
+
+
+@dataclass
+class _Worker:
+    """What one worker's stages share."""
+
+    study: optuna.Study
+    config: SearchConfig
+    curve_pruner: CurvePruner | None
+    artifacts: Any
+    cb: Callbacks
+
+
+def run_search(config: SearchConfig, callbacks: Callbacks | None = None) -> SearchSummary:
+    """Run (or resume) the study in this process until ``n_trials`` trials have trained, the timeout, or
+    exhaustion."""
+    cb = callbacks or Callbacks()
+    study = prepare_study(config, cb.log)
+    return work(study, config, cb)
+
+
+def work(study: optuna.Study, config: SearchConfig, callbacks: Callbacks | None = None) -> SearchSummary:
+    """The worker loop (see the module doc)."""
+    cb = callbacks or Callbacks()
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    (config.run_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+    artifacts = optuna.artifacts.FileSystemArtifactStore(str(config.run_dir / "artifacts"))
+    curve_pruner = make_pruner(config.pruner, config.protocol, len(study.directions) > 1)[1]
+    worker = _Worker(study, config, curve_pruner, artifacts, cb)
+    poll = min(2.0, config.heartbeats.interval)
+    started = time.monotonic()
+    before = records.trained_count(study)
+    wasted = failures = 0
+    waiting = False
+    while True:
+        fail_stale(study)
+        trials = study.get_trials(deepcopy=False)
+        done = sum(1 for t in trials if records.is_trained(t))
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        stopped = _stop_reason(study, config, done, time.monotonic() - started, wasted, failures)
+        if stopped:
+            break
+        if done + len(running) >= config.n_trials:
+            if not waiting:
+                cb.log(
+                    f"waiting: {done} trained and {len(running)} running (trials "
+                    f"{', '.join(str(t.number) for t in running)}) may complete the study"
+                )
+                waiting = True
+            time.sleep(poll)
+            continue
+        waiting = False
+        outcome = _ask_and_run(worker)
+        wasted = wasted + 1 if outcome in (Status.INFEASIBLE, Status.DUPLICATE) else 0
+        failures = failures + 1 if outcome == Status.FAILED else 0
+    trained = records.trained_count(study)
+    return SearchSummary(study, trained, trained - before, stopped, config.run_dir, time.monotonic() - started)
+
+
+def _stop_reason(
+    study: optuna.Study, config: SearchConfig, done: int, elapsed: float, wasted: int, failures: int
+) -> str | None:
+    if done >= config.n_trials:
+        return f"{done} trials trained (--n-trials {config.n_trials})"
+    if config.timeout is not None and elapsed > config.timeout:
+        return f"timeout after {elapsed:.0f}s"
+    if wasted >= EXHAUSTED_AFTER or _grid_exhausted(study):
+        return f"the space ran out of new architectures (last {wasted} samples were infeasible or seen)"
+    if failures >= FAILURES_IN_A_ROW:
+        return f"{failures} trials failed in a row; see `nas status {config.study_name}` for the causes"
+    return None
+
+
+def _grid_exhausted(study: optuna.Study) -> bool:
+    sampler = study.sampler
+    return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
+
+
+def _ask_and_run(worker: _Worker) -> str:
+    """Ask for a trial and run it while beating; returns its nas_status (or "stale")."""
+    study, cb = worker.study, worker.cb
+    trial = study.ask()
+    with beating(study, trial._trial_id, study._storage):
+        try:
+            outcome = _run_one(worker, trial)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            outcome = "stale"
+            cb.log(
+                f"trial {trial.number}: another worker failed it as stale while it ran (no heartbeat "
+                f"within {worker.config.heartbeats.grace}s); its retry resumes from the checkpoint"
+            )
+    if trial.number < len(study.trials):
+        cb.trial_finished(study.get_trials(deepcopy=False)[trial.number], study)
+    return outcome
+
+
+# ---- the stages of one trial ----------------------------------------------------------------------
+def _run_one(worker: _Worker, trial: optuna.Trial) -> str:
+    """Claim, dedupe, train and tell one trial; returns its nas_status."""
+    study, config = worker.study, worker.config
+    if _surplus(study, trial, config.n_trials):
+        _requeue(study, trial)
+        records.set_status(trial, Status.SURPLUS, f"surplus: another worker's trial completes the {config.n_trials}")
+        study.tell(trial, state=TrialState.FAIL)
+        return Status.SURPLUS
+    arch = _claim(worker, trial)
+    if arch is None:
+        return Status.INFEASIBLE
+    if _dedupe(worker, trial, arch):
+        return Status.DUPLICATE
+    return _train_and_tell(worker, trial, arch)
+
+
+def _surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
+    """True when trials trained, or running and asked before this one, already make ``n_trials``."""
+    ahead = sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if records.is_trained(t) or (t.state == TrialState.RUNNING and t.number < trial.number)
+    )
+    return ahead >= n_trials
+
+
+def _claim(worker: _Worker, trial: optuna.Trial) -> Any:
+    """Sample the architecture and claim it; an infeasible sample is told FAIL (returns None)."""
+    study, config = worker.study, worker.config
+    retry_of = records.retry_of(study._storage.get_trial(trial._trial_id))
+    sample = config.space.sample(trial)
+    if sample.arch is None:
+        records.set_status(trial, Status.INFEASIBLE, f"infeasible: {sample.reason}")
+        study.tell(trial, state=TrialState.FAIL)
+        worker.cb.log(f"trial {trial.number}: infeasible: {sample.reason}")
+        return None
+    killed = (
+        f"killed: worker {worker_id()} stopped beating (no heartbeat for {config.heartbeats.grace}s); "
+        "retried from its checkpoint"
+    )
+    records.write_claim(trial, sample.arch, worker_id(), killed, retry_of)
+    return sample.arch
+
+
+def _dedupe(worker: _Worker, trial: optuna.Trial, arch: Any) -> bool:
+    """Stand down when another trial trained or is training the same architecture (True: told)."""
+    study = worker.study
+    duplicate = _duplicate_of(study, trial.number, arch.arch_hash())
+    if duplicate is None:
+        return False
+    of = f"duplicate of trial {duplicate.number}"
+    if duplicate.state == TrialState.RUNNING:
+        records.write_duplicate(trial, duplicate.number, f"{of}, running on another worker")
+        study.tell(trial, state=TrialState.PRUNED)
+    elif duplicate.state == TrialState.COMPLETE:
+        records.write_duplicate(trial, duplicate.number, f"{of}: its values are reused")
+        study.tell(trial, duplicate.values)
+    else:
+        records.write_duplicate(trial, duplicate.number, f"{of} (pruned)")
+        study.tell(trial, state=TrialState.PRUNED)
+    worker.cb.log(f"trial {trial.number}: duplicate of trial {duplicate.number} ({arch.summary()})")
+    return True
+
+
+def _duplicate_of(study: optuna.Study, number: int, arch_hash: str) -> FrozenTrial | None:
+    """A trained trial of the same architecture, or one running on another worker. Each of two workers
+    that claim the same architecture at once writes its claim before reading the other's, so at least
+    one of them sees the other and stands down: an architecture never trains twice."""
+    running = None
+    for other in study.get_trials(deepcopy=False):
+        if other.number == number or records.arch_hash_of(other) != arch_hash:
+            continue
+        if records.is_trained(other):
+            return other
+        if other.state == TrialState.RUNNING and records.status_of(other) == Status.RUNNING:
+            running = running or other
+    return running
+
+
+def _train_and_tell(worker: _Worker, trial: optuna.Trial, arch: Any) -> str:
+    from nas.train.checkpoint import Checkpoint
+    from nas.trial import run_trial  # looked up at call time: benchmarks replace it with a table
+
+    study, config, cb = worker.study, worker.config, worker.cb
+    every = config.protocol.pretrain.eval_every if config.checkpoint_every is None else config.checkpoint_every
+    key = f"{arch.arch_hash()}-{config.protocol.content_hash}"
+    checkpoint = Checkpoint(config.run_dir / "checkpoints" / key, every, key=key) if every else None
+    cb.trial_started(trial.number, arch.summary())
+    try:
+        result = run_trial(
+            arch,
+            config.protocol,
+            reporter=_reporter(worker, trial),
+            on_step=cb.step,
+            on_stage=cb.stage,
+            keep_model=config.keep_weights,
+            checkpoint=checkpoint,
+        )
+    except KeyboardInterrupt:
+        records.set_status(trial, Status.INTERRUPTED, "interrupted (Ctrl-C); re-run the same command to continue")
+        study.tell(trial, state=TrialState.FAIL)
+        _requeue(study, trial, retry=True)
+        raise
+    except optuna.exceptions.UpdateFinishedTrialError:
+        raise
+    except Exception as exc:
+        _fail(worker, trial, exc, checkpoint)
+        return Status.FAILED
+    if result.resumed_from_step is not None:
+        cb.log(f"trial {trial.number}: resumed from the checkpoint at step {result.resumed_from_step}")
+    records.write_result(trial, result)
+    _store_artifacts(worker, trial, result)
+    outcome = _tell(worker, trial, result)
+    if checkpoint is not None:
+        checkpoint.clear()
+    return outcome
+
+
+def _reporter(worker: _Worker, trial: optuna.Trial) -> Callable[[Any], bool]:
+    """Each held-out eval: store the curve so far, then ask the pruner."""
+    study, pruner = worker.study, worker.curve_pruner
+    curve: list[list[float]] = []
+    checked: set[int] = set()
+
+    def reporter(point: Any) -> bool:
+        curve.append([point.step, point.tokens, point.val_loss])
+        records.write_curve(trial, curve)
+        if pruner is not None:
+            trials = study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+            )
+            return pruner.should_prune(trials, trial.number, point.step, point.val_loss, checked)
+        if isinstance(study.pruner, optuna.pruners.NopPruner):
+            return False
+        trial.report(point.val_loss, point.step)
+        return trial.should_prune()
+
+    return reporter
+
+
+def _fail(worker: _Worker, trial: optuna.Trial, exc: Exception, checkpoint: Any) -> None:
+    lines = traceback.format_exc().strip().splitlines()
+    where = next((line.strip() for line in reversed(lines) if line.strip().startswith("File ")), "")
+    cause = f"exception: {type(exc).__name__}: {exc}" + (f" ({where})" if where else "")
+    records.write_failure(trial, cause, lines)
+    worker.study.tell(trial, state=TrialState.FAIL)
+    if checkpoint is not None:
+        checkpoint.clear()
+    worker.cb.log(f"trial {trial.number}: failed: {type(exc).__name__}: {exc}")
+
+
+def _tell(worker: _Worker, trial: optuna.Trial, result: Any) -> str:
+    study, config, cb = worker.study, worker.config, worker.cb
+    summary = result.arch.summary()
+    if result.status == "complete":
+        values = config.protocol.objective_values(result.metrics)
+        if not all(math.isfinite(v) for v in values):
+            records.set_status(trial, Status.FAILED, f"non-finite objective values {values}")
+            study.tell(trial, state=TrialState.FAIL)
+            return Status.FAILED
+        records.set_status(trial, Status.TRAINED)
+        study.tell(trial, values)
+        named = dict(zip(config.protocol.objectives, values, strict=True))
+        cb.log(f"trial {trial.number}: complete {named} ({summary}, {result.wall_seconds:.1f}s)")
+        return Status.TRAINED
+    if result.status == "pruned":
+        records.set_status(trial, Status.TRAINED)
+        study.tell(trial, state=TrialState.PRUNED)
+        cb.log(f"trial {trial.number}: {result.cause} ({summary})")
+        return Status.TRAINED
+    records.set_status(trial, Status.FAILED)
+    study.tell(trial, state=TrialState.FAIL)
+    cb.log(f"trial {trial.number}: failed: {result.cause} ({summary})")
+    return Status.FAILED
+
+
+def _requeue(study: optuna.Study, trial: optuna.Trial, retry: bool = False) -> None:
+    """Put a trial's parameters back in the queue: an enqueued one (a retry, a warm start) that lost
+    the race for the last slot, or (``retry``) an interrupted one, to resume from its checkpoint."""
+    frozen = study._storage.get_trial(trial._trial_id)
+    if not (retry or records.is_enqueued(frozen)):
+        return
+    user_attrs, system_attrs = records.requeue_attrs(frozen, retry)
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=frozen.params,
+            distributions=frozen.distributions,
+            user_attrs=user_attrs,
+            system_attrs=system_attrs,
+        )
+    )
+
+
+# ---- what a finished trial leaves behind ------------------------------------------------------------
+def _store_artifacts(worker: _Worker, trial: optuna.Trial, result: Any) -> None:
+    """The dashboard note, the learning curve as JSON, and the weights when kept."""
+    try:
+        from optuna_dashboard import save_note
+
+        save_note(trial, _note(result))
+    except Exception:  # the note is a nicety; never fail a trial for it
+        pass
+    store = worker.artifacts
+    with tempfile.TemporaryDirectory() as tmp:
+        curve_file = Path(tmp) / f"curve-{trial.number}.json"
+        curve_file.write_text(json.dumps([p.to_dict() for p in result.curve], indent=1))
+        upload = optuna.artifacts.upload_artifact
+        records.write_artifact(
+            trial,
+            "curve",
+            upload(artifact_store=store, file_path=str(curve_file), study_or_trial=trial, mimetype="application/json"),
+        )
+        if worker.config.keep_weights and result.model is not None:
+            result.model.save_pretrained(tmp)
+            weights = str(Path(tmp) / "model.safetensors")
+            weights_id = upload(artifact_store=store, file_path=weights, study_or_trial=trial)
+            records.write_artifact(trial, "weights", weights_id)
+
+
+def _note(result: Any) -> str:
+    arch = result.arch
+    lines = [
+        f"### {arch.summary()}",
+        "",
+        f"hash `{arch.arch_hash()}` · status **{result.status}**" + (f" · {result.cause}" if result.cause else ""),
+        "",
+        "| knob | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in arch.to_dict().items() if v is not None]
+    lines += ["", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.5g} |" for k, v in result.metrics.items()]
+    return "\n".join(lines)

@@ -1,0 +1,178 @@
+"""Samplers and pruners: Optuna's, chosen by name, and a curve pruner for studies Optuna's cannot prune.
+
+Optuna's ``trial.report``/``should_prune`` raise ``NotImplementedError`` in multi-objective studies,
+and in a single-objective study whose objective is not the held-out loss (a task score, say) the
+reported loss would be compared in the wrong direction. Costs (params, FLOPs, KV cache) are known
+before training; the held-out loss is the only objective seen during training. So :class:`CurvePruner`
+decides on the loss curve alone, against the other trials' curves at the same step, stored in each
+trial's ``curve`` user attribute as ``[step, tokens, val_loss]`` rows.
+
+- ``median``: prune when the loss is worse than the median of the other trials' losses at that step.
+- ``sha`` (successive halving): at rungs ``min_resource * reduction_factor**k`` steps, keep a trial
+  only if its loss is among the best ``1 / reduction_factor`` of the losses recorded at that rung.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import optuna
+
+from nas.errors import NasInputError, did_you_mean
+from nas.protocol import TrialProtocol
+from nas.search.records import curve_of
+from nas.space import FloatParam, IntParam, SearchSpace
+
+__all__ = [
+    "CurvePruner",
+    "loss_at",
+    "SamplerName",
+    "PrunerName",
+    "SAMPLERS",
+    "PRUNERS",
+    "make_sampler",
+    "make_pruner",
+    "grid_space",
+]
+
+SamplerName = Literal["tpe", "random", "nsga2", "gp", "cmaes", "grid"]
+PrunerName = Literal["median", "sha", "hyperband", "none"]
+SAMPLERS: tuple[str, ...] = get_args(SamplerName)
+PRUNERS: tuple[str, ...] = get_args(PrunerName)
+
+
+def loss_at(curve: list[list[float]], step: int) -> float | None:
+    """The loss of a curve at ``step``: its last eval at or before ``step``, if it got that far."""
+    if not curve or curve[-1][0] < step:
+        return None
+    best = None
+    for row in curve:
+        if row[0] <= step:
+            best = row[2]
+    return best
+
+
+@dataclass
+class CurvePruner:
+    kind: str = "median"  # "median" or "sha"
+    n_startup_trials: int = 2  # trials that must have reached a step before anything is pruned there
+    n_warmup_steps: int = 0  # no pruning before this step
+    min_resource: int = 10  # sha: the first rung, in steps
+    reduction_factor: int = 3
+
+    def rung_of(self, step: int) -> int | None:
+        """The highest rung reached at ``step`` (sha), or None before the first rung."""
+        if step < self.min_resource:
+            return None
+        return int(math.floor(math.log(step / self.min_resource, self.reduction_factor) + 1e-9))
+
+    def rung_step(self, rung: int) -> int:
+        return self.min_resource * self.reduction_factor**rung
+
+    def should_prune(self, trials: list[Any], number: int, step: int, loss: float, checked: set[int]) -> bool:
+        """Decide for trial ``number`` at ``step`` with ``loss``; ``trials`` are the study's frozen trials.
+
+        ``checked`` holds the sha rungs already passed by this trial (each rung is judged once).
+        """
+        if step < self.n_warmup_steps or not math.isfinite(loss):
+            return False
+        if self.kind == "median":
+            others = self._others_at(trials, number, step)
+            if len(others) < self.n_startup_trials:
+                return False
+            return loss > statistics.median(others)
+        rung = self.rung_of(step)
+        if rung is None or rung in checked:
+            return False
+        checked.add(rung)
+        at = self.rung_step(rung)
+        others = self._others_at(trials, number, at)
+        if len(others) < self.n_startup_trials:
+            return False
+        values = sorted([*others, loss])
+        keep = max(1, len(values) // self.reduction_factor)
+        return loss > values[keep - 1]
+
+    @staticmethod
+    def _others_at(trials: list[Any], number: int, step: int) -> list[float]:
+        values = []
+        for trial in trials:
+            if trial.number == number:
+                continue
+            value = loss_at(curve_of(trial), step)
+            if value is not None and math.isfinite(value):
+                values.append(value)
+        return values
+
+
+# ---- Optuna's samplers and pruners, by name ------------------------------------------------------
+def make_sampler(name: str, seed: int | None, space: SearchSpace, multi: bool) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, n_startup_trials=5, constant_liar=True
+        )
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=5)
+    if name == "cmaes":
+        if multi:
+            raise NasInputError("--sampler", "cmaes handles single-objective studies only; use tpe or nsga2")
+        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=5, warn_independent_sampling=False)
+    if name == "grid":
+        return optuna.samplers.GridSampler(grid_space(space), seed=seed)
+    raise NasInputError(
+        "--sampler", f"unknown sampler '{name}'{did_you_mean(name, SAMPLERS)}; one of {', '.join(SAMPLERS)}"
+    )
+
+
+def grid_space(space: SearchSpace) -> dict[str, list[Any]]:
+    """Every parameter's finite values, for the grid sampler (float ranges need a step)."""
+    grid: dict[str, list[Any]] = {}
+    for param in space.params:
+        values = param.possible_values()
+        spec = param.spec
+        if values is None:
+            if isinstance(spec, IntParam):
+                values = list(range(spec.low, spec.high + 1, spec.step))
+            elif isinstance(spec, FloatParam) and spec.step is not None:
+                n = int(round((spec.high - spec.low) / spec.step))
+                values = [round(spec.low + i * spec.step, 12) for i in range(n + 1)]
+            else:
+                raise NasInputError(
+                    "--sampler", f"grid needs a finite space; parameter '{param.name}' is a float range without step"
+                )
+        if len(values) > 1:
+            grid[param.name] = values
+    return grid
+
+
+def make_pruner(
+    name: str, protocol: TrialProtocol, multi: bool
+) -> tuple[optuna.pruners.BasePruner, CurvePruner | None]:
+    """(Optuna's pruner, our curve pruner). Optuna's is used when the study has one objective that is the
+    held-out loss (minimised); otherwise the curve pruner decides on the loss curve (see above)."""
+    if name not in PRUNERS:
+        raise NasInputError(
+            "--pruner", f"unknown pruner '{name}'{did_you_mean(name, PRUNERS)}; one of {', '.join(PRUNERS)}"
+        )
+    if name == "none":
+        return optuna.pruners.NopPruner(), None
+    every = protocol.pretrain.eval_every
+    objectives = protocol.objectives
+    native = not multi and list(objectives) == ["val_loss"] and objectives["val_loss"].direction == "minimize"
+    if native:
+        if name == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=every), None
+        if name == "sha":
+            return optuna.pruners.SuccessiveHalvingPruner(min_resource=every, reduction_factor=3), None
+        return optuna.pruners.HyperbandPruner(min_resource=every, reduction_factor=3), None
+    kind = "median" if name == "median" else "sha"  # hyperband's first bracket is successive halving
+    return optuna.pruners.NopPruner(), CurvePruner(
+        kind=kind, n_warmup_steps=every if kind == "median" else 0, min_resource=every
+    )

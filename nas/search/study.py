@@ -1,0 +1,143 @@
+"""Create, resume, warm-start and join a study.
+
+A new study records its space, protocol and search settings (nas.search.storage.study_metadata);
+resuming checks they did not change; a worker joins with only the study's name and storage.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from nas.errors import NasInputError
+from nas.search import records
+from nas.search.config import SearchConfig
+from nas.search.samplers import make_pruner, make_sampler
+from nas.search.storage import SEARCH_ATTR, default_storage, find_study, open_storage, study_context, study_metadata
+from nas.search.workers import Heartbeats
+
+__all__ = ["create_or_resume", "warm_start", "prepare_study", "join_study"]
+
+
+def create_or_resume(config: SearchConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    directions = [o.direction for o in config.protocol.objectives.values()]
+    multi = len(directions) > 1
+    study = optuna.create_study(
+        study_name=config.study_name,
+        storage=storage,
+        directions=directions,
+        sampler=make_sampler(config.sampler, config.seed, config.space, multi),
+        pruner=make_pruner(config.pruner, config.protocol, multi)[0],
+        load_if_exists=True,
+    )
+    metadata = study_metadata(config.space, config.protocol)
+    if "nas.space_hash" in study.user_attrs:
+        _check_unchanged(study, config, metadata, directions)
+        study.set_user_attr(SEARCH_ATTR, config.search_attrs())
+        return study
+    study.set_user_attr(SEARCH_ATTR, config.search_attrs())
+    for key, value in metadata.items():
+        study.set_user_attr(key, value)
+    if len(directions) > 1 or list(config.protocol.objectives) != ["val_loss"]:
+        study.set_metric_names(list(config.protocol.objectives))  # the dashboard's axis names
+    return study
+
+
+def _check_unchanged(
+    study: optuna.Study, config: SearchConfig, metadata: dict[str, Any], directions: Sequence[str]
+) -> None:
+    existing = study.user_attrs
+    for what in ("space", "protocol"):
+        old, new = existing[f"nas.{what}_hash"], metadata[f"nas.{what}_hash"]
+        if old != new:
+            raise NasInputError(
+                "--study",
+                f"study '{config.study_name}' was created with another {what} (hash {old}, now {new}); "
+                f"use a new --study name, and --warm-start {config.study_name} to seed it with this one's "
+                "architectures",
+            )
+    if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in directions]:
+        raise NasInputError("--study", f"study '{config.study_name}' has other objective directions")
+
+
+def warm_start(study: optuna.Study, old_name: str, storage: str | None, runs_dir: Path) -> int:
+    """Enqueue the completed architectures of another study; returns how many."""
+    old = find_study(
+        old_name, storage if storage and storage != default_storage(runs_dir, study.study_name) else None, runs_dir
+    )
+    seen, n = set(), 0
+    for trial in old.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        arch_hash = records.arch_hash_of(trial)
+        if arch_hash and arch_hash not in seen and records.is_trained(trial):
+            seen.add(arch_hash)
+            study.enqueue_trial(
+                trial.params, user_attrs=records.warm_start_attrs(old_name, trial.number), skip_if_exists=True
+            )
+            n += 1
+    return n
+
+
+def prepare_study(config: SearchConfig, log: Callable[[str], None] | None = None) -> optuna.Study:
+    """Create (or check and resume) the study, enqueue a warm start, and build the token cache.
+
+    ``log`` (a callable taking a line) hears about the warm start.
+    """
+    from nas.data.tokens import prepare_tokens
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = config.storage or default_storage(config.runs_dir, config.study_name)
+    if config.storage is None:
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+    study = create_or_resume(config, open_storage(url, config.heartbeats))
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    if config.warm_start:
+        n = warm_start(study, config.warm_start, config.storage, config.runs_dir)
+        if log is not None:
+            log(f"warm start: enqueued {n} architectures from {config.warm_start}")
+    prepare_tokens(config.protocol)  # build the shared token cache once, before any trial
+    return study
+
+
+def join_study(
+    name: str,
+    storage: str | None,
+    runs_dir: Path = Path("runs"),
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    seed_offset: int | None = None,
+) -> tuple[optuna.Study, SearchConfig]:
+    """A worker's view of an existing study: space, protocol and search settings from its metadata."""
+    found = find_study(name, storage, runs_dir)
+    space, protocol = study_context(found)
+    attrs = found.user_attrs.get(SEARCH_ATTR, {})
+    base_seed = attrs.get("seed")
+    offset = seed_offset if seed_offset is not None else os.getpid()
+    config = SearchConfig(
+        space=space,
+        protocol=protocol,
+        study_name=found.study_name,
+        storage=storage,
+        runs_dir=runs_dir,
+        n_trials=n_trials or attrs.get("n_trials", 10),
+        timeout=timeout,
+        sampler=attrs.get("sampler", "tpe"),
+        pruner=attrs.get("pruner", "hyperband"),
+        seed=None if base_seed is None else base_seed + offset,  # workers must not all draw the same samples
+        keep_weights=attrs.get("keep_weights", False),
+        heartbeats=Heartbeats(attrs.get("heartbeat", 10), attrs.get("grace", 60)),
+        checkpoint_every=attrs.get("checkpoint_every"),
+    )
+    multi = len(found.directions) > 1
+    url = storage or default_storage(runs_dir, found.study_name)
+    study = optuna.load_study(
+        study_name=found.study_name,
+        storage=open_storage(url, config.heartbeats),
+        sampler=make_sampler(config.sampler, config.seed, space, multi),
+        pruner=make_pruner(config.pruner, protocol, multi)[0],
+    )
+    return study, config

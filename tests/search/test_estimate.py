@@ -1,0 +1,37 @@
+"""nas.search.estimate: the `--dry-run` estimate, directly and through `nas search --dry-run`."""
+
+import pytest
+
+from nas.errors import NasInputError
+from nas.search import estimate_search
+from nas.space import load_space
+from tests.conftest import run
+
+
+def test_estimate_search_directly(in_tmp, micro_protocol):
+    protocol = micro_protocol("tasks=[]")
+    estimate = estimate_search(load_space("micro.yaml"), protocol, 3, seed=0)
+    assert estimate.n_archs == 3 and estimate.space_name == "micro" and estimate.median_params > 0
+    assert estimate.total_flops > 0 and estimate.flops_per_second > 0 and estimate.reference
+    assert estimate.minutes == pytest.approx(estimate.total_flops / estimate.flops_per_second / 60)
+    assert estimate.pretrain_seconds_per_trial is None  # a token budget
+    with_tasks = estimate_search(load_space("micro.yaml"), micro_protocol(), 3, seed=0)
+    assert with_tasks.total_flops > estimate.total_flops  # fine-tuning adds to pretraining
+
+
+def test_estimate_without_a_feasible_architecture(write_space, micro_protocol):
+    text = (
+        "parameters:\n  vocab_size: 512\n  max_seq_len: 64\n  n_layers: {type: int, low: 1, high: 2}\n"
+        "  n_heads: 2\n  head_dim: 16\nderived:\n  d_model: n_heads * head_dim\nconstraints:\n  - n_layers > 1\n"
+    )
+    one = load_space(write_space(text, "one.yaml"))
+    assert estimate_search(one, micro_protocol("tasks=[]"), 2, seed=0).n_archs == 2  # the one architecture, twice
+    none = load_space(write_space(text.replace("n_layers > 1", "params < 10"), "none.yaml"), feasibility_probe=0)
+    with pytest.raises(NasInputError, match="no feasible architecture to estimate"):
+        estimate_search(none, micro_protocol("tasks=[]"), 2, seed=0)
+
+
+def test_dry_run_estimates_and_writes_nothing(in_tmp, capsys):
+    code, out, _ = run(["search", "--dry-run", "--n-trials", "4"], capsys)
+    assert code == 0 and "estimated compute" in out and "FLOPs" in out and "min" in out
+    assert not (in_tmp / "runs").exists()

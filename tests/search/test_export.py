@@ -1,0 +1,72 @@
+"""nas.search.export: which trials an export writes (and what it refuses), and an export with kept weights."""
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+
+from nas.errors import NasInputError
+from nas.search import check_export_choice, export_targets
+from tests.conftest import cli_search, load_study, micro_sets, run
+
+OUT = Path("out")
+
+
+def study_of(*values, directions=("minimize",), name="s"):
+    """A study whose trials are trained with ``values`` (None: pruned)."""
+    study = optuna.create_study(study_name=name, directions=list(directions))
+    for v in values:
+        state = TrialState.PRUNED if v is None else TrialState.COMPLETE
+        study.add_trial(create_trial(state=state, values=v, user_attrs={"nas_status": "trained"}))
+    return study
+
+
+def test_export_targets_best_trial_and_pareto():
+    study = study_of([3.0], None, [1.0], [2.0])
+    assert export_targets(study, OUT, best=True) == [(2, OUT)]
+    assert export_targets(study, OUT, trial=1) == [(1, OUT)]  # any trial by number, pruned ones too
+    assert export_targets(study, OUT, pareto=3) == [(2, OUT / "trial-2")]  # one objective: the front is the best
+
+    multi = study_of([1.0, 5.0], [2.0, 2.0], [3.0, 3.0], [5.0, 1.0], directions=("minimize", "minimize"))
+    assert export_targets(multi, OUT, pareto=2) == [(0, OUT / "trial-0"), (1, OUT / "trial-1")]
+    assert export_targets(multi, OUT, pareto=9) == [(n, OUT / f"trial-{n}") for n in (0, 1, 3)]  # 2 is dominated
+    assert export_targets(multi, OUT, trial=2) == [(2, OUT)]
+
+
+def test_export_targets_refusals():
+    multi = study_of([1.0, 5.0], directions=("minimize", "minimize"))
+    with pytest.raises(NasInputError, match="the study has several objectives: use --pareto K or --trial N"):
+        export_targets(multi, OUT, best=True)
+    for empty in (study_of(name="e"), study_of(None, name="e")):  # nothing completed (pruned is not ranked)
+        with pytest.raises(NasInputError, match="--best: study 'e' has no completed trial yet"):
+            export_targets(empty, OUT, best=True)
+        with pytest.raises(NasInputError, match="--pareto: study 'e' has no completed trial yet"):
+            export_targets(empty, OUT, pareto=2)
+    for choice in ({}, {"trial": 0, "best": True}, {"best": True, "pareto": 1}, {"trial": 0, "pareto": 1}):
+        with pytest.raises(NasInputError, match="give exactly one of --trial N, --best, --pareto K"):
+            export_targets(study_of([1.0]), OUT, **choice)
+    check_export_choice(0, False, None)  # trial 0 is a choice (not falsy)
+    check_export_choice(None, True, None)
+    check_export_choice(None, False, 1)
+
+
+def test_export_refusals_through_the_cli(in_tmp, capsys):
+    code, _, err = run(["export", "--trial", "0", "--best"], capsys)
+    assert code == 2 and "give exactly one of --trial N, --best, --pareto K" in err
+    assert not (in_tmp / "exports").exists()
+
+
+def test_keep_weights_are_exported_and_load(in_tmp, micro_cache, capsys):
+    import transformers
+
+    code, _, err = cli_search(capsys, "kw", 1, "--keep-weights", *micro_sets(micro_cache))
+    assert code == 0, err
+    trial = load_study("kw").trials[0]
+    assert trial.user_attrs["artifact_weights"]
+    code, _, err = run(["export", "kw", "--trial", "0", "-o", "w"], capsys)
+    assert code == 0, err
+    assert (in_tmp / "w/model.safetensors").is_file()
+    model = transformers.AutoModelForCausalLM.from_pretrained(in_tmp / "w")
+    assert sum(p.numel() for p in model.parameters()) == trial.user_attrs["params"]
+    assert "from_pretrained(folder)" in (in_tmp / "w/README.md").read_text()

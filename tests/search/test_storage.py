@@ -1,0 +1,81 @@
+"""nas.search.storage: opening storages, finding studies, a study's metadata; a search on PostgreSQL."""
+
+import os
+import time
+
+import optuna
+import pytest
+
+from nas.errors import NasInputError
+from nas.search import find_study, open_storage, study_context, study_info
+from nas.search.storage import default_storage, study_metadata
+from nas.space import load_space
+from tests.conftest import POSTGRES, cli_search, micro_sets, needs_postgres, run
+
+
+def test_open_storage_refusals(tmp_path):
+    with pytest.raises(NasInputError, match="--storage: redis://x: unknown storage scheme 'redis'"):
+        open_storage("redis://x")
+    with pytest.raises(NasInputError, match="unknown storage scheme 'sqlit' \\(did you mean 'sqlite'\\?\\)"):
+        open_storage("sqlit:///x.db")
+    with pytest.raises(NasInputError, match=f"folder {tmp_path}/nope does not exist"):
+        open_storage(f"sqlite:///{tmp_path}/nope/study.db")
+    with pytest.raises(NasInputError, match=f"journal:{tmp_path}/nope/j.log: folder {tmp_path}/nope does not exist"):
+        open_storage(f"journal:{tmp_path}/nope/j.log")
+    assert isinstance(open_storage(f"journal:{tmp_path}/j.log"), optuna.storages.JournalStorage)
+    assert isinstance(open_storage(f"sqlite:///{tmp_path}/s.db"), optuna.storages.RDBStorage)
+
+
+def test_find_study_in_runs_and_in_a_storage(tmp_path, micro_protocol):
+    runs = tmp_path / "runs"
+    with pytest.raises(NasInputError, match="no study here yet; run `nas search` first"):
+        find_study(None, None, runs)
+    for name in ("alpha", "beta"):
+        (runs / name).mkdir(parents=True)
+        optuna.create_study(study_name=name, storage=default_storage(runs, name))
+    assert default_storage(runs, "alpha") == f"sqlite:///{runs}/alpha/study.db"
+    assert find_study("alpha", None, runs).study_name == "alpha"
+    with pytest.raises(NasInputError, match="no study 'alpah' in .*runs/ \\(did you mean 'alpha'\\?\\)"):
+        find_study("alpah", None, runs)
+    os.utime(runs / "alpha/study.db", (time.time() + 60, time.time() + 60))
+    assert find_study(None, None, runs).study_name == "alpha"  # the newest
+
+    url = f"sqlite:///{tmp_path}/shared.db"
+    optuna.create_study(study_name="one", storage=url)
+    assert find_study(None, url).study_name == "one"  # the only one there
+    optuna.create_study(study_name="two", storage=url)
+    with pytest.raises(NasInputError, match="name a study; .* holds: one, two"):
+        find_study(None, url)
+    with pytest.raises(NasInputError, match="no study 'three' in .*; it holds: one, two"):
+        find_study("three", url)
+    with pytest.raises(NasInputError, match="study 'one' was not created by nas search"):
+        study_context(find_study("one", url))
+
+
+def test_study_metadata_round_trip(tmp_path, write_space, micro_protocol):
+    from tests.conftest import MICRO_SPACE
+
+    space = load_space(write_space(MICRO_SPACE, "micro.yaml"))
+    protocol = micro_protocol("objectives.params.direction=minimize")
+    study = optuna.create_study(study_name="meta", directions=["minimize", "minimize"])
+    for key, value in study_metadata(space, protocol).items():
+        study.set_user_attr(key, value)
+    again_space, again_protocol = study_context(study)
+    assert again_space.content_hash == space.content_hash and again_protocol.content_hash == protocol.content_hash
+    info = study_info(study)
+    assert (info.name, info.space_name, info.protocol_name) == ("meta", "micro", "cpu-tiny")
+    assert info.space_hash == space.content_hash and info.protocol_hash == protocol.content_hash
+    assert info.objectives == ["val_loss", "params"] and info.minimize == [True, True] and info.search == {}
+
+
+@pytest.mark.postgres
+@needs_postgres
+def test_search_on_postgresql_storage(in_tmp, micro_cache, capsys):
+    name = f"pg-{os.getpid()}-{int(time.time())}"
+    code, _, err = cli_search(capsys, name, 2, "--storage", POSTGRES, *micro_sets(micro_cache))
+    assert code == 0, err
+    study = optuna.load_study(study_name=name, storage=POSTGRES)
+    assert sum(t.user_attrs.get("nas_status") == "trained" for t in study.trials) == 2
+    code, out, _ = run(["status", name, "--storage", POSTGRES], capsys)
+    assert code == 0 and f"study {name}" in out
+    optuna.delete_study(study_name=name, storage=POSTGRES)

@@ -1,0 +1,63 @@
+"""nas.search.study: creating, resuming (only with the same space and protocol), warm-starting and joining."""
+
+import optuna
+import pytest
+
+from nas.errors import NasInputError
+from nas.protocol import load_protocol
+from nas.search import SearchConfig, create_or_resume, join_study, open_storage
+from nas.space import load_space
+from tests.conftest import MICRO_OVERRIDES, cli_search, load_study, micro_sets
+
+
+def config_for(in_tmp, micro_cache, *overrides, **kwargs):
+    protocol = load_protocol("cpu-tiny", [f"cache_dir={micro_cache}", *MICRO_OVERRIDES, "tasks=[]", *overrides])
+    return SearchConfig(load_space(str(in_tmp / "micro.yaml")), protocol, "s", runs_dir=in_tmp / "runs", **kwargs)
+
+
+def test_create_or_resume_records_metadata_and_refuses_changes(in_tmp, micro_cache):
+    storage = optuna.storages.InMemoryStorage()
+    config = config_for(in_tmp, micro_cache, n_trials=7, sampler="random", pruner="median")
+    study = create_or_resume(config, storage)
+    attrs = study.user_attrs
+    assert attrs["nas.space_name"] == "micro" and attrs["nas.protocol_hash"] == config.protocol.content_hash
+    assert attrs["nas.search"] == config.search_attrs() and attrs["nas.search"]["n_trials"] == 7
+    assert isinstance(study.sampler, optuna.samplers.RandomSampler)
+    assert isinstance(study.pruner, optuna.pruners.MedianPruner)
+
+    assert create_or_resume(config, storage).study_name == "s"  # same space and protocol: resumed
+    with pytest.raises(NasInputError) as info:
+        create_or_resume(config_for(in_tmp, micro_cache, "pretrain.budget.tokens=8192"), storage)
+    assert "study 's' was created with another protocol" in str(info.value) and "--warm-start s" in str(info.value)
+
+
+def test_join_study_reads_the_search_settings(in_tmp, micro_cache):
+    config = config_for(in_tmp, micro_cache, n_trials=5, sampler="random", pruner="sha", seed=3, checkpoint_every=4)
+    url = f"sqlite:///{in_tmp}/s.db"
+    create_or_resume(config, open_storage(url))
+    study, joined = join_study("s", url, in_tmp / "runs", seed_offset=2)
+    assert study.study_name == "s" and joined.n_trials == 5 and joined.sampler == "random"
+    assert joined.pruner == "sha" and joined.checkpoint_every == 4
+    assert joined.seed == 5  # the study's seed plus the worker's offset: workers draw different samples
+    assert joined.space.content_hash == config.space.content_hash
+    assert joined.protocol.content_hash == config.protocol.content_hash
+    assert join_study("s", url, in_tmp / "runs", n_trials=9)[1].n_trials == 9
+
+
+def test_resume_with_another_protocol_is_refused(in_tmp, micro_cache, capsys):
+    code, _, _ = cli_search(capsys, "r", 1, *micro_sets(micro_cache))
+    assert code == 0
+    code, _, err = cli_search(capsys, "r", 2, *micro_sets(micro_cache, "pretrain.budget.tokens=8192"))
+    assert code == 2 and "study 'r' was created with another protocol" in err and "--warm-start r" in err
+    assert len(load_study("r").trials) == 1
+
+
+def test_warm_start_enqueues_the_old_architectures(in_tmp, micro_cache, capsys):
+    cli_search(capsys, "old", 2, *micro_sets(micro_cache))
+    code, _, err = cli_search(
+        capsys, "new", 2, "--seed", "9", "--warm-start", "old", *micro_sets(micro_cache, "pretrain.budget.tokens=8192")
+    )
+    assert code == 0, err
+    old_hashes = {t.user_attrs["arch_hash"] for t in load_study("old").trials}
+    new_hashes = [t.user_attrs["arch_hash"] for t in load_study("new").trials[:2]]
+    assert set(new_hashes) == old_hashes
