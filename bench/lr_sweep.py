@@ -1,0 +1,257 @@
+"""Learning-rate fairness of the long-run recipe (issue 13): is the recipe's peak learning rate fair to every shape?
+
+The 8 "sweep" architectures of bench/gt_split.json (widths 64-256, a shallow and a deep one per width)
+are trained on the Gutenberg books at the long budget (8T, bench/_gutenberg.py: WSD schedule, 2 books
+held out) at the recipe's learning rate (text-files' pretrain.optimizer.lr), at lr/3 and at lr*3, and
+at the recipe's lr with seeds 1 and 2 for the seed spread. Runs go in the order that informs soonest:
+every architecture at the recipe lr, then lr/3 and lr*3 per architecture, then seed 1, then seed 2. The
+recipe-lr runs use exactly the ground truth's 8T protocol, so the ground truth reuses them.
+Results go to bench/lr_sweep.json, rewritten atomically after every run; a restarted sweep skips the
+runs already there. --report prints, per architecture, the loss at each lr, the best lr, the gap best vs
+recipe and the seed spread, and the verdict.
+
+    nice -n 19 python bench/lr_sweep.py --threads 1                   # all runs (about 3.7 h on one core)
+    nice -n 19 python bench/lr_sweep.py --threads 1 --part 1/2        # -> bench/lr_sweep.part1of2.json
+    python bench/lr_sweep.py --merge bench/lr_sweep.part1of2.json --merge bench/lr_sweep.part2of2.json
+    python bench/lr_sweep.py --report [--record]                      # --record appends it to RESULTS.md
+    python bench/lr_sweep.py --tokens 8192 --out /tmp/lr_smoke.json   # a smoke test (never into bench/)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _gutenberg import EVAL_EVERY_LONG, LONG_FACTOR, SHORT_TOKENS, budget_protocol, gutenberg_protocol, recipe_lr
+from gt_archs import SPLIT, load_split, run_seconds
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "lr_sweep.json"
+LR_FACTORS = (1 / 3, 3.0)
+EXTRA_SEEDS = (1, 2)
+PART_LIMIT_S = 2 * 3600
+SOURCE = "?"  # nas_source() at start, recorded with every run
+
+
+def planned_runs(split: dict[str, Any], lr: float) -> list[dict[str, Any]]:
+    """Every run of the sweep, in the order that informs soonest."""
+    archs = [split["by_hash"][h] for h in split["sweep"]]
+    runs = [(e, lr, 0) for e in archs]
+    runs += [(e, lr * f, 0) for e in archs for f in LR_FACTORS]
+    runs += [(e, lr, s) for s in EXTRA_SEEDS for e in archs]
+    return [{"key": f"{e['hash']}/lr={x:.4g}/seed={s}", "entry": e, "lr": x, "seed": s} for e, x, s in runs]
+
+
+def part_of(runs: list[dict[str, Any]], part: int, parts: int) -> list[dict[str, Any]]:
+    """Runs of part ``part`` (1-based) of ``parts``: longest-first greedy balance of the estimated seconds,
+    each part keeping the sweep's order."""
+    loads = [0.0] * parts
+    owner: dict[str, int] = {}
+    for run in sorted(runs, key=lambda r: -run_seconds(r["entry"]["arch"], LONG_FACTOR)):
+        k = loads.index(min(loads))
+        owner[run["key"]] = k
+        loads[k] += run_seconds(run["entry"]["arch"], LONG_FACTOR)
+    if max(loads) > PART_LIMIT_S:
+        print(f"warning: the longest part is estimated at {max(loads) / 3600:.1f} h (> 2 h): use more parts")
+    return [r for r in runs if owner[r["key"]] == part - 1]
+
+
+def _num(value: float) -> float | None:
+    return value if math.isfinite(value) else None  # strict JSON has no NaN
+
+
+def train(run: dict[str, Any], tokens: int | None) -> dict[str, Any]:
+    from nas.trial import run_trial
+
+    arch, lr, seed = run["entry"]["arch"], run["lr"], run["seed"]
+    if tokens is None:
+        protocol = budget_protocol(LONG_FACTOR, seed=seed, lr=lr)
+    else:
+        protocol = gutenberg_protocol(tokens, seed=seed, lr=lr, eval_every=max(1, tokens // 2048 // 4))
+    started = time.perf_counter()
+    result = run_trial(arch, protocol)
+    loss = result.metrics.get("val_loss", math.nan)
+    return {
+        "arch_hash": arch.arch_hash(),
+        "summary": arch.summary(),
+        "d_model": arch.d_model,
+        "n_layers": arch.n_layers,
+        "non_embedding_params": arch.non_embedding_params(),
+        "lr": lr,
+        "seed": seed,
+        "status": result.status,
+        "cause": result.cause,
+        "val_loss": loss if math.isfinite(loss) else None,
+        "tokens": int(result.metrics.get("tokens_trained", 0)),
+        "train_seconds": result.metrics.get("train_seconds"),
+        "tokens_per_second": result.metrics.get("tokens_per_second"),
+        "wall_seconds": time.perf_counter() - started,
+        "curve": [[p.step, p.tokens, _num(p.val_loss), _num(p.train_loss), p.lr] for p in result.curve],
+        "protocol_hash": protocol.content_hash,
+        "nas_source": SOURCE,
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def nas_source() -> str:
+    """Git HEAD plus a hash of nas/**/*.py as they are now (the tree may hold uncommitted work)."""
+    import hashlib
+    import subprocess
+
+    root = HERE.parent
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+    digest = hashlib.sha256()
+    for path in sorted((root / "nas").rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return f"{head.stdout.strip() or '?'}+{digest.hexdigest()[:12]}"
+
+
+def save(data: dict[str, Any], out: Path) -> None:
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(out)
+
+
+def report(data: dict[str, Any], recipe: float) -> str:
+    """Per architecture: loss at each lr, the best lr, the gap best vs recipe, the seed spread; the verdict."""
+    by_arch: dict[str, list[dict[str, Any]]] = {}
+    for run in data["runs"].values():
+        by_arch.setdefault(run["arch_hash"], []).append(run)
+    lrs = sorted({r["lr"] for r in data["runs"].values()})
+    head = " | ".join(f"lr {x:.2g}" for x in lrs)
+    rows = [
+        f"| architecture | non-emb params | {head} | best lr | gap best vs recipe | seed spread (n) |",
+        "|---" * (5 + len(lrs)) + "|",
+    ]
+    gaps, spreads, verdicts = [], [], []
+    for runs in sorted(by_arch.values(), key=lambda rs: (rs[0]["d_model"], rs[0]["n_layers"])):
+        first = runs[0]
+        seed0 = {r["lr"]: r["val_loss"] for r in runs if r["seed"] == 0}
+        seeds = [r["val_loss"] for r in runs if math.isclose(r["lr"], recipe) and r["val_loss"] is not None]
+        cells = [f"{seed0[x]:.4f}" if seed0.get(x) is not None else ("diverged" if x in seed0 else "-") for x in lrs]
+        done = {x: v for x, v in seed0.items() if v is not None}
+        recipe_loss = next((v for x, v in done.items() if math.isclose(x, recipe)), None)
+        spread = max(seeds) - min(seeds) if len(seeds) >= 2 else None
+        best = min(done, key=lambda x: done[x]) if done else None
+        gap = recipe_loss - done[best] if best is not None and recipe_loss is not None else None
+        if gap is not None and len(done) == len(lrs):
+            gaps.append(gap)
+            if spread is not None:
+                spreads.append(spread)
+                verdicts.append((first["summary"], gap, spread))
+        rows.append(
+            f"| {first['summary']} | {first['non_embedding_params']:,} | {' | '.join(cells)} | "
+            f"{f'{best:.2g}' if best is not None else '-'} | {f'{gap:.4f}' if gap is not None else '-'} | "
+            f"{f'{spread:.4f}' if spread is not None else '-'} ({len(seeds)}) |"
+        )
+    text = "\n".join(rows)
+    if not verdicts:
+        return text + "\n\nVerdict: not enough runs yet (each architecture needs all lrs and >= 2 recipe seeds)."
+    pooled = statistics.median(spreads)
+    beaten = [(s, g, sp) for s, g, sp in verdicts if g > sp]
+    beaten_pooled = [(s, g, sp) for s, g, sp in verdicts if g > pooled]
+    text += (
+        f"\n\nRecipe lr {recipe:g}; {len(verdicts)} architectures complete. Gap best vs recipe: median "
+        f"{statistics.median(gaps):.4f}, max {max(gaps):.4f}; seed spread (max - min over the recipe's seeds): "
+        f"median {pooled:.4f}, max {max(spreads):.4f}.\n"
+    )
+    if beaten:
+        text += (
+            "Verdict: the recipe is NOT fair to every shape: a swept lr beats it by more than the seed spread for "
+            + ("; ".join(f"{s} (gap {g:.4f} > spread {sp:.4f})" for s, g, sp in beaten) + ".")
+        )
+    else:
+        text += "Verdict: the recipe is fair: no swept lr beats it by more than that architecture's seed spread."
+    text += f" Against the median spread {pooled:.4f}: {len(beaten_pooled)} of {len(verdicts)} beaten."
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--part", help="K/N: run only part K of N (balanced by estimated time, each <= 2 h)")
+    parser.add_argument("--out", type=Path, help="results JSON (default bench/lr_sweep.json, or .partKofN.json)")
+    parser.add_argument("--merge", type=Path, action="append", default=[], help="fold in another part's JSON")
+    parser.add_argument("--report", action="store_true", help="print the report and stop")
+    parser.add_argument("--record", action="store_true", help="with --report: append it to bench/RESULTS.md")
+    parser.add_argument("--tokens", type=int, help="smoke test: this budget instead of 8T (--out outside bench/)")
+    parser.add_argument("--limit", type=int, help="stop after this many new runs")
+    args = parser.parse_args()
+    part = tuple(int(v) for v in args.part.split("/")) if args.part else None
+    out = args.out or (HERE / f"lr_sweep.part{part[0]}of{part[1]}.json" if part else OUT)
+    if args.tokens and out.resolve().parent == HERE:
+        raise SystemExit("--tokens is a smoke test: give --out outside bench/ (e.g. /tmp/lr_smoke.json)")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipe = recipe_lr()
+    data = json.loads(out.read_text()) if out.exists() else {}
+    data.setdefault(
+        "meta",
+        {
+            "what": "learning-rate fairness sweep of issue 13 (bench/lr_sweep.py)",
+            "split": SPLIT.name,
+            "recipe_lr": recipe,
+            "lr_factors": [1.0, *LR_FACTORS],
+            "tokens": args.tokens or SHORT_TOKENS * LONG_FACTOR,
+            "eval_every": EVAL_EVERY_LONG if not args.tokens else None,
+            "data": "20 Gutenberg books (../shared/data/gutenberg), 2 held out; text-files protocol, WSD schedule",
+            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+    )
+    data.setdefault("runs", {})
+    for other in args.merge:
+        for key, run in json.loads(other.read_text()).get("runs", {}).items():
+            data["runs"].setdefault(key, run)
+    if args.merge:
+        save(data, out)
+    if args.report:
+        body = report(data, recipe)
+        if args.record:
+            from _results import record
+
+            record("lr_sweep: is the recipe's learning rate fair to every shape?", body, no_record=False)
+        else:
+            print(body)
+        return
+    from _results import machine
+
+    global SOURCE
+    SOURCE = nas_source()
+    data["meta"].update(machine=machine(), threads=torch.get_num_threads())
+    runs = planned_runs(load_split(), recipe)
+    todo = part_of(runs, *part) if part else runs
+    done = 0
+    for i, run in enumerate(todo):
+        if run["key"] in data["runs"]:
+            continue
+        if args.limit is not None and done >= args.limit:
+            break
+        entry = train(run, args.tokens)
+        data["runs"][run["key"]] = entry
+        save(data, out)
+        done += 1
+        loss = f"{entry['val_loss']:.4f}" if entry["val_loss"] is not None else entry["cause"]
+        print(
+            f"[{i + 1}/{len(todo)}] {entry['summary']:56s} lr {run['lr']:.2g} seed {run['seed']} {loss} "
+            f"({entry['wall_seconds']:.0f}s, {entry['tokens_per_second']:.0f} tok/s)",
+            flush=True,
+        )
+    if not args.part and all(r["key"] in data["runs"] for r in runs):
+        data["meta"]["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        save(data, out)
+    print(report(data, recipe))
+
+
+if __name__ == "__main__":
+    main()
