@@ -46,6 +46,8 @@ TRIAL_METRICS = (
     "train_seconds",
     "tokens_trained",
 )
+# Reported when the schedule has cool-downs (held-out losses at several budgets to extrapolate from).
+PREDICTED_METRICS = ("predicted_val_loss", "predicted_val_loss_std", "target_tokens")
 
 
 class _Strict(BaseModel):
@@ -130,6 +132,21 @@ class Budget(_Strict):
         return self
 
 
+class Target(_Strict):
+    """The full-training budget a trial predicts its held-out loss at (``predicted_val_loss``).
+    Neither given: what `nas train` uses by default, ``tokens_per_param`` tokens per parameter."""
+
+    tokens: int | None = Field(default=None, ge=1)
+    flops: float | None = Field(default=None, gt=0)
+    tokens_per_param: float = Field(default=20.0, gt=0)
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> Target:
+        if self.tokens is not None and self.flops is not None:
+            raise ValueError("give tokens or flops, not both")
+        return self
+
+
 class Optimizer(_Strict):
     lr: float = Field(default=3e-3, gt=0)
     betas: tuple[float, float] = (0.9, 0.95)
@@ -142,6 +159,18 @@ class Schedule(_Strict):
     warmup_fraction: float = Field(default=0.05, ge=0, lt=1)
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
     decay_fraction: float = Field(default=0.2, gt=0, le=1)  # wsd: the final decay phase
+    # wsd: fractions of the budget where a cool-down branches off the stable phase (see nas.train.schedule)
+    cooldowns: list[float] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cooldowns_need_wsd(self) -> Schedule:
+        if self.cooldowns and self.kind != "wsd":
+            raise ValueError(f"cooldowns need kind: wsd (a stable phase to branch from), not {self.kind}")
+        stable = 1.0 - self.decay_fraction
+        bad = [f for f in self.cooldowns if not 0 < f <= stable]
+        if bad:
+            raise ValueError(f"cooldowns must lie in the stable phase, (0, {stable:g}]; got {bad}")
+        return self
 
 
 class Pretrain(_Strict):
@@ -241,6 +270,7 @@ class TrialProtocol(_Strict):
     latency: Latency = Latency()
     tasks: list[Task] = []
     objectives: dict[str, Objective] = {"val_loss": Objective(direction="minimize")}
+    target: Target = Target()
 
     source: str = Field(default="<string>", exclude=True)
     text: str = Field(default="", exclude=True)
@@ -276,6 +306,8 @@ class TrialProtocol(_Strict):
     def metric_names(self) -> list[str]:
         """Every metric a trial of this protocol reports."""
         names = list(TRIAL_METRICS) + list(COUNT_NAMES)
+        if self.pretrain.schedule.cooldowns:
+            names += list(PREDICTED_METRICS)
         for task in self.tasks:
             names += [f"{task.name}.{m}" for m in KIND_METRICS[task.kind]]
         return names
@@ -283,8 +315,18 @@ class TrialProtocol(_Strict):
     @property
     def content_hash(self) -> str:
         """Hash of the validated content (overrides included), for study metadata and checkpoints."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        canonical = json.dumps(self._hashed(), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def _hashed(self) -> dict[str, Any]:
+        """The content that names a protocol: keys added since 0.1 are left out while at their default,
+        so a protocol that does not use them keeps its hash (studies and checkpoints made before resume)."""
+        content = self.model_dump(mode="json")
+        if not content["pretrain"]["schedule"]["cooldowns"]:
+            del content["pretrain"]["schedule"]["cooldowns"]
+        if content["target"] == Target().model_dump(mode="json"):
+            del content["target"]
+        return content
 
     def objective_values(self, metrics: dict[str, float]) -> list[float]:
         """The objectives' values, in order, from a trial's metrics."""

@@ -10,7 +10,7 @@ import gc
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from nas.arch import ArchConfig
 from nas.model import build_model, fit_vocab
 from nas.protocol import Pretrain, TrialProtocol
 from nas.proxy import zero_cost_scores
+from nas.scaling import Points, fit_beta, predict_loss, target_tokens
 from nas.train.checkpoint import Checkpoint
 from nas.train.pretrain import (
     EvalPoint,
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
     from nas.data.tokens import TokenData
 
-__all__ = ["TrialResult", "run_trial", "measure_latency"]
+__all__ = ["TrialResult", "run_trial", "measure_latency", "add_prediction"]
 
 
 @dataclass
@@ -52,6 +53,7 @@ class TrialResult:
     micro_batch_size: int = 0
     notes: list[str] = field(default_factory=list)
     resumed_from_step: int | None = None  # pretraining resumed from a checkpoint at this step
+    annealed: list[list[float]] = field(default_factory=list)  # [tokens, held-out loss] after each cool-down
     model: torch.nn.Module | None = None  # the pretrained LM, when keep_model=True
 
     @property
@@ -102,6 +104,7 @@ def run_trial(
         return result
     model, outcome = trained
     _record_pretraining(result, outcome, protocol.pretrain.seq_len)
+    add_prediction(result, protocol)
     if outcome.cause is None:
         stage("latency")
         result.latency_ms = measure_latency(model, protocol, tokens.val)
@@ -171,6 +174,7 @@ def _record_pretraining(result: TrialResult, outcome: PretrainOutcome, seq_len: 
     result.curve = outcome.curve
     result.micro_batch_size = outcome.micro_batch_size
     result.resumed_from_step = outcome.resumed_from_step
+    result.annealed = outcome.annealed
     if outcome.resumed_from_step is not None:
         result.notes.append(f"resumed from the checkpoint at step {outcome.resumed_from_step}")
     val_loss = outcome.final_val_loss
@@ -183,9 +187,33 @@ def _record_pretraining(result: TrialResult, outcome: PretrainOutcome, seq_len: 
         train_seconds=outcome.train_seconds,
         tokens_trained=outcome.tokens,
     )
+    if outcome.annealed and outcome.cooldown_seconds > 0:
+        result.metrics["cooldown_seconds"] = outcome.cooldown_seconds
     if outcome.cause is not None:
         result.cause = outcome.cause
         result.status = "pruned" if outcome.cause.startswith("pruned") else "failed"
+
+
+def add_prediction(result: TrialResult, protocol: TrialProtocol, others: Sequence[Points] = ()) -> None:
+    """``predicted_val_loss`` (with ``predicted_val_loss_std`` and ``target_tokens``) at the protocol's
+    target budget, from the trial's annealed points (its cool-downs and its end; see nas.scaling), the
+    data exponent fitted on them and on ``others``, other trials' annealed points. A trial with
+    cool-downs in its schedule always reports the three (NaN when it has fewer than two points)."""
+    if not protocol.pretrain.schedule.cooldowns:
+        return
+    target = protocol.target
+    metrics = result.metrics
+    tokens = target_tokens(
+        metrics.get("params", result.arch.param_count()),
+        metrics.get("flops_per_token", result.arch.flops_per_token()),
+        target.tokens,
+        target.flops,
+        target.tokens_per_param,
+    )
+    prediction = predict_loss(result.annealed, tokens, fit_beta([result.annealed, *others]))
+    metrics["target_tokens"] = tokens
+    metrics["predicted_val_loss"] = prediction.value if prediction else math.nan
+    metrics["predicted_val_loss_std"] = prediction.std if prediction else math.nan
 
 
 @torch.no_grad()

@@ -266,12 +266,26 @@ def _train_and_tell(worker: _Worker, trial: optuna.Trial, arch: Any) -> str:
         return Status.FAILED
     if result.resumed_from_step is not None:
         cb.log(f"trial {trial.number}: resumed from the checkpoint at step {result.resumed_from_step}")
+    _predict(worker, trial, result)
     records.write_result(trial, result)
     _store_artifacts(worker, trial, result)
     outcome = _tell(worker, trial, result)
     if checkpoint is not None:
         checkpoint.clear()
     return outcome
+
+
+def _predict(worker: _Worker, trial: optuna.Trial, result: Any) -> None:
+    """Refit the prediction at the target budget with every trained trial's annealed points: the
+    shared data exponent sharpens as the study grows (see nas.scaling)."""
+    from nas.trial import add_prediction
+
+    others = [
+        r.annealed
+        for r in records.study_records(worker.study)
+        if r.trained and len(r.annealed) >= 2 and r.number != trial.number
+    ]
+    add_prediction(result, worker.config.protocol, others)
 
 
 def _reporter(worker: _Worker, trial: optuna.Trial) -> Callable[[Any], bool]:

@@ -34,6 +34,7 @@ CAUSE = "cause"
 RETRY_OF = "retry_of"
 DUPLICATE_OF = "duplicate_of"
 CURVE = "curve"  # [[step, tokens, val_loss], ...]
+ANNEALED = "annealed"  # [[tokens, val_loss], ...]: each cool-down, then the finished run
 METRICS = "metrics"
 TOP_METRICS = ("val_loss", "tokens_per_second", "peak_memory_mb", "latency_ms_per_token")  # also top-level
 WALL_SECONDS = "wall_seconds"
@@ -77,6 +78,7 @@ class TrialRecord:
     counts: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     curve: list[list[float]] = field(default_factory=list)
+    annealed: list[list[float]] = field(default_factory=list)
     cause: str | None = None
     traceback: str | None = None
     wall_seconds: float = 0.0
@@ -119,6 +121,7 @@ class TrialRecord:
             counts={k: attrs[k] for k in COUNT_KEYS if k in attrs},
             metrics=attrs.get(METRICS) or {},
             curve=attrs.get(CURVE) or [],
+            annealed=attrs.get(ANNEALED) or [],
             cause=attrs.get(CAUSE),
             traceback=attrs.get(TRACEBACK),
             wall_seconds=float(attrs.get(WALL_SECONDS) or 0.0),
@@ -236,6 +239,8 @@ def write_result(trial: optuna.Trial, result: Any) -> None:
     if result.resumed_from_step is not None:
         trial.set_user_attr(RESUMED_FROM_STEP, result.resumed_from_step)
     write_curve(trial, [[p.step, p.tokens, p.val_loss] for p in result.curve])
+    if result.annealed:
+        trial.set_user_attr(ANNEALED, result.annealed)
     trial.set_user_attr(WALL_SECONDS, result.wall_seconds)
     trial.set_user_attr(CAUSE, result.cause)  # None when it completed: replaces the "killed" placeholder
     if result.notes:

@@ -7,6 +7,8 @@ pruning).
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import resource
 import time
@@ -19,8 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nas.protocol import Pretrain, Schedule
+from nas.protocol import Pretrain
 from nas.train.checkpoint import Checkpoint, rng_state, set_rng_state
+from nas.train.schedule import budget_tokens, cooldown_length, cooldown_steps, lr_multiplier
 
 __all__ = [
     "DataParallel",
@@ -32,6 +35,7 @@ __all__ = [
     "resolve_device",
     "compute_loss",
     "batch_at",
+    "eval_windows",
     "Reporter",
 ]
 
@@ -62,6 +66,9 @@ class PretrainOutcome:
     cause: str | None = None  # why it ended early: "pruned at step k", "nan_loss at step k"
     micro_batch_size: int = 0
     resumed_from_step: int | None = None  # the checkpoint's step, when the run resumed from one
+    # [tokens, held-out loss] of each cool-down (the WSD run it stands for), then of the finished run
+    annealed: list[list[float]] = field(default_factory=list)
+    cooldown_seconds: float = 0.0  # training time spent in cool-down branches (not in train_seconds)
 
     @property
     def tokens_per_second(self) -> float:
@@ -83,45 +90,33 @@ def autocast_for(device: torch.device, config: Pretrain) -> Any:
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
 
-def budget_tokens(config: Pretrain, flops_per_token: float) -> int | None:
-    """Tokens to train: the token budget, or the FLOP budget divided by the architecture's FLOPs/token
-    (compute-matched: a bigger model gets fewer tokens); None for a time budget."""
-    budget = config.budget
-    if budget.tokens is not None:
-        return budget.tokens
-    if budget.flops is not None:
-        return max(config.batch_tokens, int(budget.flops / flops_per_token))
-    return None
-
-
-def lr_multiplier(progress: float, schedule: Schedule) -> float:
-    """LR factor at ``progress`` in [0, 1]: linear warmup, then cosine / linear / WSD / constant."""
-    progress = min(max(progress, 0.0), 1.0)
-    warmup = schedule.warmup_fraction
-    if warmup > 0 and progress < warmup:
-        return progress / warmup
-    floor = schedule.min_lr_ratio
-    if schedule.kind == "constant":
-        return 1.0
-    if schedule.kind == "wsd":
-        decay_start = 1.0 - schedule.decay_fraction
-        if progress <= decay_start:
-            return 1.0
-        return 1.0 - (1.0 - floor) * (progress - decay_start) / schedule.decay_fraction
-    rest = (progress - warmup) / (1.0 - warmup) if warmup < 1 else 1.0
-    if schedule.kind == "linear":
-        return 1.0 - (1.0 - floor) * rest
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * rest))
-
-
 def batch_at(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training batch of ``step``: random windows, a pure function of (seed, step), so a run can
-    resume at any step and two architectures see the same data."""
-    rng = np.random.default_rng([seed, step])
-    starts = rng.integers(0, len(ids) - seq_len - 1, size=batch_size)
+    """The training batch of ``step``, a pure function of (seed, step), so a run can resume at any step
+    and two architectures see the same data.
+
+    The corpus is cut into windows of ``seq_len + 1`` tokens, read in a shuffled order without
+    repeats: a run sees every window once before it sees any twice (each pass, an "epoch", has its
+    own order and its own offset of the window boundaries).
+    """
+    n_windows = max(1, (len(ids) - 1) // seq_len - 1)  # one spare, so every epoch's offset fits
+    first = step * batch_size
+    limit = max(0, len(ids) - seq_len - 1)  # a corpus of under two windows: the offset must still fit
+    starts = [min(limit, _window_start(i, n_windows, seq_len, seed)) for i in range(first, first + batch_size)]
     windows = np.stack([ids[s : s + seq_len + 1] for s in starts]).astype(np.int64)
     chunk = torch.from_numpy(windows)
     return chunk[:, :-1], chunk[:, 1:]
+
+
+def _window_start(index: int, n_windows: int, seq_len: int, seed: int) -> int:
+    epoch, position = divmod(index, n_windows)
+    order, offset = _epoch_order(seed, epoch, n_windows, seq_len)
+    return int(order[position]) * seq_len + offset
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_order(seed: int, epoch: int, n_windows: int, seq_len: int) -> tuple[np.ndarray, int]:
+    rng = np.random.default_rng([seed, epoch, n_windows])
+    return rng.permutation(n_windows), int(rng.integers(0, seq_len))
 
 
 def compute_loss(model: Callable[..., Any], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -131,11 +126,9 @@ def compute_loss(model: Callable[..., Any], x: torch.Tensor, y: torch.Tensor) ->
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, val: np.ndarray, config: Pretrain, device: torch.device, micro: int) -> float:
-    """Mean loss over the first ``eval_tokens`` held-out tokens, in non-overlapping windows."""
-    seq = config.seq_len
-    n_windows = max(1, min(config.eval_tokens, len(val) - 1) // seq)
-    windows = [val[i * seq : i * seq + seq + 1] for i in range(n_windows)]
-    windows = [w for w in windows if len(w) == seq + 1]
+    """Mean loss over ``eval_tokens`` held-out tokens: non-overlapping windows spread evenly over the
+    whole held-out split (every held-out document counts, not only the first)."""
+    windows = eval_windows(val, config.seq_len, config.eval_tokens)
     model.eval()
     total, count = 0.0, 0
     for start in range(0, len(windows), micro):
@@ -146,6 +139,16 @@ def evaluate(model: torch.nn.Module, val: np.ndarray, config: Pretrain, device: 
         count += chunk.shape[0]
     model.train()
     return total / count
+
+
+def eval_windows(val: np.ndarray, seq_len: int, eval_tokens: int) -> list[np.ndarray]:
+    """``eval_tokens // seq_len`` windows of ``seq_len + 1`` tokens, evenly spaced over ``val``; they
+    never overlap, since at most ``(len(val) - 1) // seq_len`` are taken."""
+    n_windows = max(1, min(eval_tokens, len(val) - 1) // seq_len)
+    last = max(0, len(val) - seq_len - 1)
+    starts = np.linspace(0, last, n_windows).astype(np.int64) if n_windows > 1 else np.zeros(1, dtype=np.int64)
+    windows = [val[s : s + seq_len + 1] for s in starts]
+    return [w for w in windows if len(w) == seq_len + 1]
 
 
 def make_optimizer(model: torch.nn.Module, config: Pretrain, lr: float, device: torch.device) -> torch.optim.AdamW:
@@ -193,6 +196,7 @@ class _Run:
     total_steps: int | None  # None for a time budget
     outcome: PretrainOutcome
     reporter: Reporter | None
+    cooldowns: list[int] = field(default_factory=list)  # steps after which a cool-down branches off
 
 
 def pretrain(
@@ -234,11 +238,15 @@ def pretrain(
         outcome.tokens = step * config.batch_tokens
         if on_step is not None:
             on_step(step, train_loss, outcome.tokens_per_second)
+        if step in run.cooldowns:
+            _cooldown(run, train_ids, val_ids, step)
         done = _budget_spent(run, step)
         if (step % config.eval_every == 0 or done) and _eval_stops(run, val_ids, step, train_loss, lr, done):
             break
         if checkpoint is not None and run.parallel.rank == 0 and (done or checkpoint.due(step)):
             _save(checkpoint, run, step)
+    if outcome.cause is None and run.total_steps is not None and config.schedule.kind != "constant":
+        outcome.annealed.append([float(outcome.tokens), outcome.final_val_loss])  # the run's own decay
     return outcome
 
 
@@ -274,6 +282,8 @@ def _start(
         outcome=PretrainOutcome(micro_batch_size=micro),
         reporter=reporter,
     )
+    if run.total_steps is not None:
+        run.cooldowns = cooldown_steps(run.total_steps, config.schedule)
     model.train()
     return run
 
@@ -295,6 +305,8 @@ def _resume(run: _Run, val_ids: np.ndarray, checkpoint: Checkpoint | None) -> in
     outcome.tokens = step * run.config.batch_tokens
     outcome.train_seconds = saved["train_seconds"]
     outcome.curve = [EvalPoint(**p) for p in saved["curve"]]
+    outcome.annealed = saved.get("annealed", [])
+    outcome.cooldown_seconds = saved.get("cooldown_seconds", 0.0)
     finished = run.total_steps is not None and step >= run.total_steps
     for point in outcome.curve[1:]:
         if run.reporter is not None and run.reporter(point) and not finished:
@@ -377,12 +389,35 @@ def _eval_stops(run: _Run, val_ids: np.ndarray, step: int, train_loss: float, lr
     return False
 
 
+def _cooldown(run: _Run, train_ids: np.ndarray, val_ids: np.ndarray, step: int) -> None:
+    """Branch a cool-down off the stable phase after ``step``: decay the learning rate over the next
+    batches as a WSD run of ``step + k`` steps would, record that run's held-out loss, then put the
+    model and optimizer back. The main run goes on exactly as without the branch."""
+    config, outcome = run.config, run.outcome
+    model_state = copy.deepcopy(run.model.state_dict())
+    optimizer_state = copy.deepcopy(run.optimizer.state_dict())
+    seconds = outcome.train_seconds
+    total = step + cooldown_length(step, config.schedule)
+    for branch_step in range(step, total):
+        lr = config.optimizer.lr * lr_multiplier(branch_step / total, config.schedule)
+        if not math.isfinite(_train_step(run, train_ids, branch_step, lr)):
+            break
+    val_loss = evaluate(run.model, val_ids, config, run.device, run.micro)
+    outcome.annealed.append([float(total * config.batch_tokens), val_loss])
+    outcome.cooldown_seconds += outcome.train_seconds - seconds
+    outcome.train_seconds = seconds
+    run.model.load_state_dict(model_state)
+    run.optimizer.load_state_dict(optimizer_state)
+
+
 def _save(checkpoint: Checkpoint, run: _Run, step: int) -> None:
     checkpoint.save(
         {
             "step": step,
             "train_seconds": run.outcome.train_seconds,
             "curve": [p.to_dict() for p in run.outcome.curve],
+            "annealed": run.outcome.annealed,
+            "cooldown_seconds": run.outcome.cooldown_seconds,
             "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(),
             "rng": rng_state(),

@@ -50,6 +50,40 @@ def test_run_search_directly(in_tmp, micro_cache):
     assert again.trained == 2 and again.new_trained == 0 and len(again.study.trials) == 2
 
 
+def test_predicted_val_loss_as_the_objective_refits_on_the_study(in_tmp, micro_cache):
+    """With cool-downs, every trial predicts its loss at the target budget; the search ranks by it, and
+    each prediction's data exponent is fitted on the trials trained before it as well."""
+    from nas.scaling import fit_beta, predict_loss
+
+    wsd = [
+        "pretrain.budget.tokens=24576",
+        "pretrain.schedule.kind=wsd",
+        "pretrain.schedule.cooldowns=[0.25, 0.5]",
+        "target.tokens=200000",
+        "objectives={predicted_val_loss: minimize}",
+    ]
+    protocol = load_protocol("cpu-tiny", [f"cache_dir={micro_cache}", *MICRO_OVERRIDES, "tasks=[]", *wsd])
+    space = load_space(str(in_tmp / "micro.yaml"))
+    config = SearchConfig(
+        space, protocol, "predicted", runs_dir=in_tmp / "runs", n_trials=3, sampler="random", pruner="none", seed=0
+    )
+    study = run_search(config).study
+    rows = sorted(study_records(study), key=lambda r: r.number)
+    assert len(rows) == 3 and all(r.trained and len(r.annealed) == 3 for r in rows)
+    for row in rows:
+        assert row.values == [pytest.approx(row.metrics["predicted_val_loss"])]
+        assert row.metrics["target_tokens"] == 200000 and row.metrics["predicted_val_loss_std"] >= 0
+        assert [p[0] for p in row.annealed][-1] == row.metrics["tokens_trained"]  # the run's own end
+        assert row.annealed[-1][1] == pytest.approx(row.metrics["val_loss"])
+    last = rows[-1]  # fitted on its own points and the two trials before it
+    fit = fit_beta([last.annealed, *(r.annealed for r in rows[:-1])])
+    expected = predict_loss(last.annealed, 200000, fit)
+    assert expected is not None and last.metrics["predicted_val_loss"] == pytest.approx(expected.value)
+    alone = predict_loss(last.annealed, 200000, fit_beta([last.annealed]))
+    assert alone is not None and (alone.value, alone.std) != (expected.value, expected.std)  # the study's fit counts
+    assert leaderboard(study)[0].values[0] == min(r.values[0] for r in rows)
+
+
 def test_non_finite_objective_fails_the_trial(in_tmp, micro_cache, monkeypatch):
     """A result whose objective is NaN is told FAIL with its cause; failures in a row stop the search."""
     import nas.trial
