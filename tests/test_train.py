@@ -61,6 +61,35 @@ def test_train_loss_falls_and_the_folder_loads_and_generates(exported, tmp_path,
     )
 
 
+def test_the_search_prediction_is_compared_with_the_measured_loss(tmp_path, micro_protocol, micro_arch, capsys):
+    """An export whose trial predicted the loss at the budget trained here: metrics.json puts the
+    prediction beside the measurement; the trial's cool-downs are not run again."""
+    folder = tmp_path / "export"
+    tokens = 40 * 512
+    export_architecture(
+        micro_arch,
+        folder,
+        metrics={"predicted_val_loss": 5.0, "predicted_val_loss_std": 0.2, "target_tokens": 1.0 * tokens},
+    )
+    protocol = micro_protocol("tasks=[]", "pretrain.schedule.kind=wsd", "pretrain.schedule.cooldowns=[0.5]")
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(protocol.model_dump(mode="json"), sort_keys=False))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(folder), "--tokens", str(tokens), "-o", str(out), "--quiet"])
+    assert info.value.code in (0, None), capsys.readouterr()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["predicted_val_loss"] == 5.0 and metrics["predicted_val_loss_std"] == 0.2
+    assert metrics["prediction_error"] == pytest.approx((metrics["val_loss"] - 5.0) / metrics["val_loss"])
+    assert "predicted 5.0000 ± 0.2000 by the search; measured" in (out / "train.log").read_text()
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["pretrain"]["schedule"]["cooldowns"] == []
+
+    other = tmp_path / "other"  # another budget: no comparison, only a note
+    with pytest.raises(SystemExit):
+        main(["train", str(folder), "--tokens", str(2 * tokens), "-o", str(other), "--quiet"])
+    assert "prediction_error" not in json.loads((other / "metrics.json").read_text())
+    assert "the search predicted 5.0000 at 20,480 tokens; this run trained 40,960" in (other / "train.log").read_text()
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_continues_without_a_restart(exported, tmp_path):
     out = tmp_path / "killed"

@@ -33,8 +33,10 @@ def render_leaderboard(study: Any, limit: int | None = None) -> None:
     rows = leaderboard(study)
     objectives = study_info(study).objectives or [f"value{i}" for i in range(len(study.directions))]
     multi = len(study.directions) > 1
+    predicted = any("predicted_val_loss" in r.metrics for r in rows)
     table = Table(title=f"study {study.study_name}: {len(rows)} trials" + (" (* = Pareto set)" if multi else ""))
-    for column in ("rank", "trial", "architecture", "params", *objectives, "state", "cause"):
+    extra = ("measured", "predicted at target") if predicted else ()
+    for column in ("rank", "trial", "architecture", "params", *objectives, *extra, "state", "cause"):
         table.add_column(column, overflow="fold", justify="right" if column in ("rank", "trial", "params") else "left")
     shown = rows if limit is None else rows[:limit]
     for row in shown:
@@ -42,10 +44,20 @@ def render_leaderboard(study: Any, limit: int | None = None) -> None:
         rank = "" if row.rank is None else f"{row.rank}{'*' if row.pareto else ''}"
         state = row.state if row.status in ("trained", "running", "?") else f"{row.state} ({row.status})"
         params = f"{row.params:,}" if row.params else ""
-        table.add_row(rank, str(row.number), row.summary, params, *values, state, escape(row.cause or ""))
+        shown_extra = _prediction_cells(row) if predicted else []
+        table.add_row(rank, str(row.number), row.summary, params, *values, *shown_extra, state, escape(row.cause or ""))
     console.print(table)
     if limit is not None and len(rows) > limit:
         console.print(f"... {len(rows) - limit} more: nas status {study.study_name}")
+
+
+def _prediction_cells(row: Any) -> list[str]:
+    """The held-out loss measured at the trial budget, and the prediction at the target with its std."""
+    measured = row.metric("val_loss")
+    value, std, tokens = (row.metric(k) for k in ("predicted_val_loss", "predicted_val_loss_std", "target_tokens"))
+    if value != value:  # NaN: no prediction (fewer than two annealed points)
+        return [f"{measured:.4g}" if measured == measured else "", ""]
+    return [f"{measured:.4g}", f"{value:.4g} ± {std:.2g} @ {tokens:,.0f} tok"]
 
 
 def print_best(study: Any) -> None:
@@ -59,7 +71,7 @@ def print_best(study: Any) -> None:
     metrics = ", ".join(
         f"{k} {v:.4g}"
         for k, v in row.metrics.items()
-        if isinstance(v, float) and "." in k or k in ("val_loss", "tokens_per_second")
+        if isinstance(v, float) and "." in k or k in ("val_loss", "predicted_val_loss", "tokens_per_second")
     )
     console.print(
         f"[bold]best[/bold]: trial {row.number}: {row.summary} ({row.params:,} params) {metrics}", highlight=False

@@ -92,7 +92,8 @@ def plan(
     budget = {"tokens": tokens} if tokens is not None else {"flops": flops} if flops is not None else None
     if budget is None:  # Chinchilla's ~20 tokens per parameter
         budget = {"tokens": 20 * arch.param_count()}
-    extra = [*(overrides or []), f"pretrain.budget={json.dumps(budget)}"]
+    # Full training measures its own budget: the trial's cool-downs (extra budgets) are dropped unless --set.
+    extra = ["pretrain.schedule.cooldowns=[]", *(overrides or []), f"pretrain.budget={json.dumps(budget)}"]
     if trial is not None:
         protocol = load_protocol(trial, extra)
         source = trial
@@ -256,6 +257,7 @@ def train(
             protocol, model, arch, tokens.tokenizer, on_task=lambda name: log(f"fine-tuning evaluation: {name}")
         )
         result.update(scores)
+        _compare_prediction(spec, result, log)
         metrics_out.write(result)
         metrics_out.close()
         _save_model(out_dir, model, arch, tokens, spec, result, export_architecture)
@@ -264,6 +266,28 @@ def train(
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return result
+
+
+def _compare_prediction(spec: TrainSpec, result: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Put the search's prediction beside the measured loss when this run trained the budget it was
+    made for (within 5 %): ``predicted_val_loss``, its std and ``prediction_error`` (relative)."""
+    from nas.export import load_metrics
+
+    exported = load_metrics(spec.export_dir) or {}
+    predicted, target = exported.get("predicted_val_loss"), exported.get("target_tokens")
+    if not isinstance(predicted, float) or not isinstance(target, float) or not math.isfinite(predicted):
+        return
+    if abs(result["tokens"] - target) > 0.05 * target:
+        log(f"the search predicted {predicted:.4f} at {target:,.0f} tokens; this run trained {result['tokens']:,}")
+        return
+    result["predicted_val_loss"] = predicted
+    result["predicted_val_loss_std"] = exported.get("predicted_val_loss_std")
+    result["prediction_error"] = (result["val_loss"] - predicted) / result["val_loss"]
+    std = result["predicted_val_loss_std"] or math.nan
+    log(
+        f"predicted {predicted:.4f} ± {std:.4f} by the search; measured {result['val_loss']:.4f} "
+        f"({100 * result['prediction_error']:+.1f} %)"
+    )
 
 
 def _join(device: torch.device, world: int, local_rank: int) -> torch.device:

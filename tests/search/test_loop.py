@@ -50,7 +50,7 @@ def test_run_search_directly(in_tmp, micro_cache):
     assert again.trained == 2 and again.new_trained == 0 and len(again.study.trials) == 2
 
 
-def test_predicted_val_loss_as_the_objective_refits_on_the_study(in_tmp, micro_cache):
+def test_predicted_val_loss_as_the_objective_refits_on_the_study(in_tmp, micro_cache, capsys, monkeypatch):
     """With cool-downs, every trial predicts its loss at the target budget; the search ranks by it, and
     each prediction's data exponent is fitted on the trials trained before it as well."""
     from nas.scaling import fit_beta, predict_loss
@@ -82,6 +82,14 @@ def test_predicted_val_loss_as_the_objective_refits_on_the_study(in_tmp, micro_c
     alone = predict_loss(last.annealed, 200000, fit_beta([last.annealed]))
     assert alone is not None and (alone.value, alone.std) != (expected.value, expected.std)  # the study's fit counts
     assert leaderboard(study)[0].values[0] == min(r.values[0] for r in rows)
+
+    from nas import cli
+
+    monkeypatch.setattr(cli.console, "width", 250)
+    code, out, _ = run(["status", "predicted", "--runs-dir", str(in_tmp / "runs")], capsys)
+    best = leaderboard(study)[0]
+    shown = f"{best.metrics['predicted_val_loss']:.4g} ± {best.metrics['predicted_val_loss_std']:.2g} @ 200,000 tok"
+    assert code == 0 and "predicted at target" in out and shown in out and "predicted_val_loss" in out
 
 
 def test_non_finite_objective_fails_the_trial(in_tmp, micro_cache, monkeypatch):
