@@ -37,6 +37,7 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 EXHAUSTED_AFTER = 100  # consecutive samples that are infeasible or duplicates: the space is exhausted
+FALLBACK_AFTER = 2  # duplicates in a row, then an unseen architecture is queued (a sampler that repeats itself)
 FAILURES_IN_A_ROW = 5
 
 
@@ -91,7 +92,7 @@ def work(study: optuna.Study, config: SearchConfig, callbacks: Callbacks | None 
     poll = min(2.0, config.heartbeats.interval)
     started = time.monotonic()
     before = records.trained_count(study)
-    wasted = failures = 0
+    wasted = failures = duplicates = 0
     waiting = False
     while True:
         fail_stale(study)
@@ -114,6 +115,10 @@ def work(study: optuna.Study, config: SearchConfig, callbacks: Callbacks | None 
         outcome = _ask_and_run(worker)
         wasted = wasted + 1 if outcome in (Status.INFEASIBLE, Status.DUPLICATE) else 0
         failures = failures + 1 if outcome == Status.FAILED else 0
+        duplicates = duplicates + 1 if outcome == Status.DUPLICATE else 0
+        if duplicates >= FALLBACK_AFTER:
+            duplicates = 0
+            _queue_unseen(worker, FALLBACK_AFTER)
     trained = records.trained_count(study)
     return SearchSummary(study, trained, trained - before, stopped, config.run_dir, time.monotonic() - started)
 
@@ -135,6 +140,24 @@ def _stop_reason(
 def _grid_exhausted(study: optuna.Study) -> bool:
     sampler = study.sampler
     return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
+
+
+def _queue_unseen(worker: _Worker, after: int) -> bool:
+    """Queue a random architecture that no trial has claimed: a sampler that keeps proposing trained
+    ones (NSGA-II in a small space, say) moves on instead of stalling. False when 256 draws find none."""
+    from nas.space import random_samples
+
+    study, space = worker.study, worker.config.space
+    trials = study.get_trials(deepcopy=False)
+    seen = {records.arch_hash_of(t) for t in trials}
+    sampled = [p.name for p in space.params if len(p.possible_values() or [None, None]) > 1]
+    for sample in random_samples(space, 256, (worker.config.seed or 0) + len(trials)):
+        if sample.arch is not None and sample.arch.arch_hash() not in seen:
+            params = {name: sample.values[name] for name in sampled if name in sample.values}
+            study.enqueue_trial(params, user_attrs=records.fallback_attrs(after))
+            worker.cb.log(f"{after} duplicates in a row: queued an unseen architecture ({sample.arch.summary()})")
+            return True
+    return False
 
 
 def _ask_and_run(worker: _Worker) -> str:

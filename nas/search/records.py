@@ -42,6 +42,7 @@ NOTES = "notes"
 RESUMED_FROM_STEP = "resumed_from_step"
 TRACEBACK = "traceback"
 WARM_START_FROM = "warm_start_from"
+FALLBACK = "fallback"  # why the search queued this (unseen) architecture itself
 ARTIFACT_CURVE = "artifact_curve"
 ARTIFACT_WEIGHTS = "artifact_weights"
 # Optuna system attributes a retry carries (RetryHeartbeatStaleTrialCallback writes the same ones).
@@ -270,6 +271,10 @@ def is_enqueued(frozen: FrozenTrial) -> bool:
 def retry_of(frozen: FrozenTrial) -> int | None:
     """The failed trial this one re-runs, when it is a retry."""
     return frozen.system_attrs.get(FAILED_TRIAL)
+
+
+def fallback_attrs(duplicates: int) -> dict[str, Any]:
+    return {FALLBACK: f"unseen architecture queued after {duplicates} duplicates in a row"}
 
 
 def warm_start_attrs(study_name: str, number: int) -> dict[str, Any]:

@@ -92,6 +92,32 @@ def test_predicted_val_loss_as_the_objective_refits_on_the_study(in_tmp, micro_c
     assert code == 0 and "predicted at target" in out and shown in out and "predicted_val_loss" in out
 
 
+def test_a_sampler_that_repeats_itself_moves_on_to_unseen_architectures(in_tmp, micro_cache, monkeypatch):
+    """Duplicates in a row make the loop queue an unseen architecture (NSGA-II used to stall on a small
+    space, re-proposing trained ones until the exhaustion limit)."""
+    import nas.trial
+
+    def fake_trial(arch, protocol, **kwargs):  # instant: the loss is a function of the architecture
+        loss = 5.0 - 0.1 * arch.n_layers - 0.01 * arch.ffn_dim / arch.d_model
+        return nas.trial.TrialResult(arch, "complete", metrics={"val_loss": loss})
+
+    monkeypatch.setattr(nas.trial, "run_trial", fake_trial)
+    config = micro_config(in_tmp, micro_cache, "repeats", n_trials=4, sampler="nsga2")
+    from nas.search import prepare_study, work
+
+    study = prepare_study(config)
+    for _ in range(4):  # the same architecture, queued four times: three duplicates in a row
+        study.enqueue_trial({"n_layers": 1, "n_heads": 1, "ffn_mult": 1, "attention": "full"})
+    summary = work(study, config)
+    assert summary.stopped_because == "4 trials trained (--n-trials 4)"
+    rows = study_records(summary.study)
+    trained = [r for r in rows if r.trained]
+    assert len(trained) == 4 and len({r.arch_hash for r in trained}) == 4
+    fallbacks = [t for t in summary.study.trials if "fallback" in t.user_attrs]
+    assert fallbacks and fallbacks[0].user_attrs["fallback"].startswith("unseen architecture queued after 2")
+    assert len(rows) <= 4 + 3 + 2  # the three queued duplicates, and no stall
+
+
 def test_non_finite_objective_fails_the_trial(in_tmp, micro_cache, monkeypatch):
     """A result whose objective is NaN is told FAIL with its cause; failures in a row stop the search."""
     import nas.trial
