@@ -210,3 +210,21 @@ def test_png_export_with_chromium(tmp_path):
     report = build_report(synthetic_study(30), tmp_path / "p.html", png_dir=tmp_path / "png")
     pngs = sorted((tmp_path / "png").glob("*.png"))
     assert len(pngs) == len(report.figures) and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_the_proxy_check_ranks_the_prediction_unless_it_is_the_objective():
+    from nas.report.figures import proxy_scores
+    from nas.search import TrialRecord
+
+    def record(number, value, predicted):
+        metrics = {"val_loss": value, "predicted_val_loss": predicted, "non_embedding_params": 1000.0 * number}
+        return TrialRecord(number, "complete", "trained", [value], metrics=metrics, curve=[[0, 0, 9.0], [10, 1, value]])
+
+    done = [record(i, 5.0 - 0.1 * i, 4.0 - 0.1 * i) for i in range(1, 6)]
+    scores, rows = proxy_scores(done, minimize=True)
+    assert "predicted_val_loss" in scores and scores["predicted_val_loss"] == [-(4.0 - 0.1 * i) for i in range(1, 6)]
+    assert next(r for r in rows if r.name == "predicted_val_loss").rho == pytest.approx(1.0)
+    as_objective = [
+        TrialRecord(r.number, r.state, r.status, [r.metrics["predicted_val_loss"]], metrics=r.metrics) for r in done
+    ]
+    assert "predicted_val_loss" not in proxy_scores(as_objective, minimize=True)[0]

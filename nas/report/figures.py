@@ -30,6 +30,7 @@ __all__ = [
     "pareto",
     "hypervolume",
     "top_vs_all",
+    "prediction",
     "proxy_scores",
     "proxy_text",
     "proxy_figure",
@@ -43,6 +44,7 @@ COSTS = (
 )
 
 PROXY_LABELS = {
+    "predicted_val_loss": "prediction: held-out loss at the target budget",
     "non_embedding_params": "zero-cost: non-embedding params",
     "proxy.snip": "zero-cost: SNIP at initialisation",
     "proxy.grad_norm": "zero-cost: gradient norm at initialisation",
@@ -297,6 +299,9 @@ def proxy_scores(done: list[TrialRecord], minimize: bool) -> tuple[dict[str, lis
     scores = {name: [r.metric(name) for r in done] for name in ZERO_COST}
     scores = {k: v for k, v in scores.items() if any(math.isfinite(x) for x in v)}  # older studies lack some
     scores["early"] = [-_early_loss(r) for r in done]
+    predicted = [-r.metric("predicted_val_loss") for r in done]
+    if any(math.isfinite(x) for x in predicted) and any(v != p for v, p in zip(quality, predicted, strict=True)):
+        scores["predicted_val_loss"] = predicted  # unless it is the objective itself
     return scores, fidelity(scores, quality)
 
 
@@ -326,9 +331,10 @@ def proxy_figure(done: list[TrialRecord], scores: dict[str, list[float]], rows: 
     titles = [f"{PROXY_LABELS[r.name].split(': ')[-1]} (rho {r.rho:.2f})" for r in rows]
     fig = make_subplots(rows=1, cols=len(rows), subplot_titles=titles)
     for col, row in enumerate(rows, start=1):
-        x = scores[row.name] if row.name != "early" else [-e for e in scores["early"]]
+        negated = row.name in ("early", "predicted_val_loss")
+        x = [-e for e in scores[row.name]] if negated else scores[row.name]
         fig.add_trace(go.Scattergl(x=x, y=[value(r) for r in done], mode="markers", showlegend=False), row=1, col=col)
-        if row.name != "early":
+        if not negated:
             fig.update_xaxes(type="log", row=1, col=col)
     fig.update_yaxes(title_text="final quality (first objective)", row=1, col=1)
     fig.update_layout(height=380, margin={"t": 40})
@@ -340,3 +346,60 @@ def _early_loss(r: TrialRecord) -> float:
         if row[0] > 0 and math.isfinite(row[2]):
             return row[2]
     return math.nan
+
+
+# ---- the prediction at the target budget ---------------------------------------------------------
+def prediction(done: list[TrialRecord]) -> Any:
+    """Each trial's annealed losses (its cool-downs and its end), the fitted L(D) = E + B·D^-beta out to
+    the target budget, and the prediction there with its std; None when no trial has two points."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    from nas.scaling import fit_beta, predict_loss
+
+    with_points = [r for r in done if len(r.annealed) >= 2]
+    if not with_points:
+        return None
+    fit = fit_beta([r.annealed for r in with_points])
+    fig = go.Figure()
+    for r in with_points:
+        target = r.metric("target_tokens")
+        xs = [p[0] for p in r.annealed]
+        fig.add_trace(go.Scatter(x=xs, y=[p[1] for p in r.annealed], mode="markers", name=f"trial {r.number}"))
+        if not math.isfinite(target):
+            continue
+        grid = np.geomspace(min(xs), max(target, max(xs)), 24)
+        line = [predict_loss(r.annealed, float(d), fit) for d in grid]
+        fig.add_trace(
+            go.Scatter(
+                x=grid,
+                y=[p.value if p else None for p in line],
+                mode="lines",
+                showlegend=False,
+                line={"dash": "dot", "width": 1},
+                hoverinfo="skip",
+            )
+        )
+        at = predict_loss(r.annealed, target, fit)
+        if at is not None:
+            fig.add_trace(
+                go.Scatter(
+                    x=[target],
+                    y=[at.value],
+                    error_y={"type": "data", "array": [at.std]},
+                    mode="markers",
+                    marker={"symbol": "diamond"},
+                    showlegend=False,
+                    text=[f"trial {r.number}: {at.value:.4g} ± {at.std:.2g}"],
+                )
+            )
+    shared = "fitted on the trials" if fit.identified else "prior range: the points cannot tell"
+    fig.update_layout(
+        title=f"data exponent beta = {fit.beta:.3f} [{fit.low:.3f}, {fit.high:.3f}] ({shared}; "
+        f"residual sd {math.sqrt(fit.sigma2):.3g}, {fit.dof} spare points)",
+        xaxis={"type": "log", "title": "training tokens"},
+        yaxis={"title": "held-out loss (annealed)"},
+        height=420,
+        margin={"t": 50},
+    )
+    return fig

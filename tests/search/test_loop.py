@@ -91,6 +91,14 @@ def test_predicted_val_loss_as_the_objective_refits_on_the_study(in_tmp, micro_c
     shown = f"{best.metrics['predicted_val_loss']:.4g} ± {best.metrics['predicted_val_loss_std']:.2g} @ 200,000 tok"
     assert code == 0 and "predicted at target" in out and shown in out and "predicted_val_loss" in out
 
+    from nas.report import build_report
+
+    report = build_report(study, in_tmp / "report.html")
+    page = (in_tmp / "report.html").read_text()
+    assert "Prediction at the target budget" in [title for title, _ in report.figures]
+    assert "data exponent beta = " in page and "2 spare points" not in page  # 3 trials x 1 spare point each
+    assert "3 spare points" in page
+
 
 def test_a_sampler_that_repeats_itself_moves_on_to_unseen_architectures(in_tmp, micro_cache, monkeypatch):
     """Duplicates in a row make the loop queue an unseen architecture (NSGA-II used to stall on a small
