@@ -10,8 +10,9 @@ the architectures of a study (Chinchilla's form with the model size folded into 
 beta the fit is linear least squares; beta is profiled over a grid, on every trial's points at once
 (:func:`fit_beta`), so each new trial sharpens every prediction. The uncertainty of a prediction adds
 the spread over beta's 95 % profile interval to the least-squares variance of (E_i, B_i).
-With no spare degrees of freedom (every trial has only two points) beta is not identified: the
-prior range [0.15, 0.6] around Chinchilla's beta = 0.28 (Hoffmann et al., 2022) stands in.
+With no spare degree of freedom (one curve of three points, or only two points per curve) beta is
+not identified: the prior range [0.15, 0.6] around Chinchilla's beta = 0.28 (Hoffmann et al., 2022)
+stands in.
 
 Pure numpy: no torch, no Optuna.
 """
@@ -75,10 +76,10 @@ def _clean(points: Points) -> np.ndarray:
 def fit_beta(curves: Sequence[Points]) -> BetaFit:
     """The shared data exponent of every curve with at least two points (see the module doc)."""
     usable = [c for c in (_clean(points) for points in curves) if len(c) >= 2]
-    dof = sum(len(c) - 2 for c in usable)
-    if dof == 0:
+    dof = sum(len(c) - 2 for c in usable) - 1  # two coefficients per curve, and the shared beta
+    if dof <= 0:
         centre, low, high = PRIOR_BETA
-        return BetaFit(centre, low, high, 0.0, 0, len(usable))
+        return BetaFit(centre, low, high, 0.0, max(dof, 0), len(usable))
     from scipy.optimize import minimize_scalar
 
     def total(beta: float) -> float:

@@ -20,7 +20,7 @@ def _curves(beta=0.35, noise=0.0, seed=0, budgets=(60e3, 120e3, 200e3)):
 def test_the_shared_exponent_is_recovered_and_the_extrapolation_is_exact_without_noise():
     archs, curves = _curves()
     fit = fit_beta(curves)
-    assert fit.identified and fit.dof == 5 and fit.n_curves == 5
+    assert fit.identified and fit.dof == 4 and fit.n_curves == 5  # 5 spare points, one spent on beta
     assert fit.low <= fit.beta <= fit.high and abs(fit.beta - 0.35) < 0.003
     for (e, b), points in zip(archs, curves, strict=True):
         truth = e + b * 1.6e6**-0.35  # 8x the largest measured budget
@@ -44,6 +44,8 @@ def test_two_points_per_curve_cannot_tell_beta_so_the_prior_range_stands_in():
     _, curves = _curves(budgets=(60e3, 200e3))
     fit = fit_beta(curves)
     assert not fit.identified and (fit.beta, fit.low, fit.high) == PRIOR_BETA
+    alone = fit_beta(_curves()[1][:1])  # one curve of three points: beta would interpolate it exactly
+    assert not alone.identified and (alone.beta, alone.low, alone.high) == PRIOR_BETA
     prediction = predict_loss(curves[0], 1.6e6, fit)
     assert prediction is not None and prediction.std > 0  # the spread over the prior range
     assert predict_loss(curves[0][:1], 1.6e6, fit) is None  # one point predicts nothing

@@ -271,7 +271,7 @@ def _train_and_tell(worker: _Worker, trial: optuna.Trial, arch: Any) -> str:
         result = run_trial(
             arch,
             config.protocol,
-            reporter=_reporter(worker, trial),
+            reporter=_reporter(worker, trial, arch),
             on_step=cb.step,
             on_stage=cb.stage,
             keep_model=config.keep_weights,
@@ -311,9 +311,10 @@ def _predict(worker: _Worker, trial: optuna.Trial, result: Any) -> None:
     add_prediction(result, worker.config.protocol, others)
 
 
-def _reporter(worker: _Worker, trial: optuna.Trial) -> Callable[[Any], bool]:
+def _reporter(worker: _Worker, trial: optuna.Trial, arch: Any) -> Callable[[Any], bool]:
     """Each held-out eval: store the curve so far, then ask the pruner."""
     study, pruner = worker.study, worker.curve_pruner
+    costs = {k: v for k, v in arch.counts().items() if pruner and k in pruner.cost_names}
     curve: list[list[float]] = []
     checked: set[int] = set()
 
@@ -324,7 +325,7 @@ def _reporter(worker: _Worker, trial: optuna.Trial) -> Callable[[Any], bool]:
             trials = study.get_trials(
                 deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
             )
-            return pruner.should_prune(trials, trial.number, point.step, point.val_loss, checked)
+            return pruner.should_prune(trials, trial.number, point.step, point.val_loss, checked, costs)
         if isinstance(study.pruner, optuna.pruners.NopPruner):
             return False
         trial.report(point.val_loss, point.step)

@@ -164,6 +164,10 @@ def status_of(trial: FrozenTrial) -> str | None:
     return trial.user_attrs.get(STATUS)
 
 
+def counts_of(trial: FrozenTrial) -> dict[str, float]:
+    return {k: trial.user_attrs[k] for k in COUNT_KEYS if k in trial.user_attrs}
+
+
 def curve_of(trial: FrozenTrial) -> list[list[float]]:
     return trial.user_attrs.get(CURVE) or []
 

@@ -10,6 +10,11 @@ trial's ``curve`` user attribute as ``[step, tokens, val_loss]`` rows.
 - ``median``: prune when the loss is worse than the median of the other trials' losses at that step.
 - ``sha`` (successive halving): at rungs ``min_resource * reduction_factor**k`` steps, keep a trial
   only if its loss is among the best ``1 / reduction_factor`` of the losses recorded at that rung.
+
+When other objectives are costs known before training (params, FLOPs/token, KV bytes, minimised), a
+trial is judged only against trials that cost no more on every one of them (the ones that could
+dominate it): a small model that learns slower than a big one may still be on the Pareto front, and
+pruning it on the loss alone would empty the cheap end of the front.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from typing import Any, Literal, get_args
 
 import optuna
 
+from nas.arch import COUNT_NAMES
 from nas.errors import NasInputError, did_you_mean
 from nas.protocol import TrialProtocol
-from nas.search.records import curve_of
+from nas.search.records import counts_of, curve_of
 from nas.space import FloatParam, IntParam, SearchSpace
 
 __all__ = [
@@ -62,6 +68,7 @@ class CurvePruner:
     n_warmup_steps: int = 0  # no pruning before this step
     min_resource: int = 10  # sha: the first rung, in steps
     reduction_factor: int = 3
+    cost_names: tuple[str, ...] = ()  # minimised count objectives: compare only with trials costing no more
 
     def rung_of(self, step: int) -> int | None:
         """The highest rung reached at ``step`` (sha), or None before the first rung."""
@@ -72,15 +79,25 @@ class CurvePruner:
     def rung_step(self, rung: int) -> int:
         return self.min_resource * self.reduction_factor**rung
 
-    def should_prune(self, trials: list[Any], number: int, step: int, loss: float, checked: set[int]) -> bool:
+    def should_prune(
+        self,
+        trials: list[Any],
+        number: int,
+        step: int,
+        loss: float,
+        checked: set[int],
+        costs: dict[str, float] | None = None,
+    ) -> bool:
         """Decide for trial ``number`` at ``step`` with ``loss``; ``trials`` are the study's frozen trials.
 
-        ``checked`` holds the sha rungs already passed by this trial (each rung is judged once).
+        ``checked`` holds the sha rungs already passed by this trial (each rung is judged once);
+        ``costs`` are this trial's values of ``cost_names`` (see the module doc).
         """
+        peers = [t for t in trials if self._costs_no_more(t, costs)] if self.cost_names and costs else trials
         if step < self.n_warmup_steps or not math.isfinite(loss):
             return False
         if self.kind == "median":
-            others = self._others_at(trials, number, step)
+            others = self._others_at(peers, number, step)
             if len(others) < self.n_startup_trials:
                 return False
             return loss > statistics.median(others)
@@ -89,12 +106,16 @@ class CurvePruner:
             return False
         checked.add(rung)
         at = self.rung_step(rung)
-        others = self._others_at(trials, number, at)
+        others = self._others_at(peers, number, at)
         if len(others) < self.n_startup_trials:
             return False
         values = sorted([*others, loss])
         keep = max(1, len(values) // self.reduction_factor)
         return loss > values[keep - 1]
+
+    def _costs_no_more(self, trial: Any, costs: dict[str, float] | None) -> bool:
+        theirs = counts_of(trial)
+        return all(name in theirs and theirs[name] <= (costs or {})[name] for name in self.cost_names)
 
     @staticmethod
     def _others_at(trials: list[Any], number: int, step: int) -> list[float]:
@@ -173,6 +194,7 @@ def make_pruner(
             return optuna.pruners.SuccessiveHalvingPruner(min_resource=every, reduction_factor=3), None
         return optuna.pruners.HyperbandPruner(min_resource=every, reduction_factor=3), None
     kind = "median" if name == "median" else "sha"  # hyperband's first bracket is successive halving
+    costs = tuple(k for k, o in objectives.items() if k in COUNT_NAMES and o.direction == "minimize")
     return optuna.pruners.NopPruner(), CurvePruner(
-        kind=kind, n_warmup_steps=every if kind == "median" else 0, min_resource=every
+        kind=kind, n_warmup_steps=every if kind == "median" else 0, min_resource=every, cost_names=costs
     )

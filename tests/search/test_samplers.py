@@ -156,7 +156,7 @@ def test_multi_objective_sha_prunes(in_tmp, micro_cache, capsys):
         "--sampler",
         "random",
         "--set",
-        "objectives.params.direction=minimize",
+        "objectives.peak_memory_mb.direction=minimize",  # measured, not a cost known before training
         *micro_sets(micro_cache),
         pruner="sha",
     )
@@ -180,3 +180,21 @@ def test_single_objective_hyperband_prunes(in_tmp, micro_cache, capsys):
     assert code == 0, err
     pruned = [t for t in load_study("hb").trials if t.state == TrialState.PRUNED]
     assert pruned and pruned[0].user_attrs["cause"].startswith("pruned at step")
+
+
+def test_with_cost_objectives_a_trial_is_judged_only_by_trials_that_cost_no_more():
+    """Bigger models that learn faster do not prune a small one: it may be on the Pareto front."""
+    study = optuna.create_study()
+    for loss, params in ((3.0, 5000), (3.1, 4000), (3.2, 3000), (4.0, 900)):  # three big, one small
+        study.add_trial(
+            create_trial(state=TrialState.COMPLETE, value=loss, user_attrs={"curve": flat(loss), "params": params})
+        )
+    trials = study.get_trials(deepcopy=False)
+    pruner = CurvePruner(kind="median", n_startup_trials=1, cost_names=("params",))
+    assert not pruner.should_prune(trials, JUDGED, 10, 3.9, set(), costs={"params": 1000})  # only 900 is a peer
+    assert pruner.should_prune(trials, JUDGED, 10, 4.5, set(), costs={"params": 1000})  # worse than the cheaper one
+    assert pruner.should_prune(trials, JUDGED, 10, 3.9, set(), costs={"params": 6000})  # all four cost no more
+    plain = CurvePruner(kind="median", n_startup_trials=1)
+    assert plain.should_prune(trials, JUDGED, 10, 3.9, set(), costs={"params": 1000})  # loss alone: pruned
+    multi = load_protocol("cpu-tiny", ["objectives.params.direction=minimize"])
+    assert make_pruner("sha", multi, multi=True)[1].cost_names == ("params",)
