@@ -1,0 +1,339 @@
+"""The ground truth of issue 13 on the Gutenberg books: every architecture of bench/gt_split.json trained at
+the recipe's learning rate (bench/_gutenberg.py, WSD) with cool-downs that record the loss a shorter WSD
+run would end with (nas.train.schedule). Runs go in the order that informs soonest: all at T (seed 0,
+cool-downs at 1/4, 1/2: 3 annealed points), all at 8T seed 0 (cool-downs at 1/8, 1/4, 1/2: annealed at
+about 1.25T, 2.5T, 5T, 8T), all at 8T seed 1, the 8 "far" ones at 16T seed 0, the 8 "sweep" ones at 8T
+seed 2. An 8T run in bench/lr_sweep.json with the same architecture, seed, lr, protocol (cool-downs aside)
+and nas code counts for its final loss (`reused_from: lr_sweep`). Results: bench/ground_truth_gutenberg.json,
+rewritten atomically after every run; a restart skips finished runs. --report: the ceiling (8T seed 0 vs
+seed 1), the pairs tied within the seed spread, and rank correlations against the mean 8T loss.
+
+    python bench/gt_train.py --plan                                       # runs and core-hours per phase
+    nice -n 19 python bench/gt_train.py --threads 1                       # all runs, one core
+    nice -n 19 python bench/gt_train.py --threads 1 --part 1/6            # -> ground_truth_gutenberg.part1of6.json
+    python bench/gt_train.py --merge bench/ground_truth_gutenberg.part1of6.json --merge ...   # fold parts in
+    python bench/gt_train.py --report [--record]                          # --record appends it to RESULTS.md
+    python bench/gt_train.py --tokens 16384 --limit 2 --out /tmp/gt.json  # a smoke test (never into bench/)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _gutenberg import FAR_FACTOR, LONG_FACTOR, SHORT_TOKENS, budget_protocol, gutenberg_protocol, recipe_lr
+from gt_archs import SPLIT, load_split, run_seconds
+from lr_sweep import _num, nas_source, save
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "ground_truth_gutenberg.json"
+LR_SWEEP = HERE / "lr_sweep.json"
+PART_LIMIT_S = 2 * 3600
+COOLDOWNS = {1: [0.25, 0.5], LONG_FACTOR: [0.125, 0.25, 0.5], FAR_FACTOR: [0.0625, 0.125, 0.25, 0.5]}
+# (phase, budget factor, seed, which architectures of gt_split.json), in run order
+PHASES = [
+    ("T", 1, 0, "archs"),
+    ("8T seed 0", LONG_FACTOR, 0, "archs"),
+    ("8T seed 1", LONG_FACTOR, 1, "archs"),
+    ("16T seed 0", FAR_FACTOR, 0, "far"),
+    ("8T seed 2", LONG_FACTOR, 2, "sweep"),
+]
+SOURCE = "?"  # nas_source() at start, recorded with every run
+
+
+def planned_runs(split: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every run of the ground truth, in the order that informs soonest."""
+    runs = []
+    for phase, factor, seed, subset in PHASES:
+        hashes = [e["hash"] for e in split["archs"]] if subset == "archs" else split[subset]
+        for h in hashes:
+            key = f"{h}/x{factor}/seed={seed}"
+            runs.append({"key": key, "entry": split["by_hash"][h], "phase": phase, "factor": factor, "seed": seed})
+    return runs
+
+
+def est_seconds(run: dict[str, Any]) -> float:
+    """gt_archs' single-core estimate of the run, plus its cool-downs' extra steps (decay 0.2: d/(1-d) = 1/4
+    of each branch point's steps)."""
+    return run_seconds(run["entry"]["arch"], run["factor"]) * (1 + 0.25 * sum(COOLDOWNS[run["factor"]]))
+
+
+def part_of(runs: list[dict[str, Any]], part: int, parts: int) -> list[dict[str, Any]]:
+    """Runs of part ``part`` (1-based) of ``parts``: longest-first greedy balance of the estimated seconds,
+    each part keeping the plan's order."""
+    loads = [0.0] * parts
+    owner: dict[str, int] = {}
+    for run in sorted(runs, key=lambda r: -est_seconds(r)):
+        k = loads.index(min(loads))
+        owner[run["key"]] = k
+        loads[k] += est_seconds(run)
+    if max(loads) > PART_LIMIT_S:
+        print(f"warning: the longest part is estimated at {max(loads) / 3600:.1f} h (> 2 h): use more parts")
+    return [r for r in runs if owner[r["key"]] == part - 1]
+
+
+def print_plan(runs: list[dict[str, Any]]) -> None:
+    total = sum(est_seconds(r) for r in runs)
+    for phase, group in itertools.groupby(runs, key=lambda r: r["phase"]):
+        group = list(group)
+        print(f"{phase:11s} {len(group):3d} runs  {sum(est_seconds(r) for r in group) / 3600:5.2f} core-hours")
+    parts = math.ceil(total / PART_LIMIT_S)
+    print(f"total       {len(runs):3d} runs  {total / 3600:5.2f} core-hours; --part K/N needs N >= {parts}")
+
+
+def protocols(run: dict[str, Any], lr: float, tokens: int | None) -> tuple[Any, str]:
+    """The run's protocol (its budget's, with its cool-downs) and the hash of the same protocol without them."""
+    factor, seed = run["factor"], run["seed"]
+    if tokens is None:
+        base = budget_protocol(factor, seed=seed, lr=lr)
+    else:
+        total = tokens * factor
+        base = gutenberg_protocol(total, seed=seed, lr=lr, eval_every=max(1, total // 2048 // 4))
+    extra = [f"pretrain.schedule.cooldowns={json.dumps(COOLDOWNS[factor])}"]
+    pretrain = base.pretrain
+    protocol = gutenberg_protocol(pretrain.budget.tokens, seed=seed, lr=lr, eval_every=pretrain.eval_every, extra=extra)
+    schedule = protocol.pretrain.schedule.model_copy(update={"cooldowns": []})
+    bare = protocol.model_copy(update={"pretrain": protocol.pretrain.model_copy(update={"schedule": schedule})})
+    if bare.content_hash != base.content_hash:
+        raise SystemExit(f"{run['key']}: the protocol differs from the budget's beyond its cool-downs")
+    return protocol, base.content_hash
+
+
+def header(run: dict[str, Any], lr: float) -> dict[str, Any]:
+    entry, arch = run["entry"], run["entry"]["arch"]
+    described = {k: entry[k] for k in ("summary", "half", "non_embedding_params", "flops_per_token")}
+    return {"arch_hash": entry["hash"], **described, "d_model": arch.d_model, "n_layers": arch.n_layers} | {
+        "factor": run["factor"],
+        "seed": run["seed"],
+        "lr": lr,
+    }
+
+
+def reused(run: dict[str, Any], lr: float, base_hash: str, sweep_path: Path) -> dict[str, Any] | None:
+    """The lr sweep's finished run of this architecture, seed and lr under the same protocol (cool-downs
+    aside) and the same nas code, as a ground-truth record; None if there is none."""
+    want = (run["entry"]["hash"], run["seed"], base_hash, SOURCE, "complete")
+    sweep = json.loads(sweep_path.read_text())["runs"].values() if sweep_path.exists() else []
+    found = [r for r in sweep if (r["arch_hash"], r["seed"], r["protocol_hash"], r["nas_source"], r["status"]) == want]
+    r = next((r for r in found if math.isclose(r["lr"], lr) and r["val_loss"] is not None), None)
+    if r is None:
+        return None
+    keep = ("status", "cause", "val_loss", "tokens", "curve", "train_seconds", "tokens_per_second", "wall_seconds")
+    keep += ("protocol_hash", "nas_source", "finished")
+    # the sweep's run has no cool-downs: its only annealed point is its own end
+    own = {"annealed": [[r["tokens"], r["val_loss"]]], "cooldown_seconds": None, "reused_from": "lr_sweep"}
+    return header(run, lr) | {k: r[k] for k in keep} | own | {"base_hash": base_hash}
+
+
+def train(run: dict[str, Any], lr: float, tokens: int | None, sweep_path: Path = LR_SWEEP) -> dict[str, Any]:
+    from nas.trial import run_trial
+
+    protocol, base_hash = protocols(run, lr, tokens)
+    found = reused(run, lr, base_hash, sweep_path)
+    if found is not None:
+        return found
+    started = time.perf_counter()
+    result = run_trial(run["entry"]["arch"], protocol)
+    loss = result.metrics.get("val_loss", math.nan)
+    return header(run, lr) | {
+        "status": result.status,
+        "cause": result.cause,
+        "val_loss": _num(loss),
+        "annealed": [[int(t), _num(v)] for t, v in result.annealed],
+        "tokens": int(result.metrics.get("tokens_trained", 0)),
+        "curve": [[p.step, p.tokens, _num(p.val_loss), _num(p.train_loss), p.lr] for p in result.curve],
+        "train_seconds": result.metrics.get("train_seconds"),
+        "cooldown_seconds": result.metrics.get("cooldown_seconds"),
+        "tokens_per_second": result.metrics.get("tokens_per_second"),
+        "wall_seconds": time.perf_counter() - started,
+        "protocol_hash": protocol.content_hash,
+        "base_hash": base_hash,
+        "nas_source": SOURCE,
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def by_arch(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per architecture: half, params, the T loss, the 8T losses by seed and their mean, the loss at T on
+    the 8T seed-0 curve, the 16T loss (None where a run is missing or failed)."""
+    short = data["meta"]["short_tokens"]
+    rows: dict[str, dict[str, Any]] = {}
+    for r in data["runs"].values():
+        row = rows.setdefault(r["arch_hash"], {"half": r["half"], "params": r["non_embedding_params"], "long": {}})
+        if r["val_loss"] is None:
+            continue
+        if r["factor"] == 1 and r["seed"] == 0:
+            row["t"] = r["val_loss"]
+        elif r["factor"] == FAR_FACTOR and r["seed"] == 0:
+            row["far"] = r["val_loss"]
+        elif r["factor"] == LONG_FACTOR:
+            row["long"][r["seed"]] = r["val_loss"]
+            if r["seed"] == 0:
+                row["t_curve"] = next((p[2] for p in r["curve"] if p[1] == short), None)
+    for row in rows.values():
+        row["mean"] = statistics.fmean(row["long"].values()) if row["long"] else None
+    return list(rows.values())
+
+
+def cell(pairs: list[tuple[float, float]]) -> str:
+    from scipy import stats
+
+    if len(pairs) < 3:
+        return f"- ({len(pairs)})"
+    xs, ys = zip(*pairs, strict=True)
+    rho, tau = stats.spearmanr(xs, ys).statistic, stats.kendalltau(xs, ys).statistic
+    return f"{rho:.3f} / {tau:.3f} ({len(pairs)})"
+
+
+def report(data: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+    """The ceiling, the ties within the seed spread and the rank correlations against the mean 8T loss."""
+    rows = by_arch(data)
+    done = {p: sum(r["key"] in data["runs"] for r in runs if r["phase"] == p) for p, *_ in PHASES}
+    planned = {p: sum(r["phase"] == p for r in runs) for p, *_ in PHASES}
+
+    def vs_mean(key: str, sign: float = 1.0) -> Any:
+        return lambda r: (sign * r[key], r["mean"]) if r.get(key) is not None and r["mean"] is not None else None
+
+    predictors = [
+        (
+            "ceiling: 8T seed 0 vs 8T seed 1",
+            lambda r: (r["long"][0], r["long"][1]) if {0, 1} <= set(r["long"]) else None,
+        ),
+        ("trial-budget final loss (T, seed 0)", vs_mean("t")),
+        ("non-embedding params (negated)", vs_mean("params", -1.0)),
+        ("loss at T on the 8T seed-0 curve", vs_mean("t_curve")),
+        ("16T seed-0 loss (far set)", vs_mean("far")),
+    ]
+    lines = ["| vs mean 8T loss: Spearman / Kendall (n) | develop | report | all |", "|---|---|---|---|"]
+    for name, pair in predictors:
+        cells = [
+            cell([p for r in rows if (h is None or r["half"] == h) and (p := pair(r))])
+            for h in ("develop", "report", None)
+        ]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    variances = [statistics.variance(r["long"].values()) for r in rows if len(r["long"]) >= 2]
+    means = [r["mean"] for r in rows if r["mean"] is not None]
+    text = "\n".join(lines) + "\n\n"
+    text += "Runs: " + ", ".join(f"{p} {done[p]}/{planned[p]}" for p in done)
+    sources = sorted({r["nas_source"] for r in data["runs"].values()})
+    reuse = sum(r.get("reused_from") == "lr_sweep" for r in data["runs"].values())
+    text += f"; {reuse} reused from lr_sweep; nas code {', '.join(sources) or '-'}.\n"
+    if variances:
+        pooled = math.sqrt(statistics.fmean(variances))
+        pairs = list(itertools.combinations(means, 2))
+        ties = sum(abs(a - b) < pooled for a, b in pairs)
+        text += (
+            f"Seed spread: pooled std of the 8T loss over {len(variances)} architectures with >= 2 seeds "
+            f"{pooled:.4f}; {ties} of {len(pairs)} pairs of mean 8T losses differ by less than it (a tie)."
+        )
+    return text
+
+
+def load(out: Path, tokens: int | None, recipe: float) -> dict[str, Any]:
+    data = json.loads(out.read_text()) if out.exists() else {}
+    data.setdefault(
+        "meta",
+        {
+            "what": "ground truth of issue 13 on the Gutenberg books (bench/gt_train.py)",
+            "split": SPLIT.name,
+            "recipe_lr": recipe,
+            "short_tokens": tokens or SHORT_TOKENS,
+            "cooldowns": {str(f): c for f, c in COOLDOWNS.items()},
+            "data": "20 Gutenberg books (../shared/data/gutenberg), 2 held out; text-files protocol, WSD decay 0.2",
+            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+    )
+    if data["meta"]["short_tokens"] != (tokens or SHORT_TOKENS):
+        raise SystemExit(f"{out} holds runs at T = {data['meta']['short_tokens']:,} tokens: use another --out")
+    data.setdefault("runs", {})
+    return data
+
+
+def run_all(data: dict[str, Any], todo: list[dict[str, Any]], out: Path, args: argparse.Namespace) -> None:
+    import torch
+    from _results import machine
+
+    import nas.trial  # noqa: F401  (loaded before its source is hashed)
+
+    global SOURCE
+    SOURCE = nas_source()
+    data["meta"].update(machine=machine(), threads=torch.get_num_threads())
+    done = 0
+    for i, run in enumerate(todo):
+        if run["key"] in data["runs"]:
+            continue
+        if args.limit is not None and done >= args.limit:
+            break
+        entry = train(run, data["meta"]["recipe_lr"], args.tokens)
+        data["runs"][run["key"]] = entry
+        save(data, out)
+        done += 1
+        loss = f"{entry['val_loss']:.4f}" if entry["val_loss"] is not None else entry["cause"]
+        annealed = " ".join(f"{v:.4f}@{t / (data['meta']['short_tokens']):.3g}T" for t, v in entry["annealed"] if v)
+        print(
+            f"[{i + 1}/{len(todo)}] {run['phase']:10s} {entry['summary']:56s} {loss} [{annealed}] "
+            f"({entry['wall_seconds']:.0f}s{', reused' if entry.get('reused_from') else ''})",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--part", help="K/N: run only part K of N (balanced by estimated time, each <= 2 h)")
+    parser.add_argument("--out", type=Path, help="results JSON (default bench/ground_truth_gutenberg[.partKofN].json)")
+    parser.add_argument("--merge", type=Path, action="append", default=[], help="fold in a part's JSON, then stop")
+    parser.add_argument("--plan", action="store_true", help="print the runs and core-hours per phase and stop")
+    parser.add_argument("--report", action="store_true", help="print the report and stop")
+    parser.add_argument("--record", action="store_true", help="with --report: append it to bench/RESULTS.md")
+    parser.add_argument(
+        "--tokens", type=int, help="smoke test: this T instead of the trial budget (--out outside bench/)"
+    )
+    parser.add_argument("--limit", type=int, help="stop after this many new runs")
+    args = parser.parse_args()
+    part = tuple(int(v) for v in args.part.split("/")) if args.part else None
+    out = args.out or (HERE / f"ground_truth_gutenberg.part{part[0]}of{part[1]}.json" if part else OUT)
+    if args.tokens and out.resolve().parent == HERE:
+        raise SystemExit("--tokens is a smoke test: give --out outside bench/ (e.g. /tmp/gt_smoke.json)")
+    runs = planned_runs(load_split())
+    if args.plan:
+        print_plan(runs)
+        return
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load(out, args.tokens, recipe_lr())
+    for other in args.merge:
+        for key, run in json.loads(other.read_text()).get("runs", {}).items():
+            data["runs"].setdefault(key, run)
+    if args.merge:
+        save(data, out)
+    if args.report or args.merge:  # merging folds the parts in, reports and stops
+        body = report(data, runs)
+        if args.record:
+            from _results import record
+
+            record("gt_train: the Gutenberg ground truth, its ceiling and the proxies", body, no_record=False)
+        else:
+            print(body)
+        return
+    run_all(data, part_of(runs, *part) if part else runs, out, args)
+    if not args.part and all(r["key"] in data["runs"] for r in runs):
+        data["meta"]["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        save(data, out)
+    print(report(data, runs))
+
+
+if __name__ == "__main__":
+    main()
