@@ -58,3 +58,24 @@ def test_a_resumed_run_that_the_pruner_stops_ends_at_a_restored_eval(micro_proto
         run_trial(micro_arch, protocol, on_step=die_at_20, checkpoint=checkpoint)
     result = run_trial(micro_arch, protocol, reporter=lambda p: p.step == 8, checkpoint=checkpoint)
     assert result.status == "pruned" and result.cause == "pruned at step 8"
+
+
+def test_a_resumed_run_keeps_the_cooldowns_measured_before_the_kill(micro_protocol, micro_arch, tmp_path):
+    protocol = micro_protocol("tasks=[]", "pretrain.schedule.kind=wsd", "pretrain.schedule.cooldowns=[0.25]")
+    plain = run_trial(micro_arch, protocol)  # 32 steps: a cool-down branches off at step 8
+    assert len(plain.annealed) == 2 and plain.metrics["cooldown_seconds"] > 0
+
+    checkpoint = Checkpoint(tmp_path / "ck", every=8, key="micro")
+
+    def die_at_20(step, loss, tps):
+        if step == 20:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_trial(micro_arch, protocol, on_step=die_at_20, checkpoint=checkpoint)
+    assert checkpoint.load()["annealed"] == [plain.annealed[0]]  # saved at step 16, after the cool-down
+    resumed = run_trial(micro_arch, protocol, checkpoint=checkpoint)
+    assert resumed.resumed_from_step == 16
+    assert resumed.annealed[0] == plain.annealed[0]  # not measured again
+    assert resumed.annealed[1] == pytest.approx(plain.annealed[1], abs=1e-5)
+    assert resumed.metrics["predicted_val_loss"] == pytest.approx(plain.metrics["predicted_val_loss"], abs=1e-4)
