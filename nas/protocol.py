@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import types
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nas.arch import COUNT_NAMES
 from nas.errors import NasInputError, did_you_mean, validation_problems
+from nas.overrides import apply_key_overrides, fields_at
 from nas.resources import parse_yaml, read_text
 
 __all__ = [
@@ -339,6 +337,9 @@ class TrialProtocol(_Strict):
         return values
 
 
+HIDDEN = ("source", "text")  # TrialProtocol fields that are not keys of the file
+
+
 # ---- loading --------------------------------------------------------------------------------
 def load_protocol(name_or_path: str | Path, overrides: list[str] | None = None) -> TrialProtocol:
     """Load a protocol by shipped name or path, apply ``--set`` overrides, validate."""
@@ -377,78 +378,11 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
-def _model_of(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside an annotation (Optional[X], list[X], X), if any."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) in (typing.Union, list):
-        for arg in typing.get_args(annotation):
-            found = _model_of(arg)
-            if found is not None:
-                return found
-    return None
-
-
 def _fields_at(path: list[str]) -> list[str]:
-    model: type[BaseModel] | None = TrialProtocol
-    for part in path:
-        if model is None:
-            return []
-        if part.isdigit():
-            continue
-        info = model.model_fields.get(part)
-        model = _model_of(info.annotation) if info else None
-    return [f for f in (model.model_fields if model else {}) if f not in ("source", "text")]
+    return fields_at(TrialProtocol, path, hidden=HIDDEN)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.path=value`` overrides (values parsed as YAML) to a raw protocol mapping.
-
-    Keys are checked against the schema as they are walked; a list item (a task) is addressed by
-    its name or index.
-    """
-    raw = json.loads(json.dumps(raw))  # a deep copy of plain data
-    for item in overrides:
-        key, sep, value_text = item.partition("=")
-        if not sep or not key:
-            raise NasInputError("--set", f"'{item}': expected key.path=value")
-        try:
-            value = yaml.safe_load(value_text)
-        except yaml.YAMLError:
-            value = value_text
-        parts = key.split(".")
-        node: Any = raw
-        model: type[BaseModel] | None = TrialProtocol
-        for depth, part in enumerate(parts):
-            where = ".".join(parts[: depth + 1])
-            last = depth == len(parts) - 1
-            if isinstance(node, list):
-                if last:
-                    raise NasInputError("--set", f"{key}: name a key inside the list item, not the item")
-                node = node[_list_index(node, part, where)]
-                continue
-            next_model = None
-            if model is not None:
-                fields = [f for f in model.model_fields if f not in ("source", "text")]
-                if part not in fields:
-                    raise NasInputError("--set", f"{where}: unknown key '{part}'{did_you_mean(part, fields)}")
-                next_model = _model_of(model.model_fields[part].annotation)
-            if last:
-                node[part] = value
-                break
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict | list):
-                raise NasInputError("--set", f"{where}: is a value ({child!r}), not a section")
-            node, model = child, next_model
-    return raw
-
-
-def _list_index(items: list[Any], part: str, key: str) -> int:
-    if part.isdigit() and int(part) < len(items):
-        return int(part)
-    names = [item.get("name") for item in items if isinstance(item, dict)]
-    if part in names:
-        return names.index(part)
-    raise NasInputError("--set", f"{key}: no item '{part}'{did_you_mean(part, [str(n) for n in names])}")
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a raw protocol mapping (see
+    nas.overrides); a list item (a task) is addressed by its name or index."""
+    return apply_key_overrides(raw, overrides, TrialProtocol, hidden=HIDDEN)

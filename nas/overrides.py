@@ -1,0 +1,97 @@
+"""`--set key.path=value` overrides on a raw YAML mapping, checked against a pydantic schema as the
+keys are walked (an unknown key is refused with the keys allowed there); values are parsed as YAML.
+A list item is addressed by its ``name`` or its index."""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from nas.errors import NasInputError, did_you_mean
+
+__all__ = ["apply_key_overrides", "fields_at", "model_of"]
+
+
+def model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (Optional[X], list[X], X), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) in (typing.Union, list):
+        for arg in typing.get_args(annotation):
+            found = model_of(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def fields_at(root: type[BaseModel], path: list[str], hidden: tuple[str, ...] = ()) -> list[str]:
+    """The keys allowed at ``path`` (list indices skipped) under the schema ``root``."""
+    model: type[BaseModel] | None = root
+    for part in path:
+        if model is None:
+            return []
+        if part.isdigit():
+            continue
+        info = model.model_fields.get(part)
+        model = model_of(info.annotation) if info else None
+    return [f for f in (model.model_fields if model else {}) if f not in hidden]
+
+
+def apply_key_overrides(
+    raw: dict[str, Any], overrides: list[str], root: type[BaseModel], hidden: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A deep copy of ``raw`` with each ``key.path=value`` of ``overrides`` applied."""
+    raw = json.loads(json.dumps(raw))  # a deep copy of plain data
+    for item in overrides:
+        key, sep, value_text = item.partition("=")
+        if not sep or not key:
+            raise NasInputError("--set", f"'{item}': expected key.path=value")
+        try:
+            value = yaml.safe_load(value_text)
+        except yaml.YAMLError:
+            value = value_text
+        _set(raw, key, value, root, hidden)
+    return raw
+
+
+def _set(raw: dict[str, Any], key: str, value: Any, root: type[BaseModel], hidden: tuple[str, ...]) -> None:
+    parts = key.split(".")
+    node: Any = raw
+    model: type[BaseModel] | None = root
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[: depth + 1])
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if last:
+                raise NasInputError("--set", f"{key}: name a key inside the list item, not the item")
+            node = node[_list_index(node, part, where)]
+            continue
+        next_model = None
+        if model is not None:
+            fields = [f for f in model.model_fields if f not in hidden]
+            if part not in fields:
+                raise NasInputError("--set", f"{where}: unknown key '{part}'{did_you_mean(part, fields)}")
+            next_model = model_of(model.model_fields[part].annotation)
+        if last:
+            node[part] = value
+            return
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict | list):
+            raise NasInputError("--set", f"{where}: is a value ({child!r}), not a section")
+        node, model = child, next_model
+
+
+def _list_index(items: list[Any], part: str, key: str) -> int:
+    if part.isdigit() and int(part) < len(items):
+        return int(part)
+    names = [item.get("name") for item in items if isinstance(item, dict)]
+    if part in names:
+        return names.index(part)
+    raise NasInputError("--set", f"{key}: no item '{part}'{did_you_mean(part, [str(n) for n in names])}")
