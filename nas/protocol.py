@@ -165,9 +165,12 @@ class Schedule(_Strict):
         if self.cooldowns and self.kind != "wsd":
             raise ValueError(f"cooldowns need kind: wsd (a stable phase to branch from), not {self.kind}")
         stable = 1.0 - self.decay_fraction
-        bad = [f for f in self.cooldowns if not 0 < f <= stable]
+        bad = [f for f in self.cooldowns if not self.warmup_fraction < f < stable]
         if bad:
-            raise ValueError(f"cooldowns must lie in the stable phase, (0, {stable:g}]; got {bad}")
+            raise ValueError(
+                f"cooldowns must lie in the stable phase, after the warmup and before the final decay "
+                f"({self.warmup_fraction:g} < f < {stable:g}; the run's own decay measures {stable:g}); got {bad}"
+            )
         return self
 
 
@@ -317,14 +320,15 @@ class TrialProtocol(_Strict):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def _hashed(self) -> dict[str, Any]:
-        """The content that names a protocol: keys added since 0.1 are left out while at their default,
-        so a protocol that does not use them keeps its hash (studies and checkpoints made before resume)."""
+        """The content that names a protocol, with the version of how a trial measures (MEASURE): a
+        study or checkpoint made under another version is not resumed as if it were the same run.
+        Keys added since are left out while at their default."""
         content = self.model_dump(mode="json")
         if not content["pretrain"]["schedule"]["cooldowns"]:
             del content["pretrain"]["schedule"]["cooldowns"]
         if content["target"] == Target().model_dump(mode="json"):
             del content["target"]
-        return content
+        return {**content, "measure": MEASURE}
 
     def objective_values(self, metrics: dict[str, float]) -> list[float]:
         """The objectives' values, in order, from a trial's metrics."""
@@ -338,6 +342,9 @@ class TrialProtocol(_Strict):
 
 
 HIDDEN = ("source", "text")  # TrialProtocol fields that are not keys of the file
+# How a trial measures: 2 = training windows read without repeats per epoch, held-out windows spread
+# over the whole held-out split (1, before: random windows, the first eval_tokens held-out tokens).
+MEASURE = 2
 
 
 # ---- loading --------------------------------------------------------------------------------

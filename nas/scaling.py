@@ -9,7 +9,8 @@ with its own irreducible loss E_i and data coefficient B_i, and ONE data exponen
 the architectures of a study (Chinchilla's form with the model size folded into E_i and B_i). Given
 beta the fit is linear least squares; beta is profiled over a grid, on every trial's points at once
 (:func:`fit_beta`), so each new trial sharpens every prediction. The uncertainty of a prediction adds
-the spread over beta's 95 % profile interval to the least-squares variance of (E_i, B_i).
+the spread over beta's 95 % profile interval (an F test, the noise being estimated) to the
+least-squares variance of (E_i, B_i).
 With no spare degree of freedom (one curve of three points, or only two points per curve) beta is
 not identified: the prior range [0.15, 0.6] around Chinchilla's beta = 0.28 (Hoffmann et al., 2022)
 stands in.
@@ -29,7 +30,6 @@ __all__ = ["BetaFit", "Prediction", "fit_beta", "predict_loss", "target_tokens",
 
 PRIOR_BETA = (0.28, 0.15, 0.6)  # (centre, low, high) when the points cannot tell
 BETAS = np.geomspace(0.05, 2.0, 81)
-CHI2_95 = 3.84  # one degree of freedom
 
 Points = Sequence[Sequence[float]]  # [[tokens, loss], ...]
 
@@ -56,12 +56,13 @@ class Prediction:
     n_points: int
 
 
-def _design(tokens: np.ndarray, beta: float) -> np.ndarray:
-    return np.stack([np.ones_like(tokens), tokens ** (-beta)], axis=1)
+def _design(tokens: np.ndarray, beta: float, ref: float) -> np.ndarray:
+    """[1, (D / ref)^-beta]: scaled by a reference budget so that the columns stay comparable."""
+    return np.stack([np.ones_like(tokens), (tokens / ref) ** (-beta)], axis=1)
 
 
 def _sse(points: np.ndarray, beta: float) -> float:
-    x = _design(points[:, 0], beta)
+    x = _design(points[:, 0], beta, points[-1, 0])
     coef, *_ = np.linalg.lstsq(x, points[:, 1], rcond=None)
     residual = points[:, 1] - x @ coef
     return float(residual @ residual)
@@ -81,6 +82,7 @@ def fit_beta(curves: Sequence[Points]) -> BetaFit:
         centre, low, high = PRIOR_BETA
         return BetaFit(centre, low, high, 0.0, max(dof, 0), len(usable))
     from scipy.optimize import minimize_scalar
+    from scipy.stats import f as f_distribution
 
     def total(beta: float) -> float:
         return sum(_sse(c, beta) for c in usable)
@@ -91,14 +93,16 @@ def fit_beta(curves: Sequence[Points]) -> BetaFit:
     refined = minimize_scalar(total, bounds=(lo, hi), method="bounded", options={"xatol": 1e-5})
     beta, best = (float(refined.x), float(refined.fun)) if refined.fun <= totals[i] else (BETAS[i], totals[i])
     sigma2 = max(best / dof, 1e-12)
-    inside = [b for b, s in zip(BETAS, totals, strict=True) if s - best <= CHI2_95 * sigma2] + [beta]
+    threshold = float(f_distribution.ppf(0.95, 1, dof)) * sigma2  # beta's 95 % profile interval, sigma estimated
+    inside = [b for b, s in zip(BETAS, totals, strict=True) if s - best <= threshold] + [beta]
     return BetaFit(float(beta), float(min(inside)), float(max(inside)), sigma2, dof, len(usable))
 
 
 def _predict_at(points: np.ndarray, tokens: float, beta: float, sigma2: float) -> tuple[float, float]:
-    x = _design(points[:, 0], beta)
+    ref = points[-1, 0]
+    x = _design(points[:, 0], beta, ref)
     coef, *_ = np.linalg.lstsq(x, points[:, 1], rcond=None)
-    at = np.array([1.0, tokens ** (-beta)])
+    at = np.array([1.0, (tokens / ref) ** (-beta)])
     variance = float(sigma2 * at @ np.linalg.pinv(x.T @ x) @ at) if sigma2 > 0 else 0.0
     return float(at @ coef), variance
 

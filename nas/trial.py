@@ -187,8 +187,9 @@ def _record_pretraining(result: TrialResult, outcome: PretrainOutcome, seq_len: 
         train_seconds=outcome.train_seconds,
         tokens_trained=outcome.tokens,
     )
-    if outcome.annealed and outcome.cooldown_seconds > 0:
+    if outcome.cooldown_tokens > 0:  # compute a trial spends beyond tokens_trained
         result.metrics["cooldown_seconds"] = outcome.cooldown_seconds
+        result.metrics["cooldown_tokens"] = outcome.cooldown_tokens
     if outcome.cause is not None:
         result.cause = outcome.cause
         result.status = "pruned" if outcome.cause.startswith("pruned") else "failed"

@@ -111,3 +111,12 @@ def test_cli_show_and_list(capsys):
     assert code == 0 and "tokens: 1234" in out and "qa.f1" in out
     code, out, _ = run(["trials", "list"], capsys)
     assert code == 0 and "cpu-tiny" in out and "gpu-short" in out and "text-files" in out
+
+
+def test_the_hash_names_how_a_trial_measures(monkeypatch):
+    """A study or checkpoint made when trials measured differently is not resumed as the same run."""
+    import nas.protocol as protocol_module
+
+    now = load_protocol("cpu-tiny").content_hash
+    monkeypatch.setattr(protocol_module, "MEASURE", protocol_module.MEASURE - 1)
+    assert load_protocol("cpu-tiny").content_hash != now

@@ -14,8 +14,9 @@ from tests.test_pretrain import _config, _setup
 
 
 def test_cooldown_steps_lie_after_warmup_and_inside_the_stable_phase():
-    schedule = Schedule(kind="wsd", warmup_fraction=0.1, decay_fraction=0.2, cooldowns=[0.05, 0.25, 0.5, 0.8])
-    assert cooldown_steps(100, schedule) == [25, 50, 80]  # 0.05 falls inside the warmup
+    schedule = Schedule(kind="wsd", warmup_fraction=0.1, decay_fraction=0.2, cooldowns=[0.11, 0.25, 0.5, 0.79])
+    assert cooldown_steps(20, schedule) == [5, 10, 16]  # 0.11 rounds into the warmup (step 2)
+    assert cooldown_steps(100, schedule) == [11, 25, 50, 79]
     assert cooldown_steps(100, Schedule(kind="wsd")) == []
     assert cooldown_length(40, schedule) == 10  # a WSD run of 50 steps decays over its last 10
     # The branch's learning rate is the one a WSD run of step + length steps would use at each step.
@@ -26,8 +27,9 @@ def test_cooldown_steps_lie_after_warmup_and_inside_the_stable_phase():
 def test_cooldowns_need_wsd_and_the_stable_phase():
     with pytest.raises(NasInputError, match="cooldowns need kind: wsd"):
         load_protocol("cpu-tiny", ["pretrain.schedule.kind=cosine", "pretrain.schedule.cooldowns=[0.5]"])
-    with pytest.raises(NasInputError, match="cooldowns must lie in the stable phase"):
-        load_protocol("cpu-tiny", ["pretrain.schedule.kind=wsd", "pretrain.schedule.cooldowns=[0.9]"])
+    for bad in ("0.9", "0.8", "0.04"):  # in the decay; the run's own decay; inside the 0.05 warmup
+        with pytest.raises(NasInputError, match="cooldowns must lie in the stable phase"):
+            load_protocol("cpu-tiny", ["pretrain.schedule.kind=wsd", f"pretrain.schedule.cooldowns=[{bad}]"])
 
 
 def test_a_cooldown_equals_the_shorter_wsd_run_and_leaves_the_main_run_untouched():
@@ -46,6 +48,7 @@ def test_a_cooldown_equals_the_shorter_wsd_run_and_leaves_the_main_run_untouched
     assert with_branches.annealed[0] == [256.0 * 16, short.final_val_loss]
     assert with_branches.annealed[1] == [256.0 * 40, plain.final_val_loss]
     assert with_branches.cooldown_seconds > 0 and plain.cooldown_seconds == 0
+    assert with_branches.cooldown_tokens == 4 * 256 and plain.cooldown_tokens == 0
     assert plain.annealed == [[256.0 * 40, plain.final_val_loss]]  # a decayed run's end is annealed too
 
 
@@ -57,3 +60,25 @@ def test_no_annealed_point_for_a_pruned_or_constant_run():
     constant_config = Pretrain(**{**_config().model_dump(), "schedule": {"kind": "constant"}})
     constant = pretrain(model, train, val, constant_config, 1.0)
     assert constant.annealed == [] and math.isfinite(constant.final_val_loss)
+
+
+def test_with_dropout_the_main_run_is_still_untouched_by_its_cooldowns():
+    import numpy as np
+    import torch
+    import transformers
+
+    from nas.arch import ArchConfig
+
+    arch = ArchConfig(vocab_size=50, max_seq_len=32, n_layers=2, d_model=32, n_heads=2, dropout=0.2)
+    ids = (np.tile(np.arange(20), 500) % 50).astype(np.uint16)
+
+    def run(cooldowns):
+        torch.manual_seed(0)
+        model = transformers.AutoModelForCausalLM.from_config(arch.to_hf_config())
+        schedule = {"kind": "wsd", "warmup_fraction": 0.0, "decay_fraction": 0.25, "cooldowns": cooldowns}
+        return pretrain(model, ids[:9000], ids[9000:], _config(budget={"tokens": 256 * 24}, schedule=schedule), 1.0)
+
+    with_branch, plain = run([0.5]), run([])
+    assert len(with_branch.annealed) == 2 and [p.val_loss for p in with_branch.curve] == [
+        p.val_loss for p in plain.curve
+    ]

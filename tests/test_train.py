@@ -62,8 +62,8 @@ def test_train_loss_falls_and_the_folder_loads_and_generates(exported, tmp_path,
 
 
 def test_the_search_prediction_is_compared_with_the_measured_loss(tmp_path, micro_protocol, micro_arch, capsys):
-    """An export whose trial predicted the loss at the budget trained here: metrics.json puts the
-    prediction beside the measurement; the trial's cool-downs are not run again."""
+    """An export whose trial predicted the loss at its target, trained by default at that target:
+    metrics.json puts the prediction beside the measurement; the trial's cool-downs are not run again."""
     folder = tmp_path / "export"
     tokens = 40 * 512
     export_architecture(
@@ -71,13 +71,16 @@ def test_the_search_prediction_is_compared_with_the_measured_loss(tmp_path, micr
         folder,
         metrics={"predicted_val_loss": 5.0, "predicted_val_loss_std": 0.2, "target_tokens": 1.0 * tokens},
     )
-    protocol = micro_protocol("tasks=[]", "pretrain.schedule.kind=wsd", "pretrain.schedule.cooldowns=[0.5]")
+    protocol = micro_protocol(
+        "tasks=[]", "pretrain.schedule.kind=wsd", "pretrain.schedule.cooldowns=[0.5]", f"target.tokens={tokens}"
+    )
     (folder / "recipe.yaml").write_text(yaml.safe_dump(protocol.model_dump(mode="json"), sort_keys=False))
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as info:
-        main(["train", str(folder), "--tokens", str(tokens), "-o", str(out), "--quiet"])
+        main(["train", str(folder), "-o", str(out), "--quiet"])  # the budget: the recipe's target
     assert info.value.code in (0, None), capsys.readouterr()
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tokens"] == tokens
     assert metrics["predicted_val_loss"] == 5.0 and metrics["predicted_val_loss_std"] == 0.2
     assert metrics["prediction_error"] == pytest.approx((metrics["val_loss"] - 5.0) / metrics["val_loss"])
     assert "predicted 5.0000 ± 0.2000 by the search; measured" in (out / "train.log").read_text()

@@ -349,15 +349,17 @@ def _early_loss(r: TrialRecord) -> float:
 
 
 # ---- the prediction at the target budget ---------------------------------------------------------
-def prediction(done: list[TrialRecord]) -> Any:
-    """Each trial's annealed losses (its cool-downs and its end), the fitted L(D) = E + B·D^-beta out to
-    the target budget, and the prediction there with its std; None when no trial has two points."""
+def prediction(records: list[TrialRecord]) -> Any:
+    """Each trained trial's annealed losses (its cool-downs and its end), L(D) = E + B·D^-beta refitted
+    now on all of them (the trials the search's fit uses: completed and pruned), out to the target
+    budget with the prediction there and its std; None when no trial has two points. A trial's stored
+    ``predicted_val_loss`` (its objective value) used the trials trained before it."""
     import numpy as np
     import plotly.graph_objects as go
 
     from nas.scaling import fit_beta, predict_loss
 
-    with_points = [r for r in done if len(r.annealed) >= 2]
+    with_points = [r for r in records if r.trained and len(r.annealed) >= 2]
     if not with_points:
         return None
     fit = fit_beta([r.annealed for r in with_points])
@@ -393,7 +395,7 @@ def prediction(done: list[TrialRecord]) -> Any:
                     text=[f"trial {r.number}: {at.value:.4g} ± {at.std:.2g}"],
                 )
             )
-    shared = "fitted on the trials" if fit.identified else "prior range: the points cannot tell"
+    shared = f"refitted now on {fit.n_curves} trials" if fit.identified else "prior range: the points cannot tell"
     fig.update_layout(
         title=f"data exponent beta = {fit.beta:.3f} [{fit.low:.3f}, {fit.high:.3f}] ({shared}; "
         f"residual sd {math.sqrt(fit.sigma2):.3g}, {fit.dof} spare points)",

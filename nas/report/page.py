@@ -75,7 +75,7 @@ def _figure_sections(
         ("Pareto fronts: quality vs cost", lambda: figures.pareto(done, objectives[0], minimize[0])),
         ("Hypervolume history", lambda: figures.hypervolume(done, minimize) if len(minimize) == 2 else None),
         ("Top 10 % vs all: knob distributions", lambda: figures.top_vs_all(done, minimize[0])),
-        ("Prediction at the target budget", lambda: figures.prediction(done)),
+        ("Prediction at the target budget", lambda: figures.prediction(records)),
         ("Proxy check", lambda: _proxy(done, minimize[0], report)),
     ]
     sections = []

@@ -148,6 +148,8 @@ def _queue_unseen(worker: _Worker, after: int) -> bool:
     from nas.space import random_samples
 
     study, space = worker.study, worker.config.space
+    if isinstance(study.sampler, optuna.samplers.GridSampler):  # it queues its own grid points; it never repeats
+        return False
     trials = study.get_trials(deepcopy=False)
     seen = {records.arch_hash_of(t) for t in trials}
     sampled = [p.name for p in space.params if len(p.possible_values() or [None, None]) > 1]

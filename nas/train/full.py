@@ -81,7 +81,6 @@ def plan(
     import yaml
 
     from nas.export import load_architecture
-    from nas.protocol import load_protocol, parse_protocol
 
     export_dir = Path(export_dir)
     if not (export_dir / "architecture.yaml").is_file():
@@ -89,20 +88,14 @@ def plan(
     arch = load_architecture(export_dir)
     if tokens is not None and flops is not None:
         raise NasInputError("--tokens", "give --tokens or --flops, not both")
-    budget = {"tokens": tokens} if tokens is not None else {"flops": flops} if flops is not None else None
-    if budget is None:  # Chinchilla's ~20 tokens per parameter
-        budget = {"tokens": 20 * arch.param_count()}
     # Full training measures its own budget: the trial's cool-downs (extra budgets) are dropped unless --set.
-    extra = ["pretrain.schedule.cooldowns=[]", *(overrides or []), f"pretrain.budget={json.dumps(budget)}"]
-    if trial is not None:
-        protocol = load_protocol(trial, extra)
-        source = trial
-    else:
-        recipe = export_dir / "recipe.yaml"
-        if not recipe.is_file():
-            raise NasInputError(str(recipe), "missing: the export has no recipe; name a protocol with --trial")
-        protocol = parse_protocol(recipe.read_text(), source=str(recipe), overrides=extra)
-        source = str(recipe)
+    extra = ["pretrain.schedule.cooldowns=[]", *(overrides or [])]
+    budget = {"tokens": tokens} if tokens is not None else {"flops": flops} if flops is not None else None
+    if budget is None:  # the protocol's target: the budget its trials predicted at (default 20 tokens/param)
+        target = _load_recipe(export_dir, trial, extra)[0].target
+        given = {"tokens": target.tokens} if target.tokens else {"flops": target.flops} if target.flops else None
+        budget = given or {"tokens": round(target.tokens_per_param * arch.param_count())}
+    protocol, source = _load_recipe(export_dir, trial, [*extra, f"pretrain.budget={json.dumps(budget)}"])
     if protocol.pretrain.seq_len > arch.max_seq_len:
         raise NasInputError(
             "pretrain.seq_len", f"{protocol.pretrain.seq_len} exceeds the architecture's max_seq_len {arch.max_seq_len}"
@@ -116,6 +109,18 @@ def plan(
         raise NasInputError("--checkpoint-every", "must be >= 1 (a full training run always keeps checkpoints)")
     text = yaml.safe_dump(protocol.model_dump(mode="json"), sort_keys=False)
     return TrainSpec(str(export_dir.resolve()), text, source, every, nproc)
+
+
+def _load_recipe(export_dir: Path, trial: str | None, overrides: list[str]) -> tuple[TrialProtocol, str]:
+    """The protocol to train with (``--trial``, or the export's recipe.yaml) and where it came from."""
+    from nas.protocol import load_protocol, parse_protocol
+
+    if trial is not None:
+        return load_protocol(trial, overrides), trial
+    recipe = export_dir / "recipe.yaml"
+    if not recipe.is_file():
+        raise NasInputError(str(recipe), "missing: the export has no recipe; name a protocol with --trial")
+    return parse_protocol(recipe.read_text(), source=str(recipe), overrides=overrides), str(recipe)
 
 
 def new_run(

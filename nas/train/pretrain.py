@@ -69,6 +69,7 @@ class PretrainOutcome:
     # [tokens, held-out loss] of each cool-down (the WSD run it stands for), then of the finished run
     annealed: list[list[float]] = field(default_factory=list)
     cooldown_seconds: float = 0.0  # training time spent in cool-down branches (not in train_seconds)
+    cooldown_tokens: int = 0  # tokens trained in cool-down branches (not in tokens)
 
     @property
     def tokens_per_second(self) -> float:
@@ -307,6 +308,7 @@ def _resume(run: _Run, val_ids: np.ndarray, checkpoint: Checkpoint | None) -> in
     outcome.curve = [EvalPoint(**p) for p in saved["curve"]]
     outcome.annealed = saved.get("annealed", [])
     outcome.cooldown_seconds = saved.get("cooldown_seconds", 0.0)
+    outcome.cooldown_tokens = saved.get("cooldown_tokens", 0)
     finished = run.total_steps is not None and step >= run.total_steps
     for point in outcome.curve[1:]:
         if run.reporter is not None and run.reporter(point) and not finished:
@@ -394,8 +396,9 @@ def _cooldown(run: _Run, train_ids: np.ndarray, val_ids: np.ndarray, step: int) 
     batches as a WSD run of ``step + k`` steps would, record that run's held-out loss, then put the
     model and optimizer back. The main run goes on exactly as without the branch."""
     config, outcome = run.config, run.outcome
-    model_state = copy.deepcopy(run.model.state_dict())
-    optimizer_state = copy.deepcopy(run.optimizer.state_dict())
+    model_state = _cpu_copy(run.model.state_dict())  # off the accelerator: the branch must not add to its peak
+    optimizer_state = _cpu_copy(run.optimizer.state_dict())
+    rng = rng_state()  # dropout draws in the branch must not shift the main run's
     seconds = outcome.train_seconds
     total = step + cooldown_length(step, config.schedule)
     for branch_step in range(step, total):
@@ -405,9 +408,22 @@ def _cooldown(run: _Run, train_ids: np.ndarray, val_ids: np.ndarray, step: int) 
     val_loss = evaluate(run.model, val_ids, config, run.device, run.micro)
     outcome.annealed.append([float(total * config.batch_tokens), val_loss])
     outcome.cooldown_seconds += outcome.train_seconds - seconds
+    outcome.cooldown_tokens += (total - step) * config.batch_tokens
     outcome.train_seconds = seconds
     run.model.load_state_dict(model_state)
-    run.optimizer.load_state_dict(optimizer_state)
+    run.optimizer.load_state_dict(optimizer_state)  # tensors go back to each parameter's device
+    set_rng_state(rng)
+
+
+def _cpu_copy(state: Any) -> Any:
+    """A deep copy of a state dict with every tensor on the CPU."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: _cpu_copy(v) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_cpu_copy(v) for v in state)
+    return copy.deepcopy(state)
 
 
 def _save(checkpoint: Checkpoint, run: _Run, step: int) -> None:
@@ -418,6 +434,7 @@ def _save(checkpoint: Checkpoint, run: _Run, step: int) -> None:
             "curve": [p.to_dict() for p in run.outcome.curve],
             "annealed": run.outcome.annealed,
             "cooldown_seconds": run.outcome.cooldown_seconds,
+            "cooldown_tokens": run.outcome.cooldown_tokens,
             "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(),
             "rng": rng_state(),
