@@ -13,15 +13,17 @@ class Killed(Exception):
     pass
 
 
+def die_at_20(step, loss, tps):
+    """An on_step callback that kills the run at step 20 (after the checkpoint at 16)."""
+    if step == 20:
+        raise Killed
+
+
 def test_resumed_run_matches_an_uninterrupted_one(micro_protocol, micro_arch, tmp_path):
     protocol = micro_protocol("tasks=[]")  # 32 steps, evals every 8
     plain = run_trial(micro_arch, protocol)
 
     checkpoint = Checkpoint(tmp_path / "ck", every=8, key="micro")
-
-    def die_at_20(step, loss, tps):
-        if step == 20:
-            raise Killed
 
     with pytest.raises(Killed):
         run_trial(micro_arch, protocol, on_step=die_at_20, checkpoint=checkpoint)
@@ -50,10 +52,6 @@ def test_a_resumed_run_that_the_pruner_stops_ends_at_a_restored_eval(micro_proto
     protocol = micro_protocol("tasks=[]")
     checkpoint = Checkpoint(tmp_path, every=8)
 
-    def die_at_20(step, loss, tps):
-        if step == 20:
-            raise Killed
-
     with pytest.raises(Killed):
         run_trial(micro_arch, protocol, on_step=die_at_20, checkpoint=checkpoint)
     result = run_trial(micro_arch, protocol, reporter=lambda p: p.step == 8, checkpoint=checkpoint)
@@ -66,10 +64,6 @@ def test_a_resumed_run_keeps_the_cooldowns_measured_before_the_kill(micro_protoc
     assert len(plain.annealed) == 2 and plain.metrics["cooldown_seconds"] > 0
 
     checkpoint = Checkpoint(tmp_path / "ck", every=8, key="micro")
-
-    def die_at_20(step, loss, tps):
-        if step == 20:
-            raise Killed
 
     with pytest.raises(Killed):
         run_trial(micro_arch, protocol, on_step=die_at_20, checkpoint=checkpoint)
