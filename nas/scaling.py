@@ -7,8 +7,8 @@ its architecture at several budgets D: the points ``(D_j, L_j)``. Each architect
 
 with its own irreducible loss E_i and data coefficient B_i, and ONE data exponent beta shared by all
 the architectures of a study (Chinchilla's form with the model size folded into E_i and B_i). Given
-beta the fit is linear least squares; beta is profiled over a grid, on every trial's points at once
-(:func:`fit_beta`), so each new trial sharpens every prediction. The uncertainty of a prediction adds
+beta the fit is least squares with E_i, B_i >= 0; beta is profiled over a grid, on every trial's
+points at once (:func:`fit_beta`), so each new trial sharpens every prediction. The uncertainty of a prediction adds
 the spread over beta's 95 % profile interval (an F test, the noise being estimated) to the
 least-squares variance of (E_i, B_i).
 With no spare degree of freedom (one curve of three points, or only two points per curve) beta is
@@ -61,10 +61,18 @@ def _design(tokens: np.ndarray, beta: float, ref: float) -> np.ndarray:
     return np.stack([np.ones_like(tokens), (tokens / ref) ** (-beta)], axis=1)
 
 
+def _coefficients(x: np.ndarray, losses: np.ndarray) -> np.ndarray:
+    """(E, B) by least squares with E >= 0 and B >= 0: a loss is never negative, and it does not rise
+    with more data (a rising curve gets B = 0, a flat prediction)."""
+    from scipy.optimize import nnls
+
+    coef, _ = nnls(x, losses)
+    return coef
+
+
 def _sse(points: np.ndarray, beta: float) -> float:
     x = _design(points[:, 0], beta, points[-1, 0])
-    coef, *_ = np.linalg.lstsq(x, points[:, 1], rcond=None)
-    residual = points[:, 1] - x @ coef
+    residual = points[:, 1] - x @ _coefficients(x, points[:, 1])
     return float(residual @ residual)
 
 
@@ -101,7 +109,7 @@ def fit_beta(curves: Sequence[Points]) -> BetaFit:
 def _predict_at(points: np.ndarray, tokens: float, beta: float, sigma2: float) -> tuple[float, float]:
     ref = points[-1, 0]
     x = _design(points[:, 0], beta, ref)
-    coef, *_ = np.linalg.lstsq(x, points[:, 1], rcond=None)
+    coef = _coefficients(x, points[:, 1])
     at = np.array([1.0, (tokens / ref) ** (-beta)])
     variance = float(sigma2 * at @ np.linalg.pinv(x.T @ x) @ at) if sigma2 > 0 else 0.0
     return float(at @ coef), variance

@@ -56,3 +56,13 @@ def test_target_tokens():
     assert target_tokens(1e6, 6e6, 5_000_000, None, 20) == 5e6
     assert target_tokens(1e6, 6e6, None, 6e12, 20) == pytest.approx(1e6)
     assert target_tokens(1e6, 6e6, None, None, 20) == 2e7
+
+
+def test_the_fit_never_predicts_a_negative_loss_or_one_that_rises_with_data():
+    rising = [[1e5, 3.0], [2e5, 3.1], [4e5, 3.2]]  # noise that rises: B = 0, a flat prediction
+    fit = fit_beta([rising])
+    prediction = predict_loss(rising, 1e7, fit)
+    assert prediction is not None and prediction.value == pytest.approx(3.1, abs=1e-6)
+    steep = [[1e4, 9.0], [2e4, 5.0], [4e4, 2.0]]  # unconstrained, E would be far below zero
+    prediction = predict_loss(steep, 1e8, fit_beta([steep]))
+    assert prediction is not None and prediction.value >= 0
