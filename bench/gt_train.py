@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _gutenberg import FAR_FACTOR, LONG_FACTOR, SHORT_TOKENS, budget_protocol, gutenberg_protocol, recipe_lr
 from gt_archs import SPLIT, load_split, run_seconds
-from lr_sweep import _num, nas_source, save
+from lr_sweep import curve_rows, finite_or_none, nas_source, part_of, save
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "ground_truth_gutenberg.json"
@@ -66,20 +66,6 @@ def est_seconds(run: dict[str, Any]) -> float:
     """gt_archs' single-core estimate of the run, plus its cool-downs' extra steps (decay 0.2: d/(1-d) = 1/4
     of each branch point's steps)."""
     return run_seconds(run["entry"]["arch"], run["factor"]) * (1 + 0.25 * sum(COOLDOWNS[run["factor"]]))
-
-
-def part_of(runs: list[dict[str, Any]], part: int, parts: int) -> list[dict[str, Any]]:
-    """Runs of part ``part`` (1-based) of ``parts``: longest-first greedy balance of the estimated seconds,
-    each part keeping the plan's order."""
-    loads = [0.0] * parts
-    owner: dict[str, int] = {}
-    for run in sorted(runs, key=lambda r: -est_seconds(r)):
-        k = loads.index(min(loads))
-        owner[run["key"]] = k
-        loads[k] += est_seconds(run)
-    if max(loads) > PART_LIMIT_S:
-        print(f"warning: the longest part is estimated at {max(loads) / 3600:.1f} h (> 2 h): use more parts")
-    return [r for r in runs if owner[r["key"]] == part - 1]
 
 
 def print_plan(runs: list[dict[str, Any]]) -> None:
@@ -148,10 +134,10 @@ def train(run: dict[str, Any], lr: float, tokens: int | None, sweep_path: Path =
     return header(run, lr) | {
         "status": result.status,
         "cause": result.cause,
-        "val_loss": _num(loss),
-        "annealed": [[int(t), _num(v)] for t, v in result.annealed],
+        "val_loss": finite_or_none(loss),
+        "annealed": [[int(t), finite_or_none(v)] for t, v in result.annealed],
         "tokens": int(result.metrics.get("tokens_trained", 0)),
-        "curve": [[p.step, p.tokens, _num(p.val_loss), _num(p.train_loss), p.lr] for p in result.curve],
+        "curve": curve_rows(result),
         "train_seconds": result.metrics.get("train_seconds"),
         "cooldown_seconds": result.metrics.get("cooldown_seconds"),
         "tokens_per_second": result.metrics.get("tokens_per_second"),
@@ -328,7 +314,7 @@ def main() -> None:
         else:
             print(body)
         return
-    run_all(data, part_of(runs, *part) if part else runs, out, args)
+    run_all(data, part_of(runs, *part, est_seconds) if part else runs, out, args)
     if not args.part and all(r["key"] in data["runs"] for r in runs):
         data["meta"]["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         save(data, out)

@@ -26,6 +26,7 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,21 +52,29 @@ def planned_runs(split: dict[str, Any], lr: float) -> list[dict[str, Any]]:
     return [{"key": f"{e['hash']}/lr={x:.4g}/seed={s}", "entry": e, "lr": x, "seed": s} for e, x, s in runs]
 
 
-def part_of(runs: list[dict[str, Any]], part: int, parts: int) -> list[dict[str, Any]]:
-    """Runs of part ``part`` (1-based) of ``parts``: longest-first greedy balance of the estimated seconds,
-    each part keeping the sweep's order."""
+def part_of(
+    runs: list[dict[str, Any]], part: int, parts: int, seconds: Callable[[dict[str, Any]], float] | None = None
+) -> list[dict[str, Any]]:
+    """Runs of part ``part`` (1-based) of ``parts``: longest-first greedy balance of the estimated
+    ``seconds`` of each run (default: an 8T run of its architecture), each part keeping the runs' order."""
+    cost = seconds or (lambda r: run_seconds(r["entry"]["arch"], LONG_FACTOR))
     loads = [0.0] * parts
     owner: dict[str, int] = {}
-    for run in sorted(runs, key=lambda r: -run_seconds(r["entry"]["arch"], LONG_FACTOR)):
+    for run in sorted(runs, key=lambda r: -cost(r)):
         k = loads.index(min(loads))
         owner[run["key"]] = k
-        loads[k] += run_seconds(run["entry"]["arch"], LONG_FACTOR)
+        loads[k] += cost(run)
     if max(loads) > PART_LIMIT_S:
         print(f"warning: the longest part is estimated at {max(loads) / 3600:.1f} h (> 2 h): use more parts")
     return [r for r in runs if owner[r["key"]] == part - 1]
 
 
-def _num(value: float) -> float | None:
+def curve_rows(result: Any) -> list[list[Any]]:
+    """A trial result's held-out curve as strict-JSON rows [step, tokens, val_loss, train_loss, lr]."""
+    return [[p.step, p.tokens, finite_or_none(p.val_loss), finite_or_none(p.train_loss), p.lr] for p in result.curve]
+
+
+def finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None  # strict JSON has no NaN
 
 
@@ -95,7 +104,9 @@ def train(run: dict[str, Any], tokens: int | None) -> dict[str, Any]:
         "train_seconds": result.metrics.get("train_seconds"),
         "tokens_per_second": result.metrics.get("tokens_per_second"),
         "wall_seconds": time.perf_counter() - started,
-        "curve": [[p.step, p.tokens, _num(p.val_loss), _num(p.train_loss), p.lr] for p in result.curve],
+        "curve": [
+            [p.step, p.tokens, finite_or_none(p.val_loss), finite_or_none(p.train_loss), p.lr] for p in result.curve
+        ],
         "protocol_hash": protocol.content_hash,
         "nas_source": SOURCE,
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
