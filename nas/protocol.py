@@ -132,11 +132,14 @@ class Budget(_Strict):
 
 class Target(_Strict):
     """The full-training budget a trial predicts its held-out loss at (``predicted_val_loss``).
-    Neither given: what `nas train` uses by default, ``tokens_per_param`` tokens per parameter."""
+    Neither given: what `nas train` uses by default, ``tokens_per_param`` tokens per parameter.
+    ``batch_tokens``: full training's tokens per optimizer step when it differs from the trial's
+    (a trial may take more, smaller steps from its few tokens: bench/trial_design.py)."""
 
     tokens: int | None = Field(default=None, ge=1)
     flops: float | None = Field(default=None, gt=0)
     tokens_per_param: float = Field(default=20.0, gt=0)
+    batch_tokens: int | None = Field(default=None, ge=8)
 
     @model_validator(mode="after")
     def _at_most_one(self) -> Target:

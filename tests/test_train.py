@@ -195,6 +195,23 @@ def test_new_run_saves_the_spec_and_refuses_missing_or_taken_folders(exported, t
     assert load_spec(out) == spec  # the refused call left the run as it was
 
 
+def test_full_training_steps_with_the_target_s_batch(tmp_path, micro_protocol, micro_arch):
+    """A protocol whose trials take small steps (pretrain.batch_tokens) names full training's batch in
+    target.batch_tokens: `nas train` uses it, and a --set override still wins."""
+    folder = tmp_path / "export"
+    export_architecture(micro_arch, folder, metrics={})
+    protocol = micro_protocol("tasks=[]", "pretrain.batch_tokens=128", "target.batch_tokens=512")
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(protocol.model_dump(mode="json"), sort_keys=False))
+    spec = new_run(folder, tmp_path / "a", None, 4096, None, None, None, None)
+    assert yaml.safe_load(spec.protocol_text)["pretrain"]["batch_tokens"] == 512
+    spec = new_run(folder, tmp_path / "b", None, 4096, None, ["pretrain.batch_tokens=256"], None, None)
+    assert yaml.safe_load(spec.protocol_text)["pretrain"]["batch_tokens"] == 256
+    plain = micro_protocol("tasks=[]", "pretrain.batch_tokens=128")
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(plain.model_dump(mode="json"), sort_keys=False))
+    spec = new_run(folder, tmp_path / "c", None, 4096, None, None, None, None)
+    assert yaml.safe_load(spec.protocol_text)["pretrain"]["batch_tokens"] == 128
+
+
 def test_resume_run_keeps_the_run_s_settings(exported, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(NasInputError, match="no train.json here: not a `nas train` output folder"):

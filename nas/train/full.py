@@ -88,11 +88,13 @@ def plan(
     arch = load_architecture(export_dir)
     if tokens is not None and flops is not None:
         raise NasInputError("--tokens", "give --tokens or --flops, not both")
-    # Full training measures its own budget: the trial's cool-downs (extra budgets) are dropped unless --set.
-    extra = ["pretrain.schedule.cooldowns=[]", *(overrides or [])]
+    # Full training measures its own budget: the trial's cool-downs (extra budgets) are dropped, and it
+    # steps with the target's batch where the protocol names one; --set overrides either.
+    target = _load_recipe(export_dir, trial, overrides or [])[0].target
+    batch = [f"pretrain.batch_tokens={target.batch_tokens}"] if target.batch_tokens else []
+    extra = ["pretrain.schedule.cooldowns=[]", *batch, *(overrides or [])]
     budget = {"tokens": tokens} if tokens is not None else {"flops": flops} if flops is not None else None
     if budget is None:  # the protocol's target: the budget its trials predicted at (default 20 tokens/param)
-        target = _load_recipe(export_dir, trial, extra)[0].target
         given = {"tokens": target.tokens} if target.tokens else {"flops": target.flops} if target.flops else None
         budget = given or {"tokens": round(target.tokens_per_param * arch.param_count())}
     protocol, source = _load_recipe(export_dir, trial, [*extra, f"pretrain.budget={json.dumps(budget)}"])
