@@ -117,11 +117,13 @@ Trial {record.number} of study `{study.study_name}` (space `{info.space_name}`, 
 - `metrics.json`: the trial's metrics.{weights_line}
 
 ## Full training
-
-Train it at the full budget with the same data pipeline and tokenizer (`recipe.yaml`):
+{_prediction(record.metrics)}
+Train it at the full budget with the same data pipeline and tokenizer (`recipe.yaml`); without
+`--tokens` or `--flops` it trains at the protocol's target (`target:` in `recipe.yaml`, by default 20
+tokens per parameter):
 
 ```bash
-nas train <this folder> --tokens 20000000 -o trained/{arch.arch_hash()}   # --resume, --nproc N, --flops F
+nas train <this folder> -o trained/{arch.arch_hash()}   # --tokens N, --flops F, --resume, --nproc N
 ```
 
 The architecture also loads in plain `transformers`:
@@ -134,3 +136,20 @@ model = {load}
 tokenizer = AutoTokenizer.from_pretrained(folder)
 ```
 """
+
+
+def _prediction(metrics: dict[str, Any]) -> str:
+    """The search's prediction at the target budget beside what the trial measured ('' without one)."""
+    import math
+
+    value, std, tokens = (metrics.get(k) for k in ("predicted_val_loss", "predicted_val_loss_std", "target_tokens"))
+    if not all(isinstance(v, float | int) and math.isfinite(v) for v in (value, std, tokens)):
+        return ""
+    measured = metrics.get("val_loss")
+    at = f"{measured:.4f} at {metrics.get('tokens_trained', 0):,.0f} tokens" if isinstance(measured, float) else "-"
+    return (
+        f"\nThe search predicted a held-out loss of {value:.4f} ± {std:.4f} at the target budget of "
+        f"{tokens:,.0f} tokens (the trial measured {at}). The prediction extrapolates the trial's "
+        "annealed points with a data exponent fitted on the study's trials (`nas.scaling`); `nas train` "
+        "at that budget writes the measured loss and `prediction_error` beside it in `metrics.json`.\n"
+    )

@@ -99,6 +99,12 @@ def test_predicted_val_loss_as_the_objective_refits_on_the_study(in_tmp, micro_c
     assert "data exponent beta = " in page and "3 spare points" not in page
     assert "2 spare points" in page  # 3 trials x 1 spare point each, one spent on the shared beta
 
+    from nas.search import export_from_study
+
+    readme = (export_from_study(study, best.number, in_tmp / "export", in_tmp / "runs") / "README.md").read_text()
+    value, std = best.metrics["predicted_val_loss"], best.metrics["predicted_val_loss_std"]
+    assert f"predicted a held-out loss of {value:.4f} ± {std:.4f} at the target budget of 200,000 tokens" in readme
+
 
 def test_a_sampler_that_repeats_itself_moves_on_to_unseen_architectures(in_tmp, micro_cache, monkeypatch):
     """Duplicates in a row make the loop queue an unseen architecture (NSGA-II used to stall on a small
