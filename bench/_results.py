@@ -26,6 +26,26 @@ def machine() -> str:
     return f"{os.cpu_count()} cores {cpu}; {gpu}; torch {torch.__version__}"
 
 
+# Runs trained before this moment (the ground truth's first session) ran on this machine; their JSON records
+# predate the per-run "machine" field. Different CPUs give different floating-point rounding, so the same
+# run differs across machines by about a seed's spread (e.g. 5.7947 vs 5.7596 for one T run): every run
+# records where it ran.
+FIRST_MACHINE = ("2026-11-29T11:28", "2 cores Intel(R) Xeon(R) Processor; no GPU; torch 2.13.0+cpu")
+
+
+def stamp_machines(runs: dict) -> None:
+    """Give every run record without a ``machine`` the machine it ran on: FIRST_MACHINE's before its cut-off
+    (by the record's ``finished`` time), else this one (records are stamped when first saved here)."""
+    here = None
+    for run in runs.values():
+        if "machine" not in run:
+            if run.get("finished", "") < FIRST_MACHINE[0]:
+                run["machine"] = FIRST_MACHINE[1]
+            else:
+                here = here or machine()
+                run["machine"] = here
+
+
 def append(title: str, body: str) -> None:
     """Append a section: title, machine, date, the command that ran, then ``body`` (markdown)."""
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])

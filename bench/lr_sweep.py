@@ -127,6 +127,10 @@ def nas_source() -> str:
 
 
 def save(data: dict[str, Any], out: Path) -> None:
+    """Write ``data`` atomically, every run stamped with the machine it ran on (_results.stamp_machines)."""
+    from _results import stamp_machines
+
+    stamp_machines(data.get("runs", {}))
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     tmp.replace(out)

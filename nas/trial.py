@@ -10,7 +10,8 @@ import gc
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,12 @@ if TYPE_CHECKING:
 
     from nas.data.tokens import TokenData
 
-__all__ = ["TrialResult", "run_trial", "measure_latency", "add_prediction"]
+__all__ = ["TrialResult", "PHASES", "run_trial", "measure_latency", "add_prediction"]
+
+# Where a trial's wall time goes (TrialResult.phase_seconds), in this order, then one "task <name>" per
+# fine-tuning task (from its start to the next's), then "other": the wall time none of these covers.
+# "pretrain" is pretraining's wall time less its held-out evals ("eval") and cool-down branches ("cooldowns").
+PHASES = ("data", "build", "proxies", "pretrain", "cooldowns", "eval", "latency")
 
 
 @dataclass
@@ -49,6 +55,7 @@ class TrialResult:
     curve: list[EvalPoint] = field(default_factory=list)
     cause: str | None = None
     wall_seconds: float = 0.0
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # see PHASES; they sum to wall_seconds
     latency_ms: dict[str, float] = field(default_factory=dict)  # median, p25, p75, min, max
     micro_batch_size: int = 0
     notes: list[str] = field(default_factory=list)
@@ -85,38 +92,77 @@ def run_trial(
     from a state saved by an earlier, killed run of the same architecture and protocol.
     """
     from nas.data.tokens import prepare_tokens
-    from nas.train.finetune import evaluate_tasks
 
-    started = time.perf_counter()
+    phases = _Phases()
     stage = on_stage or (lambda name: None)
     device = _trial_device(protocol.pretrain)
 
     stage("data")
-    tokens = prepare_tokens(protocol)
-    arch, notes = fit_vocab(arch, tokens.vocab_size, protocol.pretrain.seq_len)
+    with phases.timing("data"):
+        tokens = prepare_tokens(protocol)
+        arch, notes = fit_vocab(arch, tokens.vocab_size, protocol.pretrain.seq_len)
     result = TrialResult(arch=arch, status="complete", notes=notes)
 
     stage("pretrain")
-    trained = _pretrain_with_retry(result, protocol, tokens, device, reporter, on_step, checkpoint)
+    trained = _pretrain_with_retry(result, protocol, tokens, device, reporter, on_step, checkpoint, phases)
     if trained is None:
         result.status, result.cause = "failed", "oom"
-        result.wall_seconds = time.perf_counter() - started
+        phases.close(result)
         return result
     model, outcome = trained
     _record_pretraining(result, outcome, protocol.pretrain.seq_len)
     add_prediction(result, protocol)
     if outcome.cause is None:
-        stage("latency")
-        result.latency_ms = measure_latency(model, protocol, tokens.val)
-        result.metrics["latency_ms_per_token"] = result.latency_ms["median"]
-        scores = evaluate_tasks(protocol, model, arch, tokens.tokenizer, on_task=lambda name: stage(f"finetune {name}"))
-        result.metrics.update(scores)
+        _measure(result, model, protocol, tokens, stage, phases)
     result.metrics["peak_memory_mb"] = peak_memory_mb(device)
-    result.wall_seconds = time.perf_counter() - started
     result.metrics.setdefault("latency_ms_per_token", math.nan)
+    phases.close(result)
     if keep_model:
         result.model = model
     return result
+
+
+class _Phases:
+    """The seconds of a trial's phases (:data:`PHASES`, the tasks, "other"), timed one at a time."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+        self._open: tuple[str, float] | None = None  # the phase being timed, since when
+
+    def start(self, name: str) -> None:
+        """Time ``name`` from now on (ending the phase timed until now)."""
+        self.stop()
+        self._open = (name, time.perf_counter())
+
+    def stop(self) -> None:
+        if self._open is not None:
+            name, since = self._open
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - since
+            self._open = None
+
+    @contextmanager
+    def timing(self, name: str) -> Iterator[None]:
+        self.start(name)
+        try:
+            yield
+        finally:
+            self.stop()
+
+    def split_pretraining(self, outcome: PretrainOutcome) -> None:
+        """Move pretraining's held-out evals and cool-down branches out of "pretrain" into their phases
+        (at most what "pretrain" holds: a resumed run's counts include the time of the run killed before)."""
+        for name, seconds in (("eval", outcome.eval_seconds), ("cooldowns", outcome.cooldown_seconds)):
+            moved = min(seconds, self.seconds["pretrain"])
+            self.seconds["pretrain"] -= moved
+            self.seconds[name] += moved
+
+    def close(self, result: TrialResult) -> None:
+        """``result.wall_seconds`` and ``result.phase_seconds``, "other" being the time no phase covers."""
+        self.stop()
+        result.wall_seconds = time.perf_counter() - self.started
+        other = max(0.0, result.wall_seconds - sum(self.seconds.values()))
+        result.phase_seconds = {**self.seconds, "other": other}
 
 
 def _trial_device(config: Pretrain) -> torch.device:
@@ -137,22 +183,28 @@ def _pretrain_with_retry(
     reporter: Reporter | None,
     on_step: StepCallback | None,
     checkpoint: Checkpoint | None,
+    phases: _Phases,
 ) -> tuple[PreTrainedModel, PretrainOutcome] | None:
     """Build ``result.arch`` and pretrain it; on out-of-memory, build it again and retry once with half the
-    micro-batch (noted). None when that fails too. The first build is scored by the zero-cost proxies."""
+    micro-batch (noted). None when that fails too. The first build is scored by the zero-cost proxies.
+    Each build, the proxies and pretraining (less its evals and cool-downs) are timed in ``phases``."""
     config = protocol.pretrain
     arch = result.arch
     flops = arch.flops_per_token(config.seq_len)
     micro = config.micro_batch_size or config.batch_size
     for attempt in range(2):
-        model = build_model(arch, tokens.tokenizer, device, config.seed)
+        with phases.timing("build"):
+            model = build_model(arch, tokens.tokenizer, device, config.seed)
         try:
             if attempt == 0:  # zero-cost proxies at initialisation, on the first rows of the first batch
-                x, y = batch_at(tokens.train, 0, min(8, micro), config.seq_len, config.seed)
-                result.metrics.update(zero_cost_scores(model, x.to(device), y.to(device)))
-            outcome = pretrain(
-                model, tokens.train, tokens.val, config, flops, reporter, micro, on_step, checkpoint=checkpoint
-            )
+                with phases.timing("proxies"):
+                    x, y = batch_at(tokens.train, 0, min(8, micro), config.seq_len, config.seed)
+                    result.metrics.update(zero_cost_scores(model, x.to(device), y.to(device)))
+            with phases.timing("pretrain"):
+                outcome = pretrain(
+                    model, tokens.train, tokens.val, config, flops, reporter, micro, on_step, checkpoint=checkpoint
+                )
+            phases.split_pretraining(outcome)
             return model, outcome
         except torch.OutOfMemoryError:
             del model
@@ -164,6 +216,29 @@ def _pretrain_with_retry(
             micro = max(1, micro // 2)
             result.notes.append(f"out of memory: retried with micro-batch {micro} (accumulation x2)")
     return None
+
+
+def _measure(
+    result: TrialResult,
+    model: PreTrainedModel,
+    protocol: TrialProtocol,
+    tokens: TokenData,
+    stage: Callable[[str], None],
+    phases: _Phases,
+) -> None:
+    """Latency, then every task fine-tuned from the pretrained model, each timed from its start to the next's."""
+    from nas.train.finetune import evaluate_tasks
+
+    def task_started(name: str) -> None:
+        stage(f"finetune {name}")
+        phases.start(f"task {name}")
+
+    stage("latency")
+    with phases.timing("latency"):
+        result.latency_ms = measure_latency(model, protocol, tokens.val)
+    result.metrics["latency_ms_per_token"] = result.latency_ms["median"]
+    result.metrics.update(evaluate_tasks(protocol, model, result.arch, tokens.tokenizer, on_task=task_started))
+    phases.stop()
 
 
 def _record_pretraining(result: TrialResult, outcome: PretrainOutcome, seq_len: int) -> None:

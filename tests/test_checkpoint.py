@@ -67,9 +67,12 @@ def test_a_resumed_run_keeps_the_cooldowns_measured_before_the_kill(micro_protoc
 
     with pytest.raises(Killed):
         run_trial(micro_arch, protocol, on_step=die_at_20, checkpoint=checkpoint)
-    assert checkpoint.load()["annealed"] == [plain.annealed[0]]  # saved at step 16, after the cool-down
+    saved = checkpoint.load()
+    assert saved["annealed"] == [plain.annealed[0]]  # saved at step 16, after the cool-down
+    assert saved["eval_seconds"] > 0  # the evals of steps 0, 8, 16 and the cool-down's
     resumed = run_trial(micro_arch, protocol, checkpoint=checkpoint)
     assert resumed.resumed_from_step == 16
+    assert sum(resumed.phase_seconds.values()) == pytest.approx(resumed.wall_seconds, abs=1e-6)
     assert resumed.annealed[0] == plain.annealed[0]  # not measured again
     assert resumed.annealed[1] == pytest.approx(plain.annealed[1], abs=1e-5)
     assert resumed.metrics["predicted_val_loss"] == pytest.approx(plain.metrics["predicted_val_loss"], abs=1e-4)

@@ -1,4 +1,5 @@
 import math
+import time
 
 import numpy as np
 import pytest
@@ -107,6 +108,7 @@ def test_loss_falls_and_curve_is_recorded():
     assert [p.step for p in reports] == [10, 20, 30]  # step 0 is recorded, not reported
     assert outcome.curve[-1].val_loss < 0.7 * outcome.curve[0].val_loss
     assert outcome.tokens_per_second > 0 and outcome.curve[-1].lr > 0
+    assert outcome.eval_seconds > 0
 
 
 def test_reporter_can_stop_the_run():
@@ -132,6 +134,27 @@ def test_nan_loss_stops_with_cause(monkeypatch):
     outcome = pretrain(model, train, val, _config(), arch.flops_per_token(32))
     assert outcome.cause == "nan_loss at step 4" and outcome.steps == 3  # three optimizer steps completed
     assert all(math.isfinite(p.val_loss) for p in outcome.curve)
+
+
+def test_eval_seconds_time_every_held_out_eval_and_nothing_else(monkeypatch):
+    """The first eval, every eval_every's and each cool-down's are timed into eval_seconds, which are
+    apart from the training steps' and the cool-down branches' seconds."""
+    real, calls = pretrain_module.evaluate, []
+
+    def slow(*args):
+        calls.append(args)
+        time.sleep(0.05)
+        return real(*args)
+
+    monkeypatch.setattr(pretrain_module, "evaluate", slow)
+    arch, model, train, val = _setup()
+    schedule = {"kind": "wsd", "warmup_fraction": 0.0, "decay_fraction": 0.25, "cooldowns": [0.3]}
+    started = time.perf_counter()
+    outcome = pretrain(model, train, val, _config(budget={"tokens": 256 * 40}, schedule=schedule), 1.0)
+    wall = time.perf_counter() - started
+    assert len(calls) == len(outcome.curve) + 1 == 6  # steps 0, 10, 20, 30, 40 and the cool-down's (at 12)
+    assert outcome.eval_seconds >= 0.05 * len(calls)
+    assert outcome.train_seconds + outcome.cooldown_seconds + outcome.eval_seconds <= wall  # disjoint
 
 
 def test_gradient_accumulation_matches_the_full_batch():

@@ -17,7 +17,12 @@ from nas.report import build_report
 FIGURE_DIV = re.compile(r'<div id="([0-9a-f-]+)" class="plotly-graph-div"')
 
 
-def synthetic_study(n: int, directions=("minimize",), seed: int = 0, scramble_early: bool = False) -> optuna.Study:
+PHASES = {"data": 2.0, "build": 0.5, "proxies": 0.5, "pretrain": 18.0, "eval": 3.0, "latency": 1.0, "task qa": 4.0}
+
+
+def synthetic_study(
+    n: int, directions=("minimize",), seed: int = 0, scramble_early: bool = False, timed: bool = False
+) -> optuna.Study:
     rng = random.Random(seed)
     study = optuna.create_study(study_name=f"synthetic-{n}", directions=list(directions))
     for key, value in {
@@ -69,6 +74,7 @@ def synthetic_study(n: int, directions=("minimize",), seed: int = 0, scramble_ea
             "tokens_per_second": speed,
             "metrics": {**metrics, "qa.f1": rng.random()},
             "wall_seconds": 30.0,
+            **({"phase_seconds": {**PHASES, "other": 1.0}} if timed else {}),
         }
         values = [curve[-1][2]] + ([counts["params"]] if len(directions) > 1 else [])
         if pruned:
@@ -126,6 +132,25 @@ def test_report_single_objective_and_proxy_warning(tmp_path):
     assert "Low rank correlation for the short-trial score" in scrambled.path.read_text()
 
 
+def test_report_says_where_the_time_went(tmp_path):
+    """Each phase's seconds summed over the trained trials (pruned ones too), stacked in one bar."""
+    study = synthetic_study(40, timed=True)
+    trained = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    report = build_report(study, tmp_path / "t.html")
+    (figure,) = [f for title, f in report.figures if title == "Where the time went"]
+    assert {bar.name: bar.x[0] for bar in figure.data} == {
+        name: len(trained) * seconds for name, seconds in {**PHASES, "other": 1.0}.items()
+    }
+    assert figure.data[3].text[0] == "pretrain 60 %" and figure.layout.barmode == "stack"
+    text = report.path.read_text()
+    assert "<a href='#where-the-time-went'>Where the time went</a>" in text
+    assert f"{len(trained) * 30 / 60:,.1f} trial-minutes over {len(trained)} trained trials: pretrain 60 % · " in text
+
+    untimed = build_report(synthetic_study(10), tmp_path / "u.html")  # a study older than the phases
+    assert "Where the time went" not in [t for t, _ in untimed.figures]
+    assert "No trained trial recorded the time of its phases." in untimed.path.read_text()
+
+
 def test_report_of_an_empty_study(tmp_path):
     study = optuna.create_study(study_name="empty")
     report = build_report(study, tmp_path / "e.html")
@@ -152,6 +177,8 @@ def test_report_of_a_real_micro_study(tmp_path, monkeypatch, micro_cache, capsys
     assert "study</th><td>real" in text and len(FIGURE_DIV.findall(text)) >= 6
     # The proxy check ranks with nas.proxy, on the zero-cost scores every trial recorded at initialisation.
     assert "zero-cost: SNIP at initialisation" in text and "zero-cost: gradient norm at initialisation" in text
+    assert "<a href='#where-the-time-went'>Where the time went</a>" in text
+    assert re.search(r"over 4 trained trials: [^<]*pretrain \d+ %", text)
 
 
 def _chromium() -> str | None:

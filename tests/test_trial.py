@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nas.arch import ArchConfig
-from nas.trial import run_trial
+from nas.trial import PHASES, run_trial
 
 
 def test_micro_trial_end_to_end(micro_protocol, micro_arch):
@@ -36,6 +36,19 @@ def test_micro_trial_end_to_end(micro_protocol, micro_arch):
     assert m["latency_ms_per_token"] == latency["median"] > 0
     record = result.to_dict()
     assert record["arch_hash"] == micro_arch.arch_hash() and record["curve"][0]["step"] == 0
+
+
+def test_a_trial_accounts_for_its_wall_time_by_phase(micro_protocol, micro_arch):
+    """With a cool-down and one task, every phase takes time, and the phases add up to the wall time."""
+    protocol = micro_protocol("pretrain.schedule.kind=wsd", "pretrain.schedule.cooldowns=[0.25]")
+    result = run_trial(micro_arch, protocol.model_copy(update={"tasks": protocol.tasks[1:2]}))  # qa
+    phases = result.phase_seconds
+    assert list(phases) == [*PHASES, "task qa", "other"]
+    assert all(phases[name] > 0 for name in [*PHASES, "task qa"]) and phases["other"] >= 0, phases
+    assert sum(phases.values()) == pytest.approx(result.wall_seconds, abs=1e-6)  # no phase counted twice
+    assert phases["other"] < 0.1 * result.wall_seconds, phases  # and the named phases cover nearly all
+    assert phases["cooldowns"] == result.metrics["cooldown_seconds"]
+    assert result.to_dict()["phase_seconds"] == phases
 
 
 def test_reporter_prunes_and_skips_fine_tuning(micro_protocol, micro_arch):
@@ -72,6 +85,9 @@ def test_out_of_memory_retries_with_half_the_micro_batch(monkeypatch, micro_prot
     monkeypatch.setattr(trial_module, "pretrain", always_oom)
     failed = run_trial(micro_arch, protocol)
     assert failed.status == "failed" and failed.cause == "oom" and seen == [8, 4]
+    phases = failed.phase_seconds  # both builds timed; no latency, no task
+    assert phases["build"] > 0 and phases["latency"] == 0 and list(phases)[-1] == "other"
+    assert sum(phases.values()) == pytest.approx(failed.wall_seconds, abs=1e-6)
 
 
 def test_protocol_longer_than_the_architecture_is_refused(micro_protocol):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -98,26 +100,55 @@ def status(
     storage: StorageOption = None,
     runs_dir: RunsOption = Path("runs"),
     all_rows: Annotated[bool, typer.Option("--all", help="Every trial, not the first 30.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object: every trial's record and the time by phase.")
+    ] = False,
 ) -> None:
-    """The leaderboard of a study: rank, trial, architecture, params, objectives, state, cause.
+    """The leaderboard of a study: rank, trial, architecture, params, objectives, state, cause; then
+    where the trained trials' time went.
 
     Example: nas status tiny-cpu-tiny
     """
     from nas.search import find_study, study_info, study_records
+    from nas.search.records import time_by_phase, time_shares
 
     found = find_study(study, storage, runs_dir)
     info = study_info(found)
+    if as_json:
+        print(json.dumps(_status_json(found, info), default=str))
+        return
     console.print(
         f"study [bold]{found.study_name}[/bold]: space {info.space_name} ({info.space_hash}), "
         f"protocol {info.protocol_name} ({info.protocol_hash}), nas {info.version}",
         highlight=False,
     )
     render_leaderboard(found, limit=None if all_rows else 30)
+    records = study_records(found)
+    if shares := time_shares(time_by_phase(records)):
+        console.print(f"time: {shares}", highlight=False, soft_wrap=True)
     print_best(found)
-    failed = [r for r in study_records(found) if r.traceback]
+    failed = [r for r in records if r.traceback]
     for record in failed[-5:]:
         tail = "\n    ".join((record.traceback or "").splitlines()[-4:])
         console.print(f"[red]trial {record.number}[/red] traceback (last lines):\n    {escape(tail)}", highlight=False)
+
+
+def _status_json(study: Any, info: Any) -> dict[str, Any]:
+    """The study's metadata, its trials in leaderboard order (each a TrialRecord, with its phase_seconds)
+    and ``time_by_phase``, the seconds of each phase summed over the trained trials."""
+    from nas.search import leaderboard
+    from nas.search.records import time_by_phase
+
+    rows = leaderboard(study)
+    return {
+        "study": study.study_name,
+        "space": {"name": info.space_name, "hash": info.space_hash},
+        "protocol": {"name": info.protocol_name, "hash": info.protocol_hash},
+        "version": info.version,
+        "objectives": {o: "min" if m else "max" for o, m in zip(info.objectives, info.minimize, strict=False)},
+        "trials": [asdict(row) for row in rows],
+        "time_by_phase": time_by_phase(rows),
+    }
 
 
 def dashboard(

@@ -70,6 +70,7 @@ def trials_run(
     """
     from nas.export import load_architecture
     from nas.protocol import load_protocol
+    from nas.search.records import time_shares
     from nas.space import load_space, random_samples
     from nas.trial import run_trial
 
@@ -101,6 +102,7 @@ def trials_run(
     console.print(f"held-out loss by step: {curve}", highlight=False)
     for note in result.notes:
         console.print(f"note: {note}")
-    console.print(f"wall time {result.wall_seconds:.1f}s")
+    shares = time_shares(result.phase_seconds)
+    console.print(f"wall time {result.wall_seconds:.1f}s" + (f": {shares}" if shares else ""), highlight=False)
     if result.status == "failed":
         raise typer.Exit(1)

@@ -3,8 +3,8 @@
 plotly.js is embedded once for the whole page; every figure is a div that uses it. Sections:
 summary and best-architecture card, optimisation history, learning curves, parameter importances,
 parallel coordinates, Pareto fronts (quality vs each cost) with hypervolume history, top-10 % vs
-all, proxy check (Spearman's rho), a sortable leaderboard and a failures table. A study with no
-completed trial gives a report that says so.
+all, proxy check (Spearman's rho), where the time went (seconds by phase), a sortable leaderboard
+and a failures table. A study with no completed trial gives a report that says so.
 
 - ``page``: :func:`build_report`, the page template and the PNG export;
 - ``tables``: the summary with the best-architecture card, the leaderboard and the failures;

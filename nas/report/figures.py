@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.proxy import LOW_RHO, ZERO_COST, Fidelity, fidelity
-from nas.search.records import TrialRecord, is_trained
+from nas.search.records import TrialRecord, is_trained, time_by_phase, time_shares
 
 __all__ = [
     "COSTS",
@@ -34,6 +34,8 @@ __all__ = [
     "proxy_scores",
     "proxy_text",
     "proxy_figure",
+    "time_figure",
+    "time_text",
 ]
 
 COSTS = (
@@ -405,3 +407,39 @@ def prediction(records: list[TrialRecord]) -> Any:
         margin={"t": 50},
     )
     return fig
+
+
+# ---- where the time went ---------------------------------------------------------------------------
+def time_figure(records: list[TrialRecord]) -> Any:
+    """One horizontal bar: each phase's seconds summed over the trained trials, stacked, its share in
+    the label and the hover; a note when no trial recorded its phases (a study older than them)."""
+    import plotly.graph_objects as go
+
+    seconds = time_by_phase(records)
+    total = sum(seconds.values())
+    if total <= 0:
+        return "<p>No trained trial recorded the time of its phases.</p>"
+    fig = go.Figure()
+    for name, spent in seconds.items():
+        share = 100 * spent / total
+        fig.add_trace(
+            go.Bar(
+                x=[spent],
+                y=["trained trials"],
+                orientation="h",
+                name=name,
+                text=[f"{name} {share:.0f} %"],
+                textposition="inside",
+                hovertemplate=f"{name}: %{{x:,.1f}} s ({share:.1f} %)<extra></extra>",
+            )
+        )
+    fig.update_layout(barmode="stack", xaxis_title="seconds over the trained trials", height=240, margin={"t": 20})
+    return fig
+
+
+def time_text(records: list[TrialRecord]) -> str:
+    """The section's one line: the trial-minutes and the phases by share."""
+    trained = [r for r in records if r.trained and r.phase_seconds]
+    seconds = time_by_phase(trained)
+    minutes = sum(seconds.values()) / 60
+    return f"<p>{minutes:,.1f} trial-minutes over {len(trained)} trained trials: {time_shares(seconds)}</p>"

@@ -19,6 +19,8 @@ from nas.search.storage import study_info
 
 __all__ = ["build_report", "Report"]
 
+TIME_TITLE = "Where the time went"
+
 
 @dataclass
 class Report:
@@ -77,6 +79,7 @@ def _figure_sections(
         ("Top 10 % vs all: knob distributions", lambda: figures.top_vs_all(done, minimize[0])),
         ("Prediction at the target budget", lambda: figures.prediction(records)),
         ("Proxy check", lambda: _proxy(done, minimize[0], report)),
+        (TIME_TITLE, lambda: figures.time_figure(records)),
     ]
     sections = []
     for title, make in builders:
@@ -95,6 +98,8 @@ def _figure_sections(
         extra = ""
         if title == "Proxy check":
             extra = "".join(f"<p class='warn'>{html.escape(w)}</p>" for w in report.warnings) + report.proxy_html
+        elif title == TIME_TITLE:
+            extra = figures.time_text(records)
         div = figure.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
         sections.append(tables.section(title, div + extra))
     return sections

@@ -429,4 +429,8 @@ def _note(result: Any) -> str:
     lines += [f"| {k} | {v} |" for k, v in arch.to_dict().items() if v is not None]
     lines += ["", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.5g} |" for k, v in result.metrics.items()]
+    wall = result.wall_seconds
+    if result.phase_seconds and wall > 0:  # where the trial's time went
+        lines += ["", f"Time: {wall:.1f} s", "", "| phase | seconds | share |", "|---|---|---|"]
+        lines += [f"| {k} | {v:.1f} | {100 * v / wall:.0f} % |" for k, v in result.phase_seconds.items()]
     return "\n".join(lines)

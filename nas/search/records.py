@@ -7,6 +7,7 @@ the report and the export see the same record and the same ranking (:func:`leade
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,8 @@ __all__ = [
     "study_records",
     "is_trained",
     "trained_count",
+    "time_by_phase",
+    "time_shares",
     "COUNT_KEYS",
 ]
 
@@ -38,6 +41,7 @@ ANNEALED = "annealed"  # [[tokens, val_loss], ...]: each cool-down, then the fin
 METRICS = "metrics"
 TOP_METRICS = ("val_loss", "tokens_per_second", "peak_memory_mb", "latency_ms_per_token")  # also top-level
 WALL_SECONDS = "wall_seconds"
+PHASE_SECONDS = "phase_seconds"  # {phase: seconds}, in nas.trial.PHASES order; they sum to wall_seconds
 NOTES = "notes"
 RESUMED_FROM_STEP = "resumed_from_step"
 TRACEBACK = "traceback"
@@ -83,6 +87,7 @@ class TrialRecord:
     cause: str | None = None
     traceback: str | None = None
     wall_seconds: float = 0.0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
     resumed_from_step: int | None = None
     retry_of: int | None = None
     duplicate_of: int | None = None
@@ -126,6 +131,7 @@ class TrialRecord:
             cause=attrs.get(CAUSE),
             traceback=attrs.get(TRACEBACK),
             wall_seconds=float(attrs.get(WALL_SECONDS) or 0.0),
+            phase_seconds=attrs.get(PHASE_SECONDS) or {},
             resumed_from_step=attrs.get(RESUMED_FROM_STEP),
             retry_of=attrs.get(RETRY_OF),
             duplicate_of=attrs.get(DUPLICATE_OF),
@@ -170,6 +176,28 @@ def counts_of(trial: FrozenTrial) -> dict[str, float]:
 
 def curve_of(trial: FrozenTrial) -> list[list[float]]:
     return trial.user_attrs.get(CURVE) or []
+
+
+def time_by_phase(records: Iterable[TrialRecord]) -> dict[str, float]:
+    """Where the search's time went: each phase's seconds summed over the trained trials ("other" last)."""
+    total: dict[str, float] = {}
+    for record in records:
+        if record.trained:
+            for name, seconds in record.phase_seconds.items():
+                total[name] = total.get(name, 0.0) + seconds
+    if "other" in total:
+        total["other"] = total.pop("other")
+    return total
+
+
+def time_shares(phase_seconds: dict[str, float]) -> str:
+    """ "pretrain 61 % · task qa 20 % · …": the phases by their share of the total, largest first (under
+    0.5 % left out); "" when no time was recorded."""
+    total = sum(phase_seconds.values())
+    if total <= 0:
+        return ""
+    ranked = sorted(phase_seconds.items(), key=lambda item: -item[1])
+    return " · ".join(f"{name} {100 * seconds / total:.0f} %" for name, seconds in ranked if seconds >= total / 200)
 
 
 def leaderboard(study: optuna.Study) -> list[TrialRecord]:
@@ -247,6 +275,8 @@ def write_result(trial: optuna.Trial, result: Any) -> None:
     if result.annealed:
         trial.set_user_attr(ANNEALED, result.annealed)
     trial.set_user_attr(WALL_SECONDS, result.wall_seconds)
+    if result.phase_seconds:
+        trial.set_user_attr(PHASE_SECONDS, result.phase_seconds)
     trial.set_user_attr(CAUSE, result.cause)  # None when it completed: replaces the "killed" placeholder
     if result.notes:
         trial.set_user_attr(NOTES, result.notes)

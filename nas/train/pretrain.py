@@ -70,6 +70,7 @@ class PretrainOutcome:
     annealed: list[list[float]] = field(default_factory=list)
     cooldown_seconds: float = 0.0  # training time spent in cool-down branches (not in train_seconds)
     cooldown_tokens: int = 0  # tokens trained in cool-down branches (not in tokens)
+    eval_seconds: float = 0.0  # wall time of the held-out evals: the first, every eval_every, each cool-down's
 
     @property
     def tokens_per_second(self) -> float:
@@ -295,7 +296,7 @@ def _resume(run: _Run, val_ids: np.ndarray, checkpoint: Checkpoint | None) -> in
     outcome = run.outcome
     saved = checkpoint.load(run.device) if checkpoint is not None else None
     if saved is None:
-        first = evaluate(run.model, val_ids, run.config, run.device, run.micro)
+        first = _timed_eval(run, val_ids)
         outcome.curve.append(EvalPoint(0, 0, first, math.nan, 0.0, 0.0))
         return 0
     run.model.load_state_dict(saved["model"])
@@ -309,6 +310,7 @@ def _resume(run: _Run, val_ids: np.ndarray, checkpoint: Checkpoint | None) -> in
     outcome.annealed = saved.get("annealed", [])
     outcome.cooldown_seconds = saved.get("cooldown_seconds", 0.0)
     outcome.cooldown_tokens = saved.get("cooldown_tokens", 0)
+    outcome.eval_seconds = saved.get("eval_seconds", 0.0)
     finished = run.total_steps is not None and step >= run.total_steps
     for point in outcome.curve[1:]:
         if run.reporter is not None and run.reporter(point) and not finished:
@@ -376,10 +378,18 @@ def _forward_backward(run: _Run, train_ids: np.ndarray, step: int) -> float:
     return train_loss
 
 
+def _timed_eval(run: _Run, val_ids: np.ndarray) -> float:
+    """The held-out loss (:func:`evaluate`), its wall time added to ``eval_seconds``."""
+    started = time.perf_counter()
+    val_loss = evaluate(run.model, val_ids, run.config, run.device, run.micro)
+    run.outcome.eval_seconds += time.perf_counter() - started
+    return val_loss
+
+
 def _eval_stops(run: _Run, val_ids: np.ndarray, step: int, train_loss: float, lr: float, done: bool) -> bool:
     """A held-out eval at ``step``, reported; True when the run stops here (a non-finite loss, or pruned)."""
     outcome = run.outcome
-    val_loss = evaluate(run.model, val_ids, run.config, run.device, run.micro)
+    val_loss = _timed_eval(run, val_ids)
     point = EvalPoint(step, outcome.tokens, val_loss, train_loss, lr, outcome.train_seconds)
     outcome.curve.append(point)
     if not math.isfinite(val_loss):
@@ -405,7 +415,7 @@ def _cooldown(run: _Run, train_ids: np.ndarray, val_ids: np.ndarray, step: int) 
         lr = config.optimizer.lr * lr_multiplier(branch_step / total, config.schedule)
         if not math.isfinite(_train_step(run, train_ids, branch_step, lr)):
             break
-    val_loss = evaluate(run.model, val_ids, config, run.device, run.micro)
+    val_loss = _timed_eval(run, val_ids)
     outcome.annealed.append([float(total * config.batch_tokens), val_loss])
     outcome.cooldown_seconds += outcome.train_seconds - seconds
     outcome.cooldown_tokens += (total - step) * config.batch_tokens
@@ -435,6 +445,7 @@ def _save(checkpoint: Checkpoint, run: _Run, step: int) -> None:
             "annealed": run.outcome.annealed,
             "cooldown_seconds": run.outcome.cooldown_seconds,
             "cooldown_tokens": run.outcome.cooldown_tokens,
+            "eval_seconds": run.outcome.eval_seconds,
             "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(),
             "rng": rng_state(),

@@ -199,6 +199,44 @@ def test_search_status_export_end_to_end(in_tmp, micro_cache, capsys):
     assert code == 0 and "(0 new trials trained" in out
 
 
+def test_status_shows_where_the_time_went(in_tmp, micro_cache, capsys):
+    """`nas status --json`: each trial's seconds by phase, and their sum over the trained trials; the
+    table's line under it says the shares."""
+    from nas.trial import PHASES
+
+    code, _, err = cli_search(capsys, "timed", 2, *micro_sets(micro_cache))
+    assert code == 0, err
+    code, out, err = run(["status", "timed", "--json"], capsys)
+    assert code == 0, err
+    status = json.loads(out)
+    assert status["study"] == "timed" and status["objectives"] == {"val_loss": "min"}
+    trials = status["trials"]
+    assert [t["rank"] for t in trials] == [1, 2] and all(t["status"] == "trained" for t in trials)
+    for trial in trials:
+        phases = trial["phase_seconds"]
+        assert list(phases) == [*PHASES, "other"] and all(s >= 0 for s in phases.values())  # no task
+        assert sum(phases.values()) == pytest.approx(trial["wall_seconds"], abs=1e-6)
+    total = status["time_by_phase"]
+    assert list(total) == [*PHASES, "other"]
+    assert total == pytest.approx({k: sum(t["phase_seconds"][k] for t in trials) for k in total})
+
+    code, out, _ = run(["status", "timed"], capsys)
+    shares = [line for line in out.splitlines() if line.startswith("time: ")]
+    assert code == 0 and len(shares) == 1 and "pretrain " in shares[0] and " %" in shares[0]
+
+
+def test_the_dashboard_note_says_where_the_time_went():
+    from nas.arch import ArchConfig
+    from nas.search.loop import _note
+    from nas.trial import TrialResult
+
+    arch = ArchConfig(vocab_size=512, max_seq_len=64, n_layers=2, d_model=32, n_heads=2)
+    phases = {"data": 1.0, "pretrain": 6.0, "task qa": 2.5, "other": 0.5}
+    note = _note(TrialResult(arch, "complete", {"val_loss": 3.0}, wall_seconds=10.0, phase_seconds=phases))
+    assert "Time: 10.0 s" in note and "| pretrain | 6.0 | 60 % |" in note and "| task qa | 2.5 | 25 % |" in note
+    assert "Time:" not in _note(TrialResult(arch, "complete", {"val_loss": 3.0}))  # a result that timed nothing
+
+
 def test_duplicates_reuse_values_and_exhaustion_ends_the_study(in_tmp, micro_cache, capsys):
     space = in_tmp / "two.yaml"
     space.write_text(

@@ -7,7 +7,7 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from nas.search import TrialRecord, leaderboard, study_records, trained_count
-from nas.search.records import requeue_attrs
+from nas.search.records import requeue_attrs, set_status, time_by_phase, time_shares, write_result
 
 
 def add(study, state=TrialState.COMPLETE, values=None, status="trained", system_attrs=None, **attrs):
@@ -152,3 +152,28 @@ def test_trained_count_counts_trained_only(state):
     add(study, state=state, values=[1.0] if state == TrialState.COMPLETE else None, status="duplicate")
     add(study, state=TrialState.FAIL, status="trained")
     assert trained_count(study) == 1
+
+
+def test_phase_seconds_round_trip_and_add_up_over_the_trained_trials():
+    from nas.arch import ArchConfig
+    from nas.trial import TrialResult
+
+    arch = ArchConfig(vocab_size=512, max_seq_len=64, n_layers=2, d_model=32, n_heads=2)
+    study = optuna.create_study()
+    add(study, state=TrialState.PRUNED, phase_seconds={"data": 1.0, "pretrain": 2.0, "other": 0.5})
+    add(study, state=TrialState.FAIL, status="failed", phase_seconds={"data": 100.0, "other": 100.0})  # not trained
+    add(study, values=[3.0])  # trained before nas recorded phases
+    phases = {"data": 2.0, "build": 0.25, "pretrain": 6.0, "eval": 1.5, "task qa": 3.0, "other": 0.25}
+    trial = study.ask()
+    write_result(trial, TrialResult(arch, "complete", {"val_loss": 3.0}, wall_seconds=13.0, phase_seconds=phases))
+    set_status(trial, "trained")
+    study.tell(trial, 3.0)
+
+    pruned, failed, older, written = study_records(study)
+    assert written.phase_seconds == phases and list(written.phase_seconds) == list(phases)
+    assert written.wall_seconds == 13.0 and older.phase_seconds == {}
+    total = time_by_phase([pruned, failed, older, written])
+    assert total == {"data": 3.0, "pretrain": 8.0, "build": 0.25, "eval": 1.5, "task qa": 3.0, "other": 0.75}
+    assert list(total)[-1] == "other"  # last, though the first trial recorded it before any task
+    assert time_shares(total) == "pretrain 48 % · data 18 % · task qa 18 % · eval 9 % · other 5 % · build 2 %"
+    assert time_shares({"pretrain": 999.0, "eval": 1.0}) == "pretrain 100 %" and time_shares({}) == ""
