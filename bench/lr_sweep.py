@@ -4,7 +4,7 @@ The 8 "sweep" architectures of bench/gt_split.json (widths 64-256, a shallow and
 are trained on the Gutenberg books at the long budget (8T, bench/_gutenberg.py: WSD schedule, 2 books
 held out) at the recipe's learning rate (text-files' pretrain.optimizer.lr), at lr/3 and at lr*3, and
 at the recipe's lr with seeds 1 and 2 for the seed spread. Runs go in the order that informs soonest:
-every architecture at the recipe lr, then lr/3 and lr*3 per architecture, then seed 1, then seed 2. The
+every architecture at the recipe lr, then seed 1, then lr/3 and lr*3 per architecture, then seed 2. The
 recipe-lr runs use exactly the ground truth's 8T protocol, so the ground truth reuses them.
 Results go to bench/lr_sweep.json, rewritten atomically after every run; a restarted sweep skips the
 runs already there. --report prints, per architecture, the loss at each lr, the best lr, the gap best vs
@@ -47,8 +47,9 @@ def planned_runs(split: dict[str, Any], lr: float) -> list[dict[str, Any]]:
     """Every run of the sweep, in the order that informs soonest."""
     archs = [split["by_hash"][h] for h in split["sweep"]]
     runs = [(e, lr, 0) for e in archs]
+    runs += [(e, lr, EXTRA_SEEDS[0]) for e in archs]  # a seed pair per architecture: the spread, soonest
     runs += [(e, lr * f, 0) for e in archs for f in LR_FACTORS]
-    runs += [(e, lr, s) for s in EXTRA_SEEDS for e in archs]
+    runs += [(e, lr, s) for s in EXTRA_SEEDS[1:] for e in archs]
     return [{"key": f"{e['hash']}/lr={x:.4g}/seed={s}", "entry": e, "lr": x, "seed": s} for e, x, s in runs]
 
 

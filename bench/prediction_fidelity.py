@@ -34,6 +34,8 @@ from gt_archs import SPLIT
 from nas.scaling import fit_beta, predict_loss
 
 GT = Path(__file__).resolve().parent / "ground_truth_gutenberg.json"
+LR_SWEEP = GT.with_name("lr_sweep.json")
+TRIAL_DESIGN = GT.with_name("trial_design.json")
 HALVES = ("develop", "report", None)  # None: all
 RESAMPLES = 1000
 PRED = ("predicted 8T, own fit", "predicted 8T, study fit", "predicted 8T, develop-half beta")
@@ -51,8 +53,10 @@ def _points(run: dict[str, Any]) -> list[list[float]]:
     return sorted([t, v] for t, v in run.get("annealed") or [] if v is not None)
 
 
-def load_archs(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per architecture: half, params, the T run's loss and points, 8T losses and points by seed, the 16T loss."""
+def load_archs(data: dict[str, Any], design: str = "b2048") -> dict[str, dict[str, Any]]:
+    """Per architecture: half, params, the T run's loss and points (the ground truth's own T run, or
+    ``design``'s from bench/trial_design.json), 8T losses by seed (with the lr sweep's recipe-lr runs) and
+    the seed-0 run's points, the 16T loss."""
     archs: dict[str, dict[str, Any]] = {}
     for r in data["runs"].values():
         new = {"half": r["half"], "params": r["non_embedding_params"], "long": {}, "long_points": {}}
@@ -65,6 +69,16 @@ def load_archs(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
             a["long"][r["seed"]], a["long_points"][r["seed"]] = r["val_loss"], _points(r)
         elif r["factor"] == FAR_FACTOR and r["seed"] == 0:
             a["far"] = r["val_loss"]
+    recipe = data["meta"]["recipe_lr"]
+    for r in json.loads(LR_SWEEP.read_text())["runs"].values() if LR_SWEEP.exists() else []:
+        if r["arch_hash"] in archs and r["val_loss"] is not None and abs(r["lr"] / recipe - 1) < 1e-6:
+            archs[r["arch_hash"]]["long"].setdefault(r["seed"], r["val_loss"])  # an 8T run at the recipe lr
+    if design != "b2048":  # the trial is another design's T-budget run (bench/trial_design.py)
+        for a in archs.values():
+            a.pop("t", None), a.pop("t_points", None)
+        for r in json.loads(TRIAL_DESIGN.read_text())["runs"].values():
+            if r["design"] == design and r["seed"] == 0 and r["val_loss"] is not None and r["arch_hash"] in archs:
+                archs[r["arch_hash"]]["t"], archs[r["arch_hash"]]["t_points"] = r["val_loss"], _points(r)
     for a in archs.values():
         a["mean"] = statistics.fmean(a["long"].values()) if a["long"] else None
     return archs
@@ -216,15 +230,16 @@ def fits_line(fits: dict[str, Any], archs: dict[str, dict[str, Any]]) -> str:
     return text + "."
 
 
-def build(data: dict[str, Any], n_total: int) -> str:
+def build(data: dict[str, Any], n_total: int, design: str = "b2048") -> str:
     short = data["meta"]["short_tokens"]
-    archs = load_archs(data)
+    archs = load_archs(data, design)
     fits = add_scores(archs, LONG_FACTOR * short)
     used = [a for a in archs.values() if "t" in a and a["long"]]
     n_t = sum("t" in a for a in archs.values())
     count = {h: sum(a["half"] == h for a in used) for h in HALVES[:2]}
     runs = {s: sum(s in a["long"] for a in archs.values()) for s in (0, 1, 2)}
     head = f"PARTIAL: {len(used)} of {n_total} architectures have 8T runs.\n\n" if len(used) < n_total else ""
+    head += f"Trial design: {design} (bench/trial_design.py; b2048 = the ground truth's own T runs).\n\n"
     head += (
         f"Architectures with a T run: {n_t}; with a T run and at least one 8T run: {len(used)} (develop "
         f"{count['develop']}, report {count['report']}). Complete 8T runs by seed: "
@@ -249,11 +264,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gt", type=Path, default=GT, help="ground-truth JSON (default %(default)s)")
     parser.add_argument("--record", action="store_true", help="append the section to bench/RESULTS.md")
+    parser.add_argument("--design", default="b2048", help="the trial's design (bench/trial_design.py's DESIGNS)")
     args = parser.parse_args()
     if args.record and args.gt.resolve() != GT:
         raise SystemExit("--record only records bench/ground_truth_gutenberg.json")
     n_total = len(json.loads(SPLIT.read_text())["archs"])
-    body = build(json.loads(args.gt.read_text()), n_total)
+    body = build(json.loads(args.gt.read_text()), n_total, args.design)
     from _results import record
 
     record(TITLE, body, no_record=not args.record)
