@@ -61,6 +61,10 @@ class TrialResult:
     notes: list[str] = field(default_factory=list)
     resumed_from_step: int | None = None  # pretraining resumed from a checkpoint at this step
     annealed: list[list[float]] = field(default_factory=list)  # [tokens, held-out loss] after each cool-down
+    # What a trivial predictor scores with no model ("task.metric", and "task.chance" for classification), and
+    # what that predictor is (see nas.train.baselines); filled when the tasks run.
+    task_baselines: dict[str, float] = field(default_factory=dict)
+    baseline_predictors: dict[str, str] = field(default_factory=dict)
     model: torch.nn.Module | None = None  # the pretrained LM, when keep_model=True
 
     @property
@@ -226,7 +230,9 @@ def _measure(
     stage: Callable[[str], None],
     phases: _Phases,
 ) -> None:
-    """Latency, then every task fine-tuned from the pretrained model, each timed from its start to the next's."""
+    """Latency, then every task fine-tuned from the pretrained model, each timed from its start to the next's,
+    then the tasks' baselines (timed as "data")."""
+    from nas.train.baselines import protocol_baselines
     from nas.train.finetune import evaluate_tasks
 
     def task_started(name: str) -> None:
@@ -238,6 +244,11 @@ def _measure(
         result.latency_ms = measure_latency(model, protocol, tokens.val)
     result.metrics["latency_ms_per_token"] = result.latency_ms["median"]
     result.metrics.update(evaluate_tasks(protocol, model, result.arch, tokens.tokenizer, on_task=task_started))
+    if protocol.tasks:
+        with phases.timing("data"):  # the tasks' no-model baselines (computed once per process)
+            baselines = protocol_baselines(protocol, tokens.tokenizer)
+        result.task_baselines = {name: b.value for name, b in baselines.items()}
+        result.baseline_predictors = {name: b.predictor for name, b in baselines.items()}
     phases.stop()
 
 

@@ -1,6 +1,7 @@
 """The CLI: each verb works, and bad input ends in exit 2 with one message naming file and key."""
 
 import json
+import re
 
 import pytest
 
@@ -167,3 +168,62 @@ def test_validate_reports_every_file(write_space, capsys):
 def test_usage_error_exit_2(capsys):
     code, _, _ = run(["spaces", "sample", "tiny", "-n", "0"], capsys)
     assert code == 2
+
+
+BASELINES = {"claims.accuracy": 0.5, "claims.chance": 1 / 3, "qa.f1": 0.07}
+PREDICTORS = {"claims.accuracy": "majority class", "claims.chance": "uniform guess", "qa.f1": "first 2 words"}
+
+
+def test_trials_run_prints_each_task_metric_beside_its_baseline(capsys, monkeypatch):
+    import nas.trial
+    from nas import cli
+
+    def trained(arch, protocol, **kwargs):  # what run_trial returns, without training
+        metrics = {"val_loss": 3.0, "claims.accuracy": 0.512, "qa.f1": 0.25}
+        return nas.trial.TrialResult(
+            arch, "complete", metrics, task_baselines=BASELINES, baseline_predictors=PREDICTORS
+        )
+
+    monkeypatch.setattr(nas.trial, "run_trial", trained)
+    monkeypatch.setattr(cli.console, "width", 200)
+    code, out, _ = run(["trials", "run", "cpu-tiny", "--seed", "3"], capsys)
+    assert code == 0 and "baseline (no model)" in out
+    assert re.search(r"claims\.accuracy\s*│\s*0\.512\s*│\s*majority class 0\.5, chance 0\.3333\s*│", out), out
+    assert re.search(r"qa\.f1\s*│\s*0\.25\s*│\s*first 2 words 0\.07\s*│", out), out
+    assert re.search(r"val_loss\s*│\s*3\s*│\s*│", out), out  # not a task metric: no baseline
+    code, out, _ = run(["trials", "run", "cpu-tiny", "--seed", "3", "--json"], capsys)
+    record = json.loads(out.splitlines()[-1])
+    assert code == 0 and record["task_baselines"] == BASELINES and record["baseline_predictors"] == PREDICTORS
+
+
+def test_status_shows_task_metrics_beside_their_baselines(tmp_path, capsys, monkeypatch):
+    import optuna
+
+    from nas import cli
+    from nas.arch import ArchConfig
+    from nas.search.records import set_status, write_claim, write_result
+    from nas.trial import TrialResult
+
+    url = f"sqlite:///{tmp_path}/b.db"
+    study = optuna.create_study(study_name="b", storage=url, direction="maximize")
+    study.set_user_attr("nas.objectives", {"qa.f1": "maximize"})
+    arch = ArchConfig(vocab_size=512, max_seq_len=64, n_layers=2, d_model=32, n_heads=2)
+    for f1 in (0.2, 0.3):
+        trial = study.ask()
+        write_claim(trial, arch, "worker", "killed", None)
+        metrics = {"val_loss": 3.0, "claims.accuracy": 0.512, "qa.f1": f1}
+        write_result(
+            trial, TrialResult(arch, "complete", metrics, task_baselines=BASELINES, baseline_predictors=PREDICTORS)
+        )
+        set_status(trial, "trained")
+        study.tell(trial, f1)
+    monkeypatch.setattr(cli.console, "width", 250)
+    code, out, _ = run(["status", "b", "--storage", url], capsys)
+    assert code == 0 and "baselines (no model): qa.f1: first 2 words 0.07\n" in out  # under the objective column
+    best = next(line for line in out.splitlines() if line.startswith("best"))
+    assert "qa.f1 0.3 (first 2 words 0.07)" in best
+    assert "claims.accuracy 0.512 (majority class 0.5, chance 0.3333)" in best
+    code, out, _ = run(["status", "b", "--storage", url, "--json"], capsys)
+    trials = json.loads(out)["trials"]
+    assert code == 0 and all(t["task_baselines"] == BASELINES for t in trials)
+    assert trials[0]["baseline_predictors"] == PREDICTORS

@@ -21,7 +21,12 @@ PHASES = {"data": 2.0, "build": 0.5, "proxies": 0.5, "pretrain": 18.0, "eval": 3
 
 
 def synthetic_study(
-    n: int, directions=("minimize",), seed: int = 0, scramble_early: bool = False, timed: bool = False
+    n: int,
+    directions=("minimize",),
+    seed: int = 0,
+    scramble_early: bool = False,
+    timed: bool = False,
+    baselines: bool = False,
 ) -> optuna.Study:
     rng = random.Random(seed)
     study = optuna.create_study(study_name=f"synthetic-{n}", directions=list(directions))
@@ -75,6 +80,11 @@ def synthetic_study(
             "metrics": {**metrics, "qa.f1": rng.random()},
             "wall_seconds": 30.0,
             **({"phase_seconds": {**PHASES, "other": 1.0}} if timed else {}),
+            **(
+                {"task_baselines": {"qa.f1": 0.07}, "baseline_predictors": {"qa.f1": "first 2 words"}}
+                if baselines
+                else {}
+            ),
         }
         values = [curve[-1][2]] + ([counts["params"]] if len(directions) > 1 else [])
         if pruned:
@@ -149,6 +159,34 @@ def test_report_says_where_the_time_went(tmp_path):
     untimed = build_report(synthetic_study(10), tmp_path / "u.html")  # a study older than the phases
     assert "Where the time went" not in [t for t, _ in untimed.figures]
     assert "No trained trial recorded the time of its phases." in untimed.path.read_text()
+
+
+def test_report_shows_task_metrics_beside_their_baselines(tmp_path):
+    from nas.report.figures import history, pareto
+    from nas.search import TrialRecord
+
+    text = build_report(synthetic_study(20, baselines=True), tmp_path / "b.html").path.read_text()
+    assert "<p class='baselines'>baselines (no model): qa.f1: first 2 words 0.07</p>" in text  # under the leaderboard
+    assert re.search(r"<th>qa\.f1</th><td>0\.\d+ \(baseline: first 2 words 0\.07\)</td>", text)  # the best card
+    assert "baselines (no model)" not in build_report(synthetic_study(20), tmp_path / "o.html").path.read_text()
+
+    def record(number, f1):
+        return TrialRecord(
+            number,
+            "complete",
+            "trained",
+            [f1],
+            metrics={"qa.f1": f1},
+            counts={"params": 1000.0 * number},
+            task_baselines={"qa.f1": 0.07},
+            baseline_predictors={"qa.f1": "first 2 words"},
+        )
+
+    done = [record(i, 0.1 * i) for i in range(1, 5)]
+    for figure in (history(done, "qa.f1", minimize=False), pareto(done, "qa.f1", minimize=False)):
+        lines = [shape for shape in figure.layout.shapes if shape.line.dash == "dash"]
+        assert lines and all(shape.y0 == shape.y1 == 0.07 for shape in lines)  # a dashed line at the baseline
+    assert not history(done, "val_loss", minimize=True).layout.shapes  # an objective with no baseline: none
 
 
 def test_report_of_an_empty_study(tmp_path):
@@ -240,7 +278,7 @@ def test_png_export_with_chromium(tmp_path):
 
 
 def test_the_proxy_check_ranks_the_prediction_unless_it_is_the_objective():
-    from nas.report.figures import proxy_scores
+    from nas.report.fidelity import proxy_scores
     from nas.search import TrialRecord
 
     def record(number, value, predicted):

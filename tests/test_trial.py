@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from nas.arch import ArchConfig
+from nas.protocol import KIND_METRICS
 from nas.trial import PHASES, run_trial
 
 
@@ -34,8 +35,18 @@ def test_micro_trial_end_to_end(micro_protocol, micro_arch):
     latency = result.latency_ms
     assert latency["min"] <= latency["p25"] <= latency["median"] <= latency["p75"] <= latency["max"]
     assert m["latency_ms_per_token"] == latency["median"] > 0
+    # Every task metric has its no-model baseline (and the classification task its chance level), recorded.
+    tasks = {f"{t.name}.{k}" for t in protocol.tasks for k in KIND_METRICS[t.kind]}
+    assert set(result.task_baselines) == set(result.baseline_predictors) == tasks | {"claims.chance"}
+    assert result.baseline_predictors["claims.accuracy"] == "majority class"
+    assert result.baseline_predictors["answer.perplexity"] == "unigram"
+    assert result.task_baselines["claims.chance"] == pytest.approx(1 / 3)
+    assert 1 < result.task_baselines["answer.perplexity"] < 512
+    assert all(0 <= result.task_baselines[name] <= 1 for name in tasks - {"answer.perplexity"})
     record = result.to_dict()
     assert record["arch_hash"] == micro_arch.arch_hash() and record["curve"][0]["step"] == 0
+    assert record["task_baselines"] == result.task_baselines
+    assert record["baseline_predictors"] == result.baseline_predictors
 
 
 def test_a_trial_accounts_for_its_wall_time_by_phase(micro_protocol, micro_arch):

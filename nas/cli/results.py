@@ -31,6 +31,7 @@ def best_text(study: Any) -> str:
 
 def render_leaderboard(study: Any, limit: int | None = None) -> None:
     from nas.search import leaderboard, study_info
+    from nas.search.records import baselines_line
 
     rows = leaderboard(study)
     objectives = study_info(study).objectives or [f"value{i}" for i in range(len(study.directions))]
@@ -49,6 +50,8 @@ def render_leaderboard(study: Any, limit: int | None = None) -> None:
         shown_extra = _prediction_cells(row) if predicted else []
         table.add_row(rank, str(row.number), row.summary, params, *values, *shown_extra, state, escape(row.cause or ""))
     console.print(table)
+    if baselines := baselines_line(rows, objectives):
+        console.print(f"baselines (no model): {baselines}", highlight=False, soft_wrap=True)
     if limit is not None and len(rows) > limit:
         console.print(f"... {len(rows) - limit} more: nas status {study.study_name}")
 
@@ -71,7 +74,7 @@ def print_best(study: Any) -> None:
         return
     row = best[0]
     metrics = ", ".join(
-        f"{k} {v:.4g}"
+        f"{k} {v:.4g}" + (f" ({baseline})" if (baseline := row.baseline(k)) else "")
         for k, v in row.metrics.items()
         if isinstance(v, float) and "." in k or k in ("val_loss", "predicted_val_loss", "tokens_per_second")
     )
@@ -104,8 +107,9 @@ def status(
         bool, typer.Option("--json", help="Print one JSON object: every trial's record and the time by phase.")
     ] = False,
 ) -> None:
-    """The leaderboard of a study: rank, trial, architecture, params, objectives, state, cause; then
-    where the trained trials' time went.
+    """The leaderboard of a study: rank, trial, architecture, params, objectives, state, cause (under it,
+    the no-model baselines of objectives that are task metrics); then where the trained trials' time went,
+    and the best trial with each task metric beside its baseline.
 
     Example: nas status tiny-cpu-tiny
     """

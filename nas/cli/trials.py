@@ -64,7 +64,8 @@ def trials_run(
     overrides: SetOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Run one trial outside any study: pretrain, measure, fine-tune, and print every metric.
+    """Run one trial outside any study: pretrain, measure, fine-tune, and print every metric, each task
+    metric beside its baseline: what a trivial predictor with no model scores (e.g. the majority class).
 
     Example: nas trials run cpu-tiny --space tiny --seed 3 --set pretrain.budget.tokens=50000
     """
@@ -72,6 +73,7 @@ def trials_run(
     from nas.protocol import load_protocol
     from nas.search.records import time_shares
     from nas.space import load_space, random_samples
+    from nas.train.baselines import baseline_text
     from nas.trial import run_trial
 
     loaded = load_protocol(protocol, overrides)
@@ -95,8 +97,12 @@ def trials_run(
     table = Table(title=f"trial: {result.status}" + (f" ({result.cause})" if result.cause else ""))
     table.add_column("metric")
     table.add_column("value", justify="right")
+    if result.task_baselines:
+        table.add_column("baseline (no model)")
     for name, value in result.metrics.items():
-        table.add_row(name, f"{value:,.4g}" if isinstance(value, float) else f"{value:,}")
+        shown = f"{value:,.4g}" if isinstance(value, float) else f"{value:,}"
+        baseline = baseline_text(name, result.task_baselines, result.baseline_predictors)
+        table.add_row(name, shown, *([baseline] if result.task_baselines else []))
     console.print(table)
     curve = "  ".join(f"{p.step}:{p.val_loss:.3f}" for p in result.curve)
     console.print(f"held-out loss by step: {curve}", highlight=False)

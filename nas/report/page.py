@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from nas.report import figures, tables
+from nas.report import fidelity, figures, tables
 from nas.search.records import TrialRecord, study_records
 from nas.search.storage import study_info
 
@@ -77,7 +77,7 @@ def _figure_sections(
         ("Pareto fronts: quality vs cost", lambda: figures.pareto(done, objectives[0], minimize[0])),
         ("Hypervolume history", lambda: figures.hypervolume(done, minimize) if len(minimize) == 2 else None),
         ("Top 10 % vs all: knob distributions", lambda: figures.top_vs_all(done, minimize[0])),
-        ("Prediction at the target budget", lambda: figures.prediction(records)),
+        ("Prediction at the target budget", lambda: fidelity.prediction(records)),
         ("Proxy check", lambda: _proxy(done, minimize[0], report)),
         (TIME_TITLE, lambda: figures.time_figure(records)),
     ]
@@ -107,10 +107,10 @@ def _figure_sections(
 
 def _proxy(done: list[TrialRecord], minimize: bool, report: Report) -> Any:
     """The proxy-check figure; its rank correlations go to ``report.proxy_html``, weak ones to warnings."""
-    scores, rows = figures.proxy_scores(done, minimize)
-    report.proxy_html, weak = figures.proxy_text(rows)
+    scores, rows = fidelity.proxy_scores(done, minimize)
+    report.proxy_html, weak = fidelity.proxy_text(rows)
     report.warnings += weak
-    return figures.proxy_figure(done, scores, rows)
+    return fidelity.proxy_figure(done, scores, rows)
 
 
 def _page(study_name: str, sections: list[str]) -> str:

@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any
 
 from nas.report.figures import value
-from nas.search.records import COUNT_KEYS, TrialRecord
+from nas.search.records import COUNT_KEYS, TrialRecord, baselines_line
 from nas.search.storage import StudyInfo
 
 __all__ = ["slug", "section", "fmt", "best", "summary", "leaderboard", "failures"]
@@ -69,10 +69,15 @@ def _known(text: str | None) -> str:
 
 
 def _card(study_name: str, top: TrialRecord) -> str:
-    """The best trial: its knobs, its counts and metrics, and the command that exports it."""
+    """The best trial: its knobs, its counts and metrics (a task metric beside its no-model baseline), and
+    the command that exports it."""
     knobs = _kv([(k, v) for k, v in top.arch.items() if v is not None])
     counts = [(k, top.counts.get(k)) for k in COUNT_KEYS]
-    metrics = [(k, v) for k, v in top.metrics.items() if k not in dict(counts)]
+    metrics = [
+        (k, f"{fmt(v)} (baseline: {baseline})" if (baseline := top.baseline(k)) else v)
+        for k, v in top.metrics.items()
+        if k not in dict(counts)
+    ]
     name = html.escape(study_name)
     return (
         f"<div class='card'><h3>Best: trial {top.number} — {html.escape(top.summary)}</h3>"
@@ -82,7 +87,8 @@ def _card(study_name: str, top: TrialRecord) -> str:
 
 
 def leaderboard(done: list[TrialRecord], objectives: list[str], minimize: list[bool]) -> str:
-    """Trained trials ranked by the first objective, with their counts and every task metric."""
+    """Trained trials ranked by the first objective, with their counts and every task metric; under the table,
+    the task metrics' baselines (what a trivial predictor scores with no model)."""
     sign = 1 if minimize and minimize[0] else -1
     ranked = sorted(done, key=lambda r: sign * value(r))
     metric_names: list[str] = []
@@ -112,6 +118,8 @@ def leaderboard(done: list[TrialRecord], objectives: list[str], minimize: list[b
         f"<table class='sortable' id='leaderboard-table'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}"
         "</tbody></table></div>"
     )
+    if baselines := baselines_line(ranked, [*objectives, *metric_names]):
+        table += f"<p class='baselines'>baselines (no model): {html.escape(baselines)}</p>"
     return section("Leaderboard", table)
 
 

@@ -417,6 +417,8 @@ def _store_artifacts(worker: _Worker, trial: optuna.Trial, result: Any) -> None:
 
 
 def _note(result: Any) -> str:
+    from nas.train.baselines import baseline_text
+
     arch = result.arch
     lines = [
         f"### {arch.summary()}",
@@ -427,8 +429,15 @@ def _note(result: Any) -> str:
         "|---|---|",
     ]
     lines += [f"| {k} | {v} |" for k, v in arch.to_dict().items() if v is not None]
-    lines += ["", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.5g} |" for k, v in result.metrics.items()]
+    if result.task_baselines:  # beside each task metric, what a trivial predictor scores
+        lines += ["", "| metric | value | baseline (no model) |", "|---|---|---|"]
+        lines += [
+            f"| {k} | {v:.5g} | {baseline_text(k, result.task_baselines, result.baseline_predictors)} |"
+            for k, v in result.metrics.items()
+        ]
+    else:
+        lines += ["", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.5g} |" for k, v in result.metrics.items()]
     wall = result.wall_seconds
     if result.phase_seconds and wall > 0:  # where the trial's time went
         lines += ["", f"Time: {wall:.1f} s", "", "| phase | seconds | share |", "|---|---|---|"]

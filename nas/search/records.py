@@ -14,6 +14,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.train.baselines import baseline_text
+
 __all__ = [
     "TrialRecord",
     "Status",
@@ -23,6 +25,7 @@ __all__ = [
     "trained_count",
     "time_by_phase",
     "time_shares",
+    "baselines_line",
     "COUNT_KEYS",
 ]
 
@@ -39,6 +42,8 @@ DUPLICATE_OF = "duplicate_of"
 CURVE = "curve"  # [[step, tokens, val_loss], ...]
 ANNEALED = "annealed"  # [[tokens, val_loss], ...]: each cool-down, then the finished run
 METRICS = "metrics"
+TASK_BASELINES = "task_baselines"  # {"task.metric": score of a trivial predictor} (nas.train.baselines)
+BASELINE_PREDICTORS = "baseline_predictors"  # {"task.metric": that predictor, e.g. "majority class"}
 TOP_METRICS = ("val_loss", "tokens_per_second", "peak_memory_mb", "latency_ms_per_token")  # also top-level
 WALL_SECONDS = "wall_seconds"
 PHASE_SECONDS = "phase_seconds"  # {phase: seconds}, in nas.trial.PHASES order; they sum to wall_seconds
@@ -82,6 +87,8 @@ class TrialRecord:
     summary: str = ""
     counts: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    task_baselines: dict[str, float] = field(default_factory=dict)
+    baseline_predictors: dict[str, str] = field(default_factory=dict)
     curve: list[list[float]] = field(default_factory=list)
     annealed: list[list[float]] = field(default_factory=list)
     cause: str | None = None
@@ -112,6 +119,10 @@ class TrialRecord:
         except (TypeError, ValueError):
             return math.nan
 
+    def baseline(self, name: str) -> str:
+        """The no-model baseline of task metric ``name`` as shown beside it ("majority class 0.4"); "" if none."""
+        return baseline_text(name, self.task_baselines, self.baseline_predictors)
+
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> TrialRecord:
         attrs = trial.user_attrs
@@ -126,6 +137,8 @@ class TrialRecord:
             summary=attrs.get(SUMMARY, ""),
             counts={k: attrs[k] for k in COUNT_KEYS if k in attrs},
             metrics=attrs.get(METRICS) or {},
+            task_baselines=attrs.get(TASK_BASELINES) or {},
+            baseline_predictors=attrs.get(BASELINE_PREDICTORS) or {},
             curve=attrs.get(CURVE) or [],
             annealed=attrs.get(ANNEALED) or [],
             cause=attrs.get(CAUSE),
@@ -200,6 +213,18 @@ def time_shares(phase_seconds: dict[str, float]) -> str:
     return " · ".join(f"{name} {100 * seconds / total:.0f} %" for name, seconds in ranked if seconds >= total / 200)
 
 
+def baselines_line(records: Iterable[TrialRecord], names: Iterable[str]) -> str:
+    """ "claims.accuracy: majority class 0.4, chance 0.3333 · qa.f1: first 2 words 0.07": the no-model baselines
+    of the task metrics ``names`` (each from the first record that has it); "" when none has one."""
+    records = list(records)
+    shown = []
+    for name in names:
+        text = next((r.baseline(name) for r in records if name in r.task_baselines), "")
+        if text:
+            shown.append(f"{name}: {text}")
+    return " · ".join(shown)
+
+
 def leaderboard(study: optuna.Study) -> list[TrialRecord]:
     """Trained trials ranked (single objective by value; multi-objective Pareto set first), then the rest."""
     trials = study.get_trials(deepcopy=False)
@@ -263,12 +288,15 @@ def write_curve(trial: optuna.Trial, curve: list[list[float]]) -> None:
 
 
 def write_result(trial: optuna.Trial, result: Any) -> None:
-    """A finished trial's metrics, curve, time, cause and notes (``result`` is a nas.trial.TrialResult)."""
+    """A finished trial's metrics, task baselines, curve, time, cause and notes (a nas.trial.TrialResult)."""
     metrics = {k: (v if math.isfinite(v) else str(v)) for k, v in result.metrics.items()}
     trial.set_user_attr(METRICS, metrics)
     for name in TOP_METRICS:
         if name in result.metrics:
             trial.set_user_attr(name, metrics[name])
+    if result.task_baselines:
+        trial.set_user_attr(TASK_BASELINES, result.task_baselines)
+        trial.set_user_attr(BASELINE_PREDICTORS, result.baseline_predictors)
     if result.resumed_from_step is not None:
         trial.set_user_attr(RESUMED_FROM_STEP, result.resumed_from_step)
     write_curve(trial, [[p.step, p.tokens, p.val_loss] for p in result.curve])

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from nas.arch import ArchConfig
 from nas.data.tasks import TaskSet, load_task_set
 from nas.protocol import Pretrain, Schedule, Task, TrialProtocol
+from nas.train.baselines import completion_targets
 from nas.train.metrics import classification_metrics, perplexity, squad_metrics
 from nas.train.pretrain import autocast_for, lr_multiplier
 
@@ -234,16 +235,14 @@ def _best_span(start: torch.Tensor, end: torch.Tensor, feature: dict, max_tokens
 # ---- generation -----------------------------------------------------------------------------
 def _generation(task, taskset, lm, arch, tokenizer, config, seed) -> dict[str, float]:
     model = copy.deepcopy(lm)
-    eos = tokenizer.eos_token_id
     encode = tokenizer.backend_tokenizer.encode_batch
 
     def encoded(examples: list[dict]) -> list[tuple[list[int], int]]:
         """(ids, number of completion tokens); the prompt is cut from the left to fit."""
         prompts = encode([x["prompt"] for x in examples], add_special_tokens=False)
-        completions = encode([x["completion"] for x in examples], add_special_tokens=False)
+        completions = completion_targets([x["completion"] for x in examples], tokenizer, task.max_length)
         out = []
-        for p, c in zip(prompts, completions, strict=True):
-            target = (c.ids + [eos])[: task.max_length - 1]
+        for p, target in zip(prompts, completions, strict=True):
             prompt = p.ids[-(task.max_length - len(target)) :]
             out.append((prompt + target, len(target)))
         return out

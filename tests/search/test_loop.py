@@ -235,6 +235,9 @@ def test_the_dashboard_note_says_where_the_time_went():
     note = _note(TrialResult(arch, "complete", {"val_loss": 3.0}, wall_seconds=10.0, phase_seconds=phases))
     assert "Time: 10.0 s" in note and "| pretrain | 6.0 | 60 % |" in note and "| task qa | 2.5 | 25 % |" in note
     assert "Time:" not in _note(TrialResult(arch, "complete", {"val_loss": 3.0}))  # a result that timed nothing
+    tasks = TrialResult(arch, "complete", {"val_loss": 3.0, "qa.f1": 0.25}, task_baselines={"qa.f1": 0.07})
+    tasks.baseline_predictors = {"qa.f1": "first 2 words"}
+    assert "| qa.f1 | 0.25 | first 2 words 0.07 |" in _note(tasks) and "| val_loss | 3 |  |" in _note(tasks)
 
 
 def test_duplicates_reuse_values_and_exhaustion_ends_the_study(in_tmp, micro_cache, capsys):

@@ -7,7 +7,14 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from nas.search import TrialRecord, leaderboard, study_records, trained_count
-from nas.search.records import requeue_attrs, set_status, time_by_phase, time_shares, write_result
+from nas.search.records import (
+    baselines_line,
+    requeue_attrs,
+    set_status,
+    time_by_phase,
+    time_shares,
+    write_result,
+)
 
 
 def add(study, state=TrialState.COMPLETE, values=None, status="trained", system_attrs=None, **attrs):
@@ -177,3 +184,36 @@ def test_phase_seconds_round_trip_and_add_up_over_the_trained_trials():
     assert list(total)[-1] == "other"  # last, though the first trial recorded it before any task
     assert time_shares(total) == "pretrain 48 % · data 18 % · task qa 18 % · eval 9 % · other 5 % · build 2 %"
     assert time_shares({"pretrain": 999.0, "eval": 1.0}) == "pretrain 100 %" and time_shares({}) == ""
+
+
+def test_task_baselines_round_trip_and_are_shown_beside_their_metric():
+    from nas.arch import ArchConfig
+    from nas.trial import TrialResult
+
+    arch = ArchConfig(vocab_size=512, max_seq_len=64, n_layers=2, d_model=32, n_heads=2)
+    baselines = {"claims.accuracy": 0.4, "claims.chance": 1 / 3, "qa.f1": 0.07, "answer.perplexity": 85.25}
+    predictors = {
+        "claims.accuracy": "majority class",
+        "claims.chance": "uniform guess",
+        "qa.f1": "first 2 words",
+        "answer.perplexity": "unigram",
+    }
+    metrics = {"val_loss": 3.0, "claims.accuracy": 0.5, "qa.f1": 0.25, "answer.perplexity": 40.0}
+    study = optuna.create_study()
+    add(study, values=[3.0])  # trained before nas recorded baselines
+    trial = study.ask()
+    write_result(
+        trial, TrialResult(arch, "complete", metrics, task_baselines=baselines, baseline_predictors=predictors)
+    )
+    set_status(trial, "trained")
+    study.tell(trial, 3.0)
+
+    older, written = study_records(study)
+    assert written.task_baselines == baselines and written.baseline_predictors == predictors
+    assert written.metrics == metrics  # the baselines are not metrics: no objective can name them
+    assert older.task_baselines == {} and older.baseline("qa.f1") == ""
+    assert written.baseline("claims.accuracy") == "majority class 0.4, chance 0.3333"
+    assert written.baseline("answer.perplexity") == "unigram 85.25" and written.baseline("val_loss") == ""
+    line = baselines_line([older, written], ["val_loss", "claims.accuracy", "qa.f1"])
+    assert line == "claims.accuracy: majority class 0.4, chance 0.3333 · qa.f1: first 2 words 0.07"
+    assert baselines_line([older], ["qa.f1"]) == ""

@@ -1,0 +1,140 @@
+"""The score of a trivial predictor, with no model, on each task's held-out examples: the bar a trial's
+task metric has to clear to show that pretraining taught the architecture anything.
+
+Each baseline is read off the task's own data (and, for generation, the tokenizer), on the same eval
+examples a trial scores, with the trial's own metric code:
+
+- classification: always the majority class of the train split (a tie goes to the first label in
+  sorted order): accuracy, macro precision / recall / F1 as
+  :func:`nas.train.metrics.classification_metrics` computes them for a trial; and ``chance``,
+  1 / number of labels, the expected accuracy of a uniform guess.
+- qa: the first k words of the context, k the median (lower) word count of the train split's first
+  gold answers (at least 1): SQuAD exact match and F1 as fractions 0..1.
+- generation: exact match of always answering the train split's most frequent completion, compared
+  token for token with EOS, as a trial's greedy check is; perplexity of a unigram model of the train
+  completions' tokens (add-one smoothing over the tokenizer's vocabulary) on the eval completions'
+  tokens and EOS, the tokens a trial scores. (A uniform guess over the vocabulary scores a perplexity
+  of the vocabulary size, a bar every trained model clears: not reported.)
+
+:func:`protocol_baselines` caches each task's baselines per process, keyed by the task's settings
+(and the tokenizer's content for generation), so a worker computes them once per task set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import statistics
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from nas.train.metrics import classification_metrics, perplexity, squad_metrics
+
+if TYPE_CHECKING:
+    from nas.data.tasks import TaskSet
+    from nas.protocol import Task, TrialProtocol
+
+__all__ = [
+    "Baseline",
+    "CHANCE",
+    "baseline_text",
+    "classification_baselines",
+    "completion_targets",
+    "generation_baselines",
+    "protocol_baselines",
+    "qa_baselines",
+    "task_baselines",
+]
+
+CHANCE = "chance"  # the key ("task.chance") of a classification task's uniform-guess accuracy
+
+
+@dataclass(frozen=True)
+class Baseline:
+    value: float
+    predictor: str  # what the trivial predictor does, short: "majority class", "first 3 words", ...
+
+
+def classification_baselines(taskset: TaskSet) -> dict[str, Baseline]:
+    """Always the train split's majority class; ``chance`` = 1 / number of labels."""
+    labels = taskset.labels or sorted({str(e["label"]) for e in taskset.train + taskset.eval})
+    counts = Counter(labels.index(str(e["label"])) for e in taskset.train)
+    majority = max(counts, key=lambda c: (counts[c], -c))
+    truth = [labels.index(str(e["label"])) for e in taskset.eval]
+    scores = classification_metrics([majority] * len(truth), truth, num_classes=len(labels))
+    out = {name: Baseline(value, "majority class") for name, value in scores.items()}
+    out[CHANCE] = Baseline(1 / len(labels), "uniform guess")
+    return out
+
+
+def qa_baselines(taskset: TaskSet) -> dict[str, Baseline]:
+    """The first k words of the context, k the median word count of the train answers."""
+    lengths = [len(e["answers"]["text"][0].split()) for e in taskset.train if e["answers"]["text"]]
+    k = max(1, statistics.median_low(lengths)) if lengths else 1
+    predictions = [" ".join(e["context"].split()[:k]) for e in taskset.eval]
+    scores = squad_metrics(predictions, [e["answers"]["text"] for e in taskset.eval])
+    predictor = f"first {k} word{'s' if k > 1 else ''}"
+    return {name: Baseline(value / 100.0, predictor) for name, value in scores.items()}
+
+
+def completion_targets(completions: list[str], tokenizer: Any, max_length: int) -> list[list[int]]:
+    """The tokens a generation trial scores for each completion: its ids and EOS, cut to ``max_length - 1``."""
+    encoded = tokenizer.backend_tokenizer.encode_batch(completions, add_special_tokens=False)
+    return [(c.ids + [tokenizer.eos_token_id])[: max_length - 1] for c in encoded]
+
+
+def generation_baselines(task: Task, taskset: TaskSet, tokenizer: Any) -> dict[str, Baseline]:
+    """Exact match of the most frequent train completion; perplexity of the train completions' unigram."""
+    train = completion_targets([e["completion"] for e in taskset.train], tokenizer, task.max_length)
+    evals = completion_targets([e["completion"] for e in taskset.eval], tokenizer, task.max_length)
+    most_frequent = Counter(tuple(t) for t in train).most_common(1)[0][0]  # ties: the first seen
+    exact = sum(tuple(t) == most_frequent for t in evals) / len(evals)
+    counts = Counter(token for t in train for token in t)
+    total, vocab = sum(counts.values()), len(tokenizer)
+    nll = [-math.log((counts[token] + 1) / (total + vocab)) for t in evals for token in t]
+    return {
+        "perplexity": Baseline(perplexity(sum(nll) / len(nll)), "unigram"),
+        "exact_match": Baseline(exact, "most frequent completion"),
+    }
+
+
+def task_baselines(task: Task, taskset: TaskSet, tokenizer: Any = None) -> dict[str, Baseline]:
+    """``{metric: Baseline}`` of one task (``chance`` too for classification); ``tokenizer`` for generation."""
+    if task.kind == "classification":
+        return classification_baselines(taskset)
+    if task.kind == "qa":
+        return qa_baselines(taskset)
+    return generation_baselines(task, taskset, tokenizer)
+
+
+_CACHE: dict[str, dict[str, Baseline]] = {}
+
+
+def protocol_baselines(protocol: TrialProtocol, tokenizer: Any) -> dict[str, Baseline]:
+    """``{"task.metric": Baseline}`` for every task of ``protocol``, each task computed once per process."""
+    from nas.data.tasks import load_task_set
+
+    out = {}
+    for index, task in enumerate(protocol.tasks):
+        key = task.model_dump_json()
+        if task.kind == "generation":
+            key += tokenizer.backend_tokenizer.to_str()
+        key = hashlib.sha256(key.encode()).hexdigest()
+        if key not in _CACHE:
+            _CACHE[key] = task_baselines(task, load_task_set(task, index, protocol.source), tokenizer)
+        out.update({f"{task.name}.{name}": baseline for name, baseline in _CACHE[key].items()})
+    return out
+
+
+def baseline_text(name: str, values: Mapping[str, float], predictors: Mapping[str, str]) -> str:
+    """The baseline of metric ``name`` ("task.metric") as shown beside it, e.g. "majority class 0.4" (with
+    ", chance 0.3333" beside a classification accuracy); "" when it has none."""
+    if name not in values:
+        return ""
+    text = f"{predictors.get(name, 'baseline')} {values[name]:.4g}"
+    task, _, metric = name.rpartition(".")
+    if metric == "accuracy" and f"{task}.{CHANCE}" in values:
+        text += f", chance {values[f'{task}.{CHANCE}']:.4g}"
+    return text
