@@ -175,8 +175,9 @@ def _ask_and_run(worker: _Worker) -> str:
                 f"trial {trial.number}: another worker failed it as stale while it ran (no heartbeat "
                 f"within {worker.config.heartbeats.grace}s); its retry resumes from the checkpoint"
             )
-    if trial.number < len(study.trials):
-        cb.trial_finished(study.get_trials(deepcopy=False)[trial.number], study)
+    trials = study.get_trials(deepcopy=False)  # `study.trials` deep-copies every trial of the study
+    if trial.number < len(trials):
+        cb.trial_finished(trials[trial.number], study)
     return outcome
 
 
