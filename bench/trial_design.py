@@ -46,7 +46,6 @@ DESIGNS: dict[str, tuple[int, float | None]] = {
     "b2048": (2048, None),  # the ground truth's own T run (read from ground_truth_gutenberg.json)
     "b512": (512, None),
     "b256": (256, None),
-    "b512-lr1e-3": (512, 1e-3),
 }
 COOLDOWNS = [0.25, 0.5]
 EVALS = 8
@@ -120,7 +119,16 @@ def report(data: dict[str, Any]) -> str:
     params = {e["hash"]: e["non_embedding_params"] for e in split["archs"]}
     truth = {h: statistics.fmean(v.values()) for h, v in long_losses().items()}
     trials = trial_losses(data)
+    n_truth = sum(h in truth for h in half)
+    designs = "; ".join(
+        f"{d}: {b:,} tokens/step ({SHORT_TOKENS // b} steps), lr {lr or 'recipe'}" for d, (b, lr) in DESIGNS.items()
+    )
     lines = [
+        f"Designs (every one trains T = {SHORT_TOKENS:,} tokens, WSD, cool-downs at {COOLDOWNS}): {designs}. "
+        "Designs are compared on the develop half; the one chosen there (the best trial-loss ranking) is the "
+        "only one run on the report half."
+        + (f" PARTIAL: {n_truth} of {len(half)} architectures have an 8T run so far." if n_truth < len(half) else ""),
+        "",
         "Spearman [90 % bootstrap CI] / Kendall [CI] (n) of the trial's T-budget loss against the mean 8T loss "
         "(the seeds available); `params`: non-embedding parameters (more is better) on the same architectures.",
         "",
