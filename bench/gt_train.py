@@ -19,6 +19,7 @@ seed 1), the pairs tied within the seed spread, and rank correlations against th
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as dt
 import itertools
 import json
@@ -214,6 +215,9 @@ def report(data: dict[str, Any], runs: list[dict[str, Any]]) -> str:
     sources = sorted({r["nas_source"] for r in data["runs"].values()})
     reuse = sum(r.get("reused_from") == "lr_sweep" for r in data["runs"].values())
     text += f"; {reuse} reused from lr_sweep; nas code {', '.join(sources) or '-'}.\n"
+    machines = collections.Counter(r.get("machine", "?") for r in data["runs"].values())
+    text += "Machines (runs): " + "; ".join(f"{m} ({n})" for m, n in machines.most_common())
+    text += " (the same run differs across CPUs by about a seed's spread: _results.FIRST_MACHINE).\n"
     if variances:
         pooled = math.sqrt(statistics.fmean(variances))
         pairs = list(itertools.combinations(means, 2))
