@@ -138,7 +138,8 @@ def report(data: dict[str, Any]) -> str:
     for design, losses in trials.items():
         for which in ("develop", "report", "all"):
             hs = [h for h in losses if h in truth and which in ("all", half[h])]
-            if len(hs) < 4:
+            halves = {half[h] for h in hs}
+            if len(hs) < 4 or (which == "all" and len(halves) < 2):  # "all" of one half repeats that half
                 continue
             trial = rank_cell([(losses[h], truth[h]) for h in hs])
             size = rank_cell([(-params[h], truth[h]) for h in hs])
