@@ -12,6 +12,7 @@ same architecture under the same protocol resumes from it. `nas train` keeps one
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["Checkpoint", "cpu_copy", "rng_state", "set_rng_state"]
 
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
@@ -76,6 +77,17 @@ class Checkpoint:
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def cpu_copy(state: Any) -> Any:
+    """A deep copy of a state dict with every tensor on the CPU."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: cpu_copy(v) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(cpu_copy(v) for v in state)
+    return copy.deepcopy(state)
 
 
 def rng_state() -> dict[str, Any]:

@@ -7,7 +7,6 @@ pruning).
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 import resource
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from nas.protocol import Pretrain
-from nas.train.checkpoint import Checkpoint, rng_state, set_rng_state
+from nas.train.checkpoint import Checkpoint, cpu_copy, rng_state, set_rng_state
 from nas.train.schedule import budget_tokens, cooldown_length, cooldown_steps, lr_multiplier
 
 __all__ = [
@@ -406,8 +405,8 @@ def _cooldown(run: _Run, train_ids: np.ndarray, val_ids: np.ndarray, step: int) 
     batches as a WSD run of ``step + k`` steps would, record that run's held-out loss, then put the
     model and optimizer back. The main run goes on exactly as without the branch."""
     config, outcome = run.config, run.outcome
-    model_state = _cpu_copy(run.model.state_dict())  # off the accelerator: the branch must not add to its peak
-    optimizer_state = _cpu_copy(run.optimizer.state_dict())
+    model_state = cpu_copy(run.model.state_dict())  # off the accelerator: the branch must not add to its peak
+    optimizer_state = cpu_copy(run.optimizer.state_dict())
     rng = rng_state()  # dropout draws in the branch must not shift the main run's
     seconds = outcome.train_seconds
     total = step + cooldown_length(step, config.schedule)
@@ -423,17 +422,6 @@ def _cooldown(run: _Run, train_ids: np.ndarray, val_ids: np.ndarray, step: int) 
     run.model.load_state_dict(model_state)
     run.optimizer.load_state_dict(optimizer_state)  # tensors go back to each parameter's device
     set_rng_state(rng)
-
-
-def _cpu_copy(state: Any) -> Any:
-    """A deep copy of a state dict with every tensor on the CPU."""
-    if isinstance(state, torch.Tensor):
-        return state.detach().to("cpu", copy=True)
-    if isinstance(state, dict):
-        return {k: _cpu_copy(v) for k, v in state.items()}
-    if isinstance(state, list | tuple):
-        return type(state)(_cpu_copy(v) for v in state)
-    return copy.deepcopy(state)
 
 
 def _save(checkpoint: Checkpoint, run: _Run, step: int) -> None:
