@@ -211,10 +211,21 @@ class Latency(_Strict):
 
 
 # ---- tasks ----------------------------------------------------------------------------------
+GRADE = Literal["near", "mid", "far"]  # nas.data.builtin.GRADE_WORDS: how far back the asked fact is
+
+
 class BuiltinTaskData(_Strict):
     seed: int = 1
     train: int = Field(default=512, ge=1)
     eval: int = Field(default=128, ge=1)
+    # Examples take these grades in turn; each grade is scored apart too ("task.grade.metric").
+    grades: list[GRADE] = Field(default=["near", "mid", "far"], min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct_grades(self) -> BuiltinTaskData:
+        if len(set(self.grades)) != len(self.grades):
+            raise ValueError(f"grades: each grade once, got {self.grades}")
+        return self
 
 
 class FilesTaskData(_Strict):
@@ -257,6 +268,10 @@ class Task(_Strict):
     max_answer_tokens: int = Field(default=16, ge=1)  # qa
     max_new_tokens: int = Field(default=12, ge=1)  # generation
     eval_batch_size: int = Field(default=32, ge=1)
+
+    def grades(self) -> list[str]:
+        """The grades this task's metrics are also reported by (builtin data only)."""
+        return list(self.data.builtin.grades) if self.data.source == "builtin" else []
 
 
 class Objective(_Strict):
@@ -314,6 +329,7 @@ class TrialProtocol(_Strict):
             names += list(PREDICTED_METRICS)
         for task in self.tasks:
             names += [f"{task.name}.{m}" for m in KIND_METRICS[task.kind]]
+            names += [f"{task.name}.{g}.{m}" for g in task.grades() for m in KIND_METRICS[task.kind]]
         return names
 
     @property

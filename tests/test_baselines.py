@@ -102,9 +102,12 @@ def test_protocol_baselines_cover_every_task_metric_and_are_computed_once(micro_
     first = protocol_baselines(protocol, tokenizer)
     again = protocol_baselines(protocol, tokenizer)
     assert first == again and loads == ["claims", "qa", "answer"]  # the second call read no task set
-    expected = {f"{t.name}.{m}" for t in protocol.tasks for m in KIND_METRICS[t.kind]} | {"claims.chance"}
+    names = {t.name for t in protocol.tasks}
+    chance = {"claims.chance"} | {f"claims.{g}.chance" for g in protocol.tasks[0].grades()}
+    expected = {m for m in protocol.metric_names() if m.split(".")[0] in names} | chance
+    assert {f"claims.{g}.accuracy" for g in ("near", "mid", "far")} <= expected  # every grade on its own
     assert set(first) == expected
-    assert all(0 <= b.value <= 1 for name, b in first.items() if name != "answer.perplexity")
+    assert all(0 <= b.value <= 1 for name, b in first.items() if not name.endswith("perplexity"))
 
 
 def test_baseline_text():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import re
 import statistics
@@ -24,6 +26,7 @@ PLURALS = {pl for _, pl in builtin.NOUNS}
 SINGULARS = {sg for sg, _ in builtin.NOUNS}
 QUESTION_NAME = re.compile(r"(?:is|does) (\w+)")
 CLAIM = re.compile(r"^(\w+) (?:is from|is|keeps) (.+)$")
+PINNED_CORPUS = "4b3b0c18685df23d"  # sha256 of pretraining_corpus(0, 200) as JSON, first 16 hex digits
 
 
 def _sentences(text: str) -> list[str]:
@@ -99,24 +102,42 @@ def test_pretraining_documents():
             assert QUESTION_NAME.search(question).group(1) in story
 
 
-def test_qa_answers_at_offset_and_stories_repeat():
-    examples = qa_examples(0, 500)
-    distances = []
+def _words_after(text: str, value_at: int) -> int:
+    """Words between the end of the sentence holding offset ``value_at`` and the end of ``text``."""
+    return len(text[text.index(".", value_at) + 1 :].split())
+
+
+def _in_grade(grade: str, words: int) -> bool:
+    low, high = builtin.GRADE_WORDS[grade]
+    return low <= words and (high is None or words <= high)
+
+
+def test_qa_answers_at_offset_and_graded_by_distance():
+    examples = qa_examples(0, 300)
+    assert [ex["grade"] for ex in examples[:6]] == list(builtin.GRADES) * 2  # grades in turn
     for ex in examples:
         context, (answer,), (start,) = ex["context"], ex["answers"]["text"], ex["answers"]["answer_start"]
-        assert set(ex) == {"id", "title", "context", "question", "answers"}
+        assert set(ex) == {"id", "title", "context", "question", "answers", "grade"}
         assert context[start : start + len(answer)] == answer
-        assert context.find(answer) == start  # the first occurrence is the fact sentence
         name = QUESTION_NAME.search(ex["question"]).group(1)
         fact_start = context.rfind(". ", 0, start) + 1
         assert context[fact_start:].split()[0] == name  # the sentence holding the answer is about that person
         assert 1 <= len(answer.split()) <= 2
-        distances.append(len(context[context.index(".", start) + 1 :].split()))
-    assert len({ex["id"] for ex in examples}) == len(examples)
-    per_title = Counter(ex["title"] for ex in examples)
-    assert len(per_title) < len(examples) / 2 and max(per_title.values()) >= 3
-    assert statistics.mean(distances) >= 100
-    assert sum(d >= 100 for d in distances) >= len(distances) / 2
+        assert _in_grade(ex["grade"], _words_after(context, start)), (ex["grade"], context, answer)
+    assert len({ex["id"] for ex in examples}) == len({ex["title"] for ex in examples}) == len(examples)
+
+
+def test_grades_can_be_chosen():
+    assert {ex["grade"] for ex in classification_examples(0, 20, ["near"])} == {"near"}
+    assert [ex["grade"] for ex in generation_examples(0, 4, ["far", "near"])] == ["far", "near"] * 2
+    with pytest.raises(ValueError, match="unknown grade"):
+        qa_examples(0, 2, ["close"])
+
+
+def test_pretraining_corpus_is_pinned():
+    """The corpus is part of every cached token set: a change must come with a GENERATOR_VERSION bump."""
+    digest = hashlib.sha256(json.dumps(pretraining_corpus(0, 200)).encode()).hexdigest()
+    assert (builtin.GENERATOR_VERSION, digest[:16]) == ("1", PINNED_CORPUS)
 
 
 def test_classification_labels_and_claims():
@@ -138,7 +159,6 @@ def test_classification_labels_and_claims():
 
 def test_generation_examples():
     examples = generation_examples(0, 300)
-    distances = []
     for ex in examples:
         prompt, completion = ex["prompt"], ex["completion"]
         assert completion.startswith(" ") and completion.endswith(".")
@@ -146,10 +166,9 @@ def test_generation_examples():
         assert 1 <= len(answer.split()) <= 4
         story, question = prompt.rsplit("\nQuestion: ", 1)
         assert question.endswith("?\nAnswer:")
-        assert answer in story
-        distances.append(len(story[story.index(".", story.index(answer)) + 1 :].split()))
-    assert statistics.mean(distances) >= 100
-    assert sum(d >= 100 for d in distances) >= len(distances) / 2
+        name = QUESTION_NAME.search(question).group(1)
+        fact = next(i for i, s in enumerate(_sentences(story)) if s.split()[0] == name and answer in s)
+        assert _in_grade(ex["grade"], len(" ".join(_sentences(story)[fact + 1 :]).split()))
 
 
 def test_pretraining_is_fast():

@@ -82,7 +82,8 @@ def test_generation_fine_tunes(micro_pretrained):
         data={"builtin": {"seed": 3, "train": 16, "eval": 8}},
     )
     scores = finetune(task, load_task_set(task, 0), result.model, result.arch, tokenizer, Pretrain(), seed=1)
-    assert set(scores) == {"perplexity", "exact_match"} and 1 < scores["perplexity"] < 1e4
+    grades = {f"{g}.{m}" for g in ("near", "mid", "far") for m in ("perplexity", "exact_match")}
+    assert set(scores) == {"perplexity", "exact_match"} | grades and 1 < scores["perplexity"] < 1e4
     assert 0 <= scores["exact_match"] <= 1
 
 
@@ -105,7 +106,10 @@ def test_evaluate_tasks_fine_tunes_every_task_with_its_own_seed(micro_pretrained
     started = []
     scores = evaluate_tasks(protocol, result.model, result.arch, tokenizer, on_task=started.append)
     assert started == ["qa", "answer"]
-    assert list(scores) == ["qa.exact_match", "qa.f1", "answer.perplexity", "answer.exact_match"]
+    qa = ["qa.exact_match", "qa.f1"] + [f"qa.{g}.{m}" for g in ("near", "mid", "far") for m in ("exact_match", "f1")]
+    answer = ["answer.perplexity", "answer.exact_match"]
+    answer += [f"answer.{g}.{m}" for g in ("near", "mid", "far") for m in ("perplexity", "exact_match")]
+    assert list(scores) == qa + answer
     config = protocol.pretrain
     for index, task in enumerate(protocol.tasks):
         taskset = load_task_set(task, index, protocol.source)

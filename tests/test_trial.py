@@ -37,12 +37,15 @@ def test_micro_trial_end_to_end(micro_protocol, micro_arch):
     assert m["latency_ms_per_token"] == latency["median"] > 0
     # Every task metric has its no-model baseline (and the classification task its chance level), recorded.
     tasks = {f"{t.name}.{k}" for t in protocol.tasks for k in KIND_METRICS[t.kind]}
-    assert set(result.task_baselines) == set(result.baseline_predictors) == tasks | {"claims.chance"}
+    tasks |= {f"{t.name}.{g}.{k}" for t in protocol.tasks for g in t.grades() for k in KIND_METRICS[t.kind]}
+    chance = {f"claims{g}.chance" for g in ("", ".near", ".mid", ".far")}
+    assert set(result.task_baselines) == set(result.baseline_predictors) == tasks | chance
+    assert tasks <= set(m)  # every task metric, and every grade's, was scored
     assert result.baseline_predictors["claims.accuracy"] == "majority class"
     assert result.baseline_predictors["answer.perplexity"] == "unigram"
     assert result.task_baselines["claims.chance"] == pytest.approx(1 / 3)
     assert 1 < result.task_baselines["answer.perplexity"] < 512
-    assert all(0 <= result.task_baselines[name] <= 1 for name in tasks - {"answer.perplexity"})
+    assert all(0 <= result.task_baselines[name] <= 1 for name in tasks if not name.endswith("perplexity"))
     record = result.to_dict()
     assert record["arch_hash"] == micro_arch.arch_hash() and record["curve"][0]["step"] == 0
     assert record["task_baselines"] == result.task_baselines

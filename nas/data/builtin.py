@@ -19,6 +19,8 @@ from typing import TypeVar
 
 __all__ = [
     "GENERATOR_VERSION",
+    "GRADES",
+    "GRADE_WORDS",
     "LABELS",
     "agreement_sentence",
     "classification_examples",
@@ -27,7 +29,7 @@ __all__ = [
     "qa_examples",
 ]
 
-GENERATOR_VERSION = "1"  # bump whenever the output for a given seed changes (it is part of cache keys)
+GENERATOR_VERSION = "1"  # bump whenever pretraining_corpus's output for a given seed changes (it is in cache keys)
 LABELS = ("true", "false", "not mentioned")
 
 # fmt: off
@@ -90,6 +92,9 @@ DISTRACTORS = (
 )
 _T = TypeVar("_T")
 MIN_RECALL_WORDS = 100  # most questions/claims target a fact stated at least this many words earlier
+# Task grades: the words between the end of the asked fact's sentence and the question (None: no upper bound).
+GRADE_WORDS: dict[str, tuple[int, int | None]] = {"near": (0, 10), "mid": (30, 60), "far": (MIN_RECALL_WORDS, None)}
+GRADES = tuple(GRADE_WORDS)
 
 
 def _pick(rng: random.Random, seq: Sequence[_T]) -> _T:
@@ -152,21 +157,44 @@ def _phrase(attr: str, value: str) -> str:
     return value if attr == "city" else _a(value)
 
 
-def _story(rng: random.Random) -> _Story:
-    """Facts about 4-6 people, then 75-100+ words of agreement sentences with 1-3 distractors mixed in."""
-    k = rng.randint(4, 6)
-    names = rng.sample(NAMES, k + 3)
+def _cast(rng: random.Random, k: int, extra: int) -> tuple[list[str], list[dict[str, str]]]:
+    """``k + extra`` distinct names, and the first ``k`` as people with a job, a city, a pet and an item."""
+    names = rng.sample(NAMES, k + extra)
     pets = [f"{_pick(rng, COLOURS)} {animal}" for animal in rng.sample(ANIMALS, k)]  # distinct within a story
     items = [f"{_pick(rng, COLOURS)} {obj}" for obj in rng.sample(OBJECTS, k)]
     rows = zip(names[:k], rng.sample(JOBS, k), rng.sample(CITIES, k), pets, items, strict=True)
-    entities = [dict(zip(("name", "job", "city", "pet", "item"), row, strict=True)) for row in rows]
+    return names, [dict(zip(("name", "job", "city", "pet", "item"), row, strict=True)) for row in rows]
+
+
+def _fact_sentences(rng: random.Random, e: dict[str, str]) -> tuple[str, str]:
+    """A person's two fact sentences: job and city, then pet and item."""
+    n = e["name"]
+    return (
+        _pick(rng, JOB_TEMPLATES).format(n=n, job=_a(e["job"]), city=e["city"]),
+        _pick(rng, KEEP_TEMPLATES).format(n=n, pet=_a(e["pet"]), item=_a(e["item"])),
+    )
+
+
+def _distractor(rng: random.Random, name: str) -> str:
+    """A sentence about someone who is not one of the story's people."""
+    return _pick(rng, DISTRACTORS).format(
+        n=name,
+        job=_a(_pick(rng, JOBS)),
+        city=_pick(rng, CITIES),
+        pet=_a(_random_value(rng, "pet")),
+        place=_pick(rng, PLACES),
+    )
+
+
+def _story(rng: random.Random) -> _Story:
+    """Facts about 4-6 people, then 75-100+ words of agreement sentences with 1-3 distractors mixed in."""
+    k = rng.randint(4, 6)
+    names, entities = _cast(rng, k, 3)
     sentences: list[str] = []
     where: dict[tuple[int, str], int] = {}  # (entity, attribute) -> index of its fact sentence
     for i, e in enumerate(entities):
-        n = e["name"]
-        sentences.append(_pick(rng, JOB_TEMPLATES).format(n=n, job=_a(e["job"]), city=e["city"]))
-        where[i, "job"] = where[i, "city"] = len(sentences) - 1
-        sentences.append(_pick(rng, KEEP_TEMPLATES).format(n=n, pet=_a(e["pet"]), item=_a(e["item"])))
+        sentences += _fact_sentences(rng, e)
+        where[i, "job"] = where[i, "city"] = len(sentences) - 2
         where[i, "pet"] = where[i, "item"] = len(sentences) - 1
     filler: list[str] = []
     target, words = rng.randint(75, 100), 0
@@ -175,15 +203,16 @@ def _story(rng: random.Random) -> _Story:
         words += filler[-1].count(" ") + 1
     used = rng.randint(1, 3)
     for other in names[k : k + used]:
-        d = _pick(rng, DISTRACTORS).format(
-            n=other,
-            job=_a(_pick(rng, JOBS)),
-            city=_pick(rng, CITIES),
-            pet=_a(_random_value(rng, "pet")),
-            place=_pick(rng, PLACES),
-        )
-        filler.insert(rng.randint(0, len(filler)), d)
+        sentence = _distractor(rng, other)
+        filler.insert(rng.randint(0, len(filler)), sentence)
     sentences += filler
+    return _assemble(sentences, where, entities, frozenset(names[: k + used]))
+
+
+def _assemble(
+    sentences: list[str], where: dict[tuple[int, str], int], entities: list[dict[str, str]], mentioned: frozenset[str]
+) -> _Story:
+    """A story from its sentences; ``where`` maps (entity, attribute) to the index of its fact sentence."""
     starts, ends, pos, count = [], [], 0, 0
     for s in sentences:
         starts.append(pos)
@@ -194,7 +223,59 @@ def _story(rng: random.Random) -> _Story:
         (i, attr): (starts[si] + sentences[si].index(entities[i][attr]), count - ends[si])
         for (i, attr), si in where.items()
     }
-    return _Story(" ".join(sentences), entities, facts, frozenset(names[: k + used]))
+    return _Story(" ".join(sentences), entities, facts, mentioned)
+
+
+def _words(sentences: list[str]) -> int:
+    return sum(x.count(" ") + 1 for x in sentences)
+
+
+def _graded_story(rng: random.Random, grade: str) -> tuple[_Story, tuple[int, str]]:
+    """A story and the fact (entity, attribute) to ask about, with as many words between the end of that fact's
+    sentence and the end of the story as ``grade`` says (:data:`GRADE_WORDS`).
+
+    "far" is the story of :func:`pretraining_corpus` (4-6 people, then 75-100+ words of filler) asked about a fact
+    100+ words back. "near" and "mid" tell 3-5 people's facts, the asked person's sentence followed by at most one
+    distractor ("near") or by 30-60 words of other people's facts, filler and distractors ("mid"); both have 1-2
+    distractor sentences about people who are not in the story."""
+    if grade == "far":
+        while True:
+            story = _story(rng)
+            far = [key for key, (_, after) in story.facts.items() if after >= MIN_RECALL_WORDS]
+            if far:
+                return story, _pick(rng, far)
+    k = rng.randint(3, 5)
+    names, entities = _cast(rng, k, 2)
+    target, attr = rng.randrange(k), _pick(rng, ATTRIBUTES)
+    blocks = [list(_fact_sentences(rng, e)) for e in entities]
+    # the asked person's sentences with the asked one last; (entity, sentence) pairs keep track of the facts
+    asked = 0 if attr in ("job", "city") else 1
+    told = [(target, 1 - asked), (target, asked)]
+    others = [i for i in range(k) if i != target]
+    rng.shuffle(others)
+    before: list[tuple[int, int] | str] = []
+    after: list[tuple[int, int] | str] = []
+    lo = GRADE_WORDS[grade][0]
+    goal = rng.randint(lo, lo + 12)
+    for i in others:
+        words = _words([x if isinstance(x, str) else blocks[x[0]][x[1]] for x in after])
+        side = after if grade == "mid" and words + _words(blocks[i]) <= goal else before
+        side += [(i, 0), (i, 1)]
+    for other in names[k : k + rng.randint(1, 2)]:  # "near": at most one distractor after the asked fact
+        side = after if rng.random() < 0.5 and (grade == "mid" or not after) else before
+        side.insert(rng.randint(0, len(side)), _distractor(rng, other))
+    while grade == "mid" and _words([x if isinstance(x, str) else blocks[x[0]][x[1]] for x in after]) < lo:
+        after.insert(rng.randint(0, len(after)), agreement_sentence(rng, depth=1)[0])
+    sentences: list[str] = []
+    where: dict[tuple[int, str], int] = {}
+    for x in before + told + after:
+        if isinstance(x, str):
+            sentences.append(x)
+            continue
+        sentences.append(blocks[x[0]][x[1]])
+        for a in ("job", "city") if x[1] == 0 else ("pet", "item"):
+            where[x[0], a] = len(sentences) - 1
+    return _assemble(sentences, where, entities, frozenset(names[: k + 2])), (target, attr)
 
 
 def _targets(rng: random.Random, story: _Story, count: int) -> list[tuple[int, str]]:
@@ -231,69 +312,74 @@ def pretraining_corpus(seed: int, n_documents: int) -> list[str]:
     return docs
 
 
-def classification_examples(seed: int, n: int) -> list[dict]:
-    """``n`` examples ``{"text": story + "\\nClaim: <claim>.", "label": "true" | "false" | "not mentioned"}``.
+def _grade(grades: Sequence[str], j: int) -> str:
+    """The grade of the ``j``-th example: the grades in turn, so that every grade gets a share of any prefix."""
+    grade = grades[j % len(grades)]
+    if grade not in GRADE_WORDS:
+        raise ValueError(f"unknown grade {grade!r}; known: {', '.join(GRADES)}")
+    return grade
+
+
+def classification_examples(seed: int, n: int, grades: Sequence[str] = GRADES) -> list[dict]:
+    """``n`` examples ``{"text": story + "\\nClaim: <claim>.", "label": "true" | "false" | "not mentioned", "grade"}``.
 
     "true" states a fact of the story, "false" gives a story person a different value of that attribute (half the
-    time another person's value), "not mentioned" is about a name absent from the story. Labels are drawn uniformly.
+    time another person's value), "not mentioned" is about a name absent from the story. Labels are drawn uniformly;
+    the grade (the distance of the evidence, see :func:`_graded_story`) takes ``grades`` in turn.
     """
     rng = random.Random(f"builtin-classify-{seed}")
     out = []
-    for _ in range(n):
-        story = _story(rng)
+    for j in range(n):
+        grade = _grade(grades, j)
+        story, (i, attr) = _graded_story(rng, grade)
         label = _pick(rng, LABELS)
+        name, value = story.entities[i]["name"], story.entities[i][attr]
         if label == "not mentioned":
             name = _pick(rng, [m for m in NAMES if m not in story.mentioned])
-            attr = _pick(rng, ATTRIBUTES)
             value = _pick(rng, story.entities)[attr] if rng.random() < 0.5 else _random_value(rng, attr)
-        else:
-            i, attr = _targets(rng, story, 1)[0]
-            name, value = story.entities[i]["name"], story.entities[i][attr]
-            if label == "false":
-                own = value
-                others = [e[attr] for j, e in enumerate(story.entities) if j != i]
-                value = _pick(rng, others) if rng.random() < 0.5 else own
-                while value == own:
-                    value = _random_value(rng, attr)
+        elif label == "false":
+            own = value
+            others = [e[attr] for j, e in enumerate(story.entities) if j != i]
+            value = _pick(rng, others) if rng.random() < 0.5 else own
+            while value == own:
+                value = _random_value(rng, attr)
         claim = CLAIMS[attr].format(name, _phrase(attr, value))
-        out.append({"text": f"{story.text}\nClaim: {claim}.", "label": label})
+        out.append({"text": f"{story.text}\nClaim: {claim}.", "label": label, "grade": grade})
     return out
 
 
-def qa_examples(seed: int, n: int) -> list[dict]:
-    """``n`` SQuAD-style examples, 2-4 per story (same ``title``, e.g. "story-17"), so callers can split by story.
+def qa_examples(seed: int, n: int, grades: Sequence[str] = GRADES) -> list[dict]:
+    """``n`` SQuAD-style examples, one per story (``title`` "story-17"), each with its ``grade`` (``grades`` in turn).
 
-    Answers are short ("Oslo", "baker", "grey cat", "red kite"); ``answer_start`` is their first occurrence in the
-    context, inside the fact sentence about that person.
+    Answers are short ("Oslo", "baker", "grey cat", "red kite"); ``answer_start`` is their offset in the fact
+    sentence about that person (where the grade measures the distance from).
     """
     rng = random.Random(f"builtin-qa-{seed}")
     out: list[dict] = []
-    story_no = 0
-    while len(out) < n:
-        story = _story(rng)
-        title = f"story-{story_no}"
-        for j, key in enumerate(_targets(rng, story, min(rng.randint(2, 4), n - len(out)))):
-            answer = story.entities[key[0]][key[1]]
-            out.append(
-                {
-                    "id": f"{title}-q{j}",
-                    "title": title,
-                    "context": story.text,
-                    "question": QUESTIONS[key[1]].format(story.entities[key[0]]["name"]),
-                    "answers": {"text": [answer], "answer_start": [story.facts[key][0]]},
-                }
-            )
-        story_no += 1
+    for j in range(n):
+        grade = _grade(grades, j)
+        story, key = _graded_story(rng, grade)
+        out.append(
+            {
+                "id": f"story-{j}-q0",
+                "title": f"story-{j}",
+                "context": story.text,
+                "question": QUESTIONS[key[1]].format(story.entities[key[0]]["name"]),
+                "answers": {"text": [story.entities[key[0]][key[1]]], "answer_start": [story.facts[key][0]]},
+                "grade": grade,
+            }
+        )
     return out
 
 
-def generation_examples(seed: int, n: int) -> list[dict]:
-    """``n`` examples ``{"prompt": story + "\\nQuestion: <q>\\nAnswer:", "completion": " <answer>."}``, one per story,
-    in the same format as the Q/A lines of :func:`pretraining_corpus`."""
+def generation_examples(seed: int, n: int, grades: Sequence[str] = GRADES) -> list[dict]:
+    """``n`` examples ``{"prompt": story + "\\nQuestion: <q>\\nAnswer:", "completion": " <answer>.", "grade"}``, one
+    per story, in the format of the Q/A lines of :func:`pretraining_corpus`; ``grades`` in turn."""
     rng = random.Random(f"builtin-generate-{seed}")
     out = []
-    for _ in range(n):
-        story = _story(rng)
-        question, answer = _question(story, _targets(rng, story, 1)[0])
-        out.append({"prompt": f"{story.text}\nQuestion: {question}\nAnswer:", "completion": f" {answer}."})
+    for j in range(n):
+        grade = _grade(grades, j)
+        story, key = _graded_story(rng, grade)
+        question, answer = _question(story, key)
+        out.append({"prompt": f"{story.text}\nQuestion: {question}\nAnswer:", "completion": f" {answer}.", "grade": grade})
     return out

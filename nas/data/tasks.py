@@ -57,7 +57,7 @@ def _builtin(task: Task) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     }[task.kind]
     spec = task.data.builtin
     # Held-out examples come from another seed: other stories, not other questions on the same ones.
-    return make(spec.seed, spec.train), make(spec.seed + 1_000_003, spec.eval)
+    return make(spec.seed, spec.train, spec.grades), make(spec.seed + 1_000_003, spec.eval, spec.grades)
 
 
 def _files(task: Task, files: FilesTaskData, source: str, key: str) -> tuple[list[dict], list[dict]]:

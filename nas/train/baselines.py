@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nas.train.metrics import classification_metrics, perplexity, squad_metrics
+from nas.train.metrics import by_grade, classification_metrics, perplexity, squad_metrics
 
 if TYPE_CHECKING:
     from nas.data.tasks import TaskSet
@@ -63,9 +63,12 @@ def classification_baselines(taskset: TaskSet) -> dict[str, Baseline]:
     counts = Counter(labels.index(str(e["label"])) for e in taskset.train)
     majority = max(counts, key=lambda c: (counts[c], -c))
     truth = [labels.index(str(e["label"])) for e in taskset.eval]
-    scores = classification_metrics([majority] * len(truth), truth, num_classes=len(labels))
+    scores = by_grade(
+        taskset.eval, lambda idx: classification_metrics([majority] * len(idx), [truth[i] for i in idx], len(labels))
+    )
     out = {name: Baseline(value, "majority class") for name, value in scores.items()}
-    out[CHANCE] = Baseline(1 / len(labels), "uniform guess")
+    for name in [n for n in scores if n.rpartition(".")[2] == "accuracy"]:
+        out[name.replace("accuracy", CHANCE)] = Baseline(1 / len(labels), "uniform guess")
     return out
 
 
@@ -74,7 +77,8 @@ def qa_baselines(taskset: TaskSet) -> dict[str, Baseline]:
     lengths = [len(e["answers"]["text"][0].split()) for e in taskset.train if e["answers"]["text"]]
     k = max(1, statistics.median_low(lengths)) if lengths else 1
     predictions = [" ".join(e["context"].split()[:k]) for e in taskset.eval]
-    scores = squad_metrics(predictions, [e["answers"]["text"] for e in taskset.eval])
+    answers = [e["answers"]["text"] for e in taskset.eval]
+    scores = by_grade(taskset.eval, lambda idx: squad_metrics([predictions[i] for i in idx], [answers[i] for i in idx]))
     predictor = f"first {k} word{'s' if k > 1 else ''}"
     return {name: Baseline(value / 100.0, predictor) for name, value in scores.items()}
 
@@ -90,14 +94,17 @@ def generation_baselines(task: Task, taskset: TaskSet, tokenizer: Any) -> dict[s
     train = completion_targets([e["completion"] for e in taskset.train], tokenizer, task.max_length)
     evals = completion_targets([e["completion"] for e in taskset.eval], tokenizer, task.max_length)
     most_frequent = Counter(tuple(t) for t in train).most_common(1)[0][0]  # ties: the first seen
-    exact = sum(tuple(t) == most_frequent for t in evals) / len(evals)
     counts = Counter(token for t in train for token in t)
     total, vocab = sum(counts.values()), len(tokenizer)
-    nll = [-math.log((counts[token] + 1) / (total + vocab)) for t in evals for token in t]
-    return {
-        "perplexity": Baseline(perplexity(sum(nll) / len(nll)), "unigram"),
-        "exact_match": Baseline(exact, "most frequent completion"),
-    }
+    nll = [[-math.log((counts[token] + 1) / (total + vocab)) for token in t] for t in evals]
+
+    def score(idx: list[int]) -> dict[str, float]:
+        losses = [x for i in idx for x in nll[i]]
+        exact = sum(tuple(evals[i]) == most_frequent for i in idx) / len(idx)
+        return {"perplexity": perplexity(sum(losses) / len(losses)), "exact_match": exact}
+
+    predictors = {"perplexity": "unigram", "exact_match": "most frequent completion"}
+    return {name: Baseline(v, predictors[name.rpartition(".")[2]]) for name, v in by_grade(taskset.eval, score).items()}
 
 
 def task_baselines(task: Task, taskset: TaskSet, tokenizer: Any = None) -> dict[str, Baseline]:

@@ -25,13 +25,13 @@ from nas.arch import ArchConfig
 from nas.data.tasks import TaskSet, load_task_set
 from nas.protocol import Pretrain, Schedule, Task, TrialProtocol
 from nas.train.baselines import completion_targets
-from nas.train.metrics import classification_metrics, perplexity, squad_metrics
+from nas.train.metrics import by_grade, classification_metrics, perplexity, squad_metrics
 from nas.train.pretrain import autocast_for, lr_multiplier
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["evaluate_tasks", "finetune", "generation_eval"]
+__all__ = ["evaluate_tasks", "finetune", "generation_eval", "generation_rows"]
 
 _SCHEDULE = Schedule(kind="linear", warmup_fraction=0.1, min_lr_ratio=0.0)
 
@@ -143,7 +143,10 @@ def _classification(task, taskset, lm, arch, tokenizer, config, seed) -> dict[st
             ids, mask = _pad(eval_ids[start : start + task.eval_batch_size], tokenizer.pad_token_id, device)
             with autocast_for(device, config):
                 predictions += model(input_ids=ids, attention_mask=mask).logits.argmax(-1).tolist()
-    return classification_metrics(predictions, eval_y, num_classes=len(labels))
+    return by_grade(
+        taskset.eval,
+        lambda idx: classification_metrics([predictions[i] for i in idx], [eval_y[i] for i in idx], len(labels)),
+    )
 
 
 # ---- extractive QA --------------------------------------------------------------------------
@@ -214,8 +217,12 @@ def _qa(task, taskset, lm, arch, tokenizer, config, seed) -> dict[str, float]:
                 predictions.append(
                     _best_span(out.start_logits[row].float(), out.end_logits[row].float(), f, task.max_answer_tokens)
                 )
-    scores = squad_metrics(predictions, [f["answers"] for f in evals])
-    return {name: value / 100.0 for name, value in scores.items()}
+
+    def score(idx: list[int]) -> dict[str, float]:
+        scores = squad_metrics([predictions[i] for i in idx], [evals[i]["answers"] for i in idx])
+        return {name: value / 100.0 for name, value in scores.items()}
+
+    return by_grade(taskset.eval, score)
 
 
 def _best_span(start: torch.Tensor, end: torch.Tensor, feature: dict, max_tokens: int) -> str:
@@ -254,8 +261,13 @@ def _generation(task, taskset, lm, arch, tokenizer, config, seed) -> dict[str, f
         return F.cross_entropy(logits[completion], targets[completion])
 
     _train(model, task, len(train), loss_of, config, seed)
-    nll, count, exact = generation_eval(model, evals, tokenizer.pad_token_id, task.eval_batch_size, config)
-    return {"perplexity": perplexity(nll / count), "exact_match": exact / len(evals)}
+    rows = generation_rows(model, evals, tokenizer.pad_token_id, task.eval_batch_size, config)
+
+    def score(idx: list[int]) -> dict[str, float]:
+        nll, count = sum(rows[i][0] for i in idx), sum(rows[i][1] for i in idx)
+        return {"perplexity": perplexity(nll / count), "exact_match": sum(rows[i][2] for i in idx) / len(idx)}
+
+    return by_grade(taskset.eval, score)
 
 
 def _completion_logits(
@@ -275,20 +287,28 @@ def _completion_logits(
     return logits, targets, completion
 
 
-@torch.no_grad()
 def generation_eval(
     model: torch.nn.Module, rows: list[tuple[list[int], int]], pad_id: int, batch_size: int, config: Pretrain
 ) -> tuple[float, int, int]:
     """(summed NLL of completion tokens, their count, rows whose greedy completion is exact)."""
+    per_row = generation_rows(model, rows, pad_id, batch_size, config)
+    return sum(r[0] for r in per_row), sum(r[1] for r in per_row), sum(r[2] for r in per_row)
+
+
+@torch.no_grad()
+def generation_rows(
+    model: torch.nn.Module, rows: list[tuple[list[int], int]], pad_id: int, batch_size: int, config: Pretrain
+) -> list[tuple[float, int, int]]:
+    """Per row: (summed NLL of its completion tokens, their count, 1 if its greedy completion is exact else 0)."""
     device = next(model.parameters()).device
     model.eval()
-    nll, count, exact = 0.0, 0, 0
+    out = []
     for first in range(0, len(rows), batch_size):
         with autocast_for(device, config):
             logits, targets, completion = _completion_logits(model, rows[first : first + batch_size], pad_id)
         losses = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-        nll += float(losses[completion].sum())
-        count += int(completion.sum())
-        correct = (logits.argmax(-1) == targets) | ~completion
-        exact += int(correct.all(dim=1).sum())
-    return nll, count, exact
+        nll = losses.masked_fill(~completion, 0.0).sum(dim=1).tolist()
+        count = completion.sum(dim=1).tolist()
+        exact = ((logits.argmax(-1) == targets) | ~completion).all(dim=1).tolist()
+        out += [(float(a), int(b), int(c)) for a, b, c in zip(nll, count, exact, strict=True)]
+    return out

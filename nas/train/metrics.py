@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 
 __all__ = [
+    "by_grade",
     "classification_metrics",
     "exact_match",
     "normalize_answer",
@@ -132,3 +133,13 @@ def perplexity(mean_loss: float) -> float:
         return math.exp(mean_loss)
     except OverflowError:
         return math.inf
+
+
+def by_grade(examples: list[dict], score: Callable[[list[int]], dict[str, float]]) -> dict[str, float]:
+    """``score(indices)`` over all ``examples``, and, where examples carry a ``"grade"``, over each grade's
+    examples as ``"<grade>.<metric>"`` (grades in order of first appearance)."""
+    out = score(list(range(len(examples))))
+    for grade in dict.fromkeys(str(e["grade"]) for e in examples if "grade" in e):
+        indices = [i for i, e in enumerate(examples) if str(e.get("grade")) == grade]
+        out.update({f"{grade}.{name}": value for name, value in score(indices).items()})
+    return out

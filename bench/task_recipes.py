@@ -1,0 +1,103 @@
+"""Fine-tuning recipes by measurement: which steps and learning rate let each task's grades show skill?
+
+Pretrains a few architectures of a space under a protocol (tasks dropped), then fine-tunes each task
+from every pretrained model, and from a randomly initialised model of the same architecture, with
+every (steps, lr) pair asked for. Prints the per-grade scores beside the no-model baseline, the
+seconds each fine-tuning took, and, per recipe, the spread across architectures. Results are written
+to a JSON file (resumable: a finished (arch, init, task, recipe) is not run again).
+
+    python bench/task_recipes.py --archs 3 --steps 40 120 --lrs 1e-3 3e-3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from nas.data.tasks import load_task_set  # noqa: E402
+from nas.model import build_model  # noqa: E402
+from nas.protocol import load_protocol  # noqa: E402
+from nas.space import load_space, random_samples  # noqa: E402
+from nas.train.baselines import task_baselines  # noqa: E402
+from nas.train.finetune import finetune  # noqa: E402
+from nas.trial import run_trial  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+HEADLINE = {"classification": "accuracy", "qa": "f1", "generation": "exact_match"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--space", default="tiny")
+    parser.add_argument("--trial", default="cpu-tiny")
+    parser.add_argument("--archs", type=int, default=3)
+    parser.add_argument("--sample-seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, nargs="+", default=[40])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[3e-3])
+    parser.add_argument("--tasks", nargs="*", default=None, help="task names (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="pretraining seed")
+    parser.add_argument("--random-init", action="store_true", help="also fine-tune a randomly initialised model")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--out", default=str(HERE / "task_recipes.json"))
+    args = parser.parse_args()
+
+    out = Path(args.out)
+    done = json.loads(out.read_text()) if out.exists() else {}
+    protocol = load_protocol(args.trial, [*args.overrides, f"pretrain.seed={args.seed}"])
+    space = load_space(args.space)
+    draws = [s.arch for s in random_samples(space, 200, args.sample_seed) if s.arch is not None]
+    archs = list({a.arch_hash(): a for a in draws}.values())[: args.archs]
+    tasks = [(i, t) for i, t in enumerate(protocol.tasks) if args.tasks is None or t.name in args.tasks]
+    for arch in archs:
+        result = run_trial(arch, protocol.model_copy(update={"tasks": []}), keep_model=True)
+        from nas.data.tokens import prepare_tokens
+
+        tokenizer = prepare_tokens(protocol).tokenizer
+        arch = result.arch
+        print(f"{arch.summary()}: val_loss {result.metrics['val_loss']:.4f}", flush=True)
+        models = {"pretrained": result.model}
+        if args.random_init:
+            models["random"] = build_model(arch, tokenizer, "cpu", protocol.pretrain.seed)
+        for index, task in tasks:
+            taskset = load_task_set(task, index, protocol.source)
+            base = {k: b.value for k, b in task_baselines(task, taskset, tokenizer).items()}
+            for init, model in models.items():
+                for steps in args.steps:
+                    for lr in args.lrs:
+                        key = f"{arch.arch_hash()}|{args.seed}|{init}|{task.name}|{steps}|{lr:g}|{protocol.content_hash}"
+                        if key not in done:
+                            recipe = task.model_copy(update={"steps": steps, "lr": lr})
+                            start = time.perf_counter()
+                            metrics = finetune(recipe, taskset, model, arch, tokenizer, protocol.pretrain, args.seed + 1)
+                            done[key] = {
+                                "arch": arch.summary(),
+                                "val_loss": result.metrics["val_loss"],
+                                "seed": args.seed,
+                                "init": init,
+                                "task": task.name,
+                                "steps": steps,
+                                "lr": lr,
+                                "seconds": time.perf_counter() - start,
+                                "metrics": metrics,
+                                "baselines": base,
+                            }
+                            out.write_text(json.dumps(done, indent=1))
+                        row = done[key]
+                        head = HEADLINE[task.kind]
+                        grades = [g for g in task.grades()] or [""]
+                        cells = "  ".join(
+                            f"{g or 'all'} {row['metrics'][f'{g}.{head}' if g else head]:.3f}"
+                            f"/{base.get(f'{g}.{head}' if g else head, float('nan')):.3f}"
+                            for g in grades
+                        )
+                        print(f"  {init:10s} {task.name:8s} steps {steps:4d} lr {lr:g}  {cells}  "
+                              f"({row['seconds']:.1f}s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
