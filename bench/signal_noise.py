@@ -1,17 +1,20 @@
 """Signal over noise: does the trial protocol separate architectures by more than seed noise?
 
-Pretrains 8 different architectures from a space under a protocol (fine-tuning tasks dropped: the
-criterion is held-out loss), then one of them again under 3 different seeds (initialisation and
+Pretrains 8 different architectures from a space under a protocol (fine-tuning tasks dropped unless
+``--tasks``: the criterion is held-out loss), then one of them again under 3 different seeds (initialisation and
 data order), and compares the spread (max - min) of final held-out loss across architectures with
 the spread across seeds. Without a ratio well above 1, no ranking the search makes means anything.
-Target for `tiny` x `cpu-tiny`: ratio >= 3.
+Target for `tiny` x `cpu-tiny`: ratio >= 3. With ``--tasks`` the trials fine-tune the protocol's tasks
+as well, and every task metric (each grade's too) gets the same spreads and ratio beside its no-model
+baseline: a task carries signal where some grade's ratio is >= 3.
 
-    python bench/signal_noise.py --space tiny --trial cpu-tiny --archs 8 --seeds 3
+    python bench/signal_noise.py --space tiny --trial cpu-tiny --archs 8 --seeds 3 [--tasks]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -32,6 +35,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--sample-seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--tasks", action="store_true", help="fine-tune the protocol's tasks too; per-metric spreads")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
 
@@ -39,35 +43,84 @@ def main() -> None:
     draws = [s.arch for s in random_samples(space, 200, args.sample_seed) if s.arch is not None]
     archs = list({a.arch_hash(): a for a in draws}.values())[: args.archs]
 
-    def loss(arch, seed: int) -> float:
+    def trial(arch, seed: int) -> dict[str, float]:
         protocol = load_protocol(args.trial, [*args.overrides, f"pretrain.seed={seed}"])
-        result = run_trial(arch, protocol.model_copy(update={"tasks": []}))
+        if not args.tasks:
+            protocol = protocol.model_copy(update={"tasks": []})
+        result = run_trial(arch, protocol)
         print(f"  seed {seed}  {arch.summary():58s} val_loss {result.metrics['val_loss']:.4f}", flush=True)
-        return result.metrics["val_loss"]
+        return result.metrics | {f"baseline:{k}": v for k, v in result.task_baselines.items()}
 
     print(f"{len(archs)} architectures, seed 0:")
-    arch_losses = [(a, loss(a, 0)) for a in archs]
+    arch_runs = [(a, trial(a, 0)) for a in archs]
     reference = archs[0]
     print(f"{args.seeds} seeds of {reference.summary()}:")
-    seed_losses = [arch_losses[0][1]] + [loss(reference, s) for s in range(1, args.seeds)]
-    arch_spread = max(v for _, v in arch_losses) - min(v for _, v in arch_losses)
-    seed_spread = max(seed_losses) - min(seed_losses)
-    ratio = arch_spread / seed_spread if seed_spread > 0 else float("inf")
+    seed_runs = [arch_runs[0][1]] + [trial(reference, s) for s in range(1, args.seeds)]
+    arch_losses = [(a, m["val_loss"]) for a, m in arch_runs]
 
+    def spreads(name: str) -> tuple[float, float, float]:
+        arch_values = [m[name] for _, m in arch_runs]
+        seed_values = [m[name] for m in seed_runs]
+        arch_spread, seed_spread = max(arch_values) - min(arch_values), max(seed_values) - min(seed_values)
+        if seed_spread > 0:
+            return arch_spread, seed_spread, arch_spread / seed_spread
+        return arch_spread, seed_spread, (float("inf") if arch_spread > 0 else float("nan"))
+
+    arch_spread, seed_spread, ratio = spreads("val_loss")
     rows = ["| architecture | params | held-out loss (seed 0) |", "|---|---|---|"]
     rows += [f"| {a.summary()} | {a.param_count():,} | {v:.4f} |" for a, v in sorted(arch_losses, key=lambda x: x[1])]
     verdict = "meets" if ratio >= 3 else "MISSES"
     body = "\n".join(rows) + (
         f"\n\nSeeds 0..{args.seeds - 1} of `{reference.summary()}`: "
-        + ", ".join(f"{v:.4f}" for v in seed_losses)
+        + ", ".join(f"{m['val_loss']:.4f}" for m in seed_runs)
         + f".\n\nSpread across {len(archs)} architectures: {arch_spread:.4f}; across {args.seeds} seeds: "
         f"{seed_spread:.4f}; ratio {ratio:.1f} ({verdict} the >= 3 target). Protocol `{args.trial}` "
-        f"(pretraining only){', overrides ' + ' '.join(args.overrides) if args.overrides else ''}."
+        f"({'with' if args.tasks else 'pretraining only, no'} fine-tuning tasks)"
+        f"{', overrides ' + ' '.join(args.overrides) if args.overrides else ''}."
     )
+    if args.tasks:
+        body += "\n\n" + task_table(protocol_of(args), arch_runs, seed_runs, spreads)
     if args.no_record:
         print(body)
     else:
-        append(f"signal_noise: `{args.space}` x `{args.trial}` held-out loss", body)
+        title = f"signal_noise: `{args.space}` x `{args.trial}` {'task metrics' if args.tasks else 'held-out loss'}"
+        append(title, body)
+
+
+def protocol_of(args: argparse.Namespace):
+    return load_protocol(args.trial, args.overrides)
+
+
+def task_table(protocol, arch_runs, seed_runs, spreads) -> str:
+    """Per task metric (each grade's too): best and median architecture beside the no-model baseline, the
+    spreads across architectures and seeds, and their ratio; then, per task, whether some grade has a ratio >= 3."""
+    rows = [
+        "| task metric | baseline | best arch | median arch | arch spread | seed spread | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    carried: dict[str, list[str]] = {}
+    for name in protocol.metric_names():
+        task = name.split(".")[0]
+        if task not in {t.name for t in protocol.tasks}:
+            continue
+        values = sorted(m[name] for _, m in arch_runs)
+        lower_is_better = name.endswith("perplexity")
+        best = values[0] if lower_is_better else values[-1]
+        arch_spread, seed_spread, ratio = spreads(name)
+        base = arch_runs[0][1].get(f"baseline:{name}", float("nan"))
+        rows.append(
+            f"| {name} | {base:.3f} | {best:.3f} | {statistics.median(values):.3f} | {arch_spread:.3f} | "
+            f"{seed_spread:.3f} | {ratio:.1f} |"
+        )
+        if ratio >= 3:
+            carried.setdefault(task, []).append(name)
+    lines = [
+        f"- `{t.name}`: "
+        + (", ".join(f"`{n}`" for n in carried[t.name]) if t.name in carried else "no metric")
+        + " with architecture spread >= 3x seed spread"
+        for t in protocol.tasks
+    ]
+    return "\n".join(rows) + "\n\n" + "\n".join(lines)
 
 
 if __name__ == "__main__":

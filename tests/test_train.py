@@ -246,3 +246,22 @@ def test_launch_distributed_runs_torchrun_on_the_run_folder(tmp_path, monkeypatc
         str(tmp_path),
     ]
     assert env["NAS_THREADS"] == "4" and env["PATH"] == os.environ["PATH"]
+
+
+def test_full_training_scores_the_tasks_beside_their_baselines(tmp_path, micro_protocol, micro_arch, capsys):
+    """The recipe's tasks are fine-tuned after full training; each score is logged, and kept in metrics.json,
+    beside what a trivial predictor scores with no model."""
+    folder = tmp_path / "export"
+    export_architecture(micro_arch, folder, metrics={})
+    protocol = micro_protocol()
+    protocol = protocol.model_copy(update={"tasks": protocol.tasks[:1]})  # claims only
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(protocol.model_dump(mode="json"), sort_keys=False))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(folder), "--tokens", str(20 * 512), "-o", str(out), "--quiet"])
+    assert info.value.code in (0, None), capsys.readouterr()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["claims.near.accuracy"] <= 1
+    assert metrics["task_baselines"]["claims.chance"] == pytest.approx(1 / 3)
+    assert metrics["baseline_predictors"]["claims.far.accuracy"] == "majority class"
+    assert "claims.accuracy " in (log := (out / "train.log").read_text()) and "(no model: majority class" in log

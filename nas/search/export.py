@@ -65,6 +65,9 @@ def export_from_study(study: optuna.Study, number: int, out_dir: Path, runs_dir:
         "state": record.state,
         "arch_hash": arch.arch_hash(),
     }
+    if record.task_baselines:  # what a trivial predictor scores on each task metric, with no model
+        metrics["task_baselines"] = record.task_baselines
+        metrics["baseline_predictors"] = record.baseline_predictors
     out = export_architecture(
         arch,
         out_dir,
@@ -89,7 +92,8 @@ def _readme(study: optuna.Study, record: TrialRecord, arch: Any) -> str:
     info = study_info(study)
     has_weights = bool(record.artifact_weights)
     shown = "\n".join(
-        f"| {k} | {v:.5g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in record.metrics.items()
+        (f"| {k} | {v:.5g} |" if isinstance(v, float) else f"| {k} | {v} |") + f" {record.baseline(k)} |"
+        for k, v in record.metrics.items()
     )
     weights_line = "\n- `model.safetensors`: the weights after the short trial." if has_weights else ""
     load = (
@@ -104,8 +108,8 @@ Trial {record.number} of study `{study.study_name}` (space `{info.space_name}`, 
 {arch.param_count():,} parameters ({arch.non_embedding_params():,} non-embedding),
 {arch.flops_per_token():,.0f} training FLOPs per token, {arch.kv_cache_bytes_per_token():,.0f} KV-cache bytes per token.
 
-| metric | value |
-|---|---|
+| metric | value | baseline (no model) |
+|---|---|---|
 {shown}
 
 ## Files

@@ -264,6 +264,7 @@ def train(
             protocol, model, arch, tokens.tokenizer, on_task=lambda name: log(f"fine-tuning evaluation: {name}")
         )
         result.update(scores)
+        _add_baselines(protocol, tokens.tokenizer, result, log)
         _compare_prediction(spec, result, log)
         metrics_out.write(result)
         metrics_out.close()
@@ -273,6 +274,21 @@ def train(
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return result
+
+
+def _add_baselines(protocol: Any, tokenizer: Any, result: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Each task metric beside what a trivial predictor scores with no model: logged, and kept in ``result`` as
+    ``task_baselines`` and ``baseline_predictors`` (see nas.train.baselines)."""
+    from nas.train.baselines import baseline_text, protocol_baselines
+
+    if not protocol.tasks:
+        return
+    baselines = protocol_baselines(protocol, tokenizer)
+    values = {name: b.value for name, b in baselines.items()}
+    predictors = {name: b.predictor for name, b in baselines.items()}
+    for name in [n for n in result if n in values]:
+        log(f"{name} {result[name]:.4g} (no model: {baseline_text(name, values, predictors)})")
+    result["task_baselines"], result["baseline_predictors"] = values, predictors
 
 
 def _compare_prediction(spec: TrainSpec, result: dict[str, Any], log: Callable[[str], None]) -> None:

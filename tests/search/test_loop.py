@@ -190,7 +190,12 @@ def test_search_status_export_end_to_end(in_tmp, micro_cache, capsys):
     model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained(folder))
     best = min(trained, key=lambda t: t.values[0])
     assert sum(p.numel() for p in model.parameters()) == best.user_attrs["params"]
-    assert json.loads((folder / "metrics.json").read_text())["trial"] == best.number
+    exported = json.loads((folder / "metrics.json").read_text())
+    assert exported["trial"] == best.number
+    # every task metric travels with its no-model baseline, in metrics.json and beside it in the README
+    assert exported["task_baselines"]["claims.chance"] == pytest.approx(1 / 3)
+    assert exported["baseline_predictors"]["claims.accuracy"] == "majority class"
+    assert "| claims.accuracy |" in (readme := (folder / "README.md").read_text()) and "chance 0.3333 |" in readme
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     assert tokenizer.decode(tokenizer("Mira is a baker").input_ids) == "Mira is a baker"
 
