@@ -69,11 +69,15 @@ def main() -> None:
             for init, model in models.items():
                 for steps in args.steps:
                     for lr in args.lrs:
-                        key = f"{arch.arch_hash()}|{args.seed}|{init}|{task.name}|{steps}|{lr:g}|{protocol.content_hash}"
+                        key = (
+                            f"{arch.arch_hash()}|{args.seed}|{init}|{task.name}|{steps}|{lr:g}|{protocol.content_hash}"
+                        )
                         if key not in done:
                             recipe = task.model_copy(update={"steps": steps, "lr": lr})
                             start = time.perf_counter()
-                            metrics = finetune(recipe, taskset, model, arch, tokenizer, protocol.pretrain, args.seed + 1)
+                            metrics = finetune(
+                                recipe, taskset, model, arch, tokenizer, protocol.pretrain, args.seed + 1
+                            )
                             done[key] = {
                                 "arch": arch.summary(),
                                 "val_loss": result.metrics["val_loss"],
@@ -95,8 +99,10 @@ def main() -> None:
                             f"/{base.get(f'{g}.{head}' if g else head, float('nan')):.3f}"
                             for g in grades
                         )
-                        print(f"  {init:10s} {task.name:8s} steps {steps:4d} lr {lr:g}  {cells}  "
-                              f"({row['seconds']:.1f}s)", flush=True)
+                        print(
+                            f"  {init:10s} {task.name:8s} steps {steps:4d} lr {lr:g}  {cells}  ({row['seconds']:.1f}s)",
+                            flush=True,
+                        )
 
 
 if __name__ == "__main__":

@@ -381,5 +381,7 @@ def generation_examples(seed: int, n: int, grades: Sequence[str] = GRADES) -> li
         grade = _grade(grades, j)
         story, key = _graded_story(rng, grade)
         question, answer = _question(story, key)
-        out.append({"prompt": f"{story.text}\nQuestion: {question}\nAnswer:", "completion": f" {answer}.", "grade": grade})
+        out.append(
+            {"prompt": f"{story.text}\nQuestion: {question}\nAnswer:", "completion": f" {answer}.", "grade": grade}
+        )
     return out
