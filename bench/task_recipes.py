@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -44,10 +45,20 @@ def main() -> None:
     parser.add_argument("--random-init", action="store_true", help="also fine-tune a randomly initialised model")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--out", default=str(HERE / "task_recipes.json"))
+    parser.add_argument("--report", action="store_true", help="summarise the JSON file; train nothing")
+    parser.add_argument("--record", action="store_true", help="with --report: append it to bench/RESULTS.md")
     args = parser.parse_args()
 
     out = Path(args.out)
     done = json.loads(out.read_text()) if out.exists() else {}
+    if args.report:
+        body = report(done)
+        if args.record:
+            from _results import append
+
+            append(f"task_recipes: fine-tuning recipes per grade (`{Path(args.out).name}`)", body)
+        print(body)
+        return
     protocol = load_protocol(args.trial, [*args.overrides, f"pretrain.seed={args.seed}"])
     space = load_space(args.space)
     draws = [s.arch for s in random_samples(space, 200, args.sample_seed) if s.arch is not None]
@@ -103,6 +114,37 @@ def main() -> None:
                             f"  {init:10s} {task.name:8s} steps {steps:4d} lr {lr:g}  {cells}  ({row['seconds']:.1f}s)",
                             flush=True,
                         )
+
+
+def report(done: dict) -> str:
+    """Per task, recipe and initialisation: the headline metric per grade, mean (min-max) over the
+    architectures, beside the no-model baseline; and the mean seconds of one fine-tuning."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in done.values():
+        groups.setdefault((row["task"], row["steps"], row["lr"], row["init"]), []).append(row)
+    lines = [
+        "| task | steps | lr | init | archs | " + " | ".join(["grade: mean (min-max) / no model"] * 1) + " | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (task, steps, lr, init), rows in sorted(groups.items()):
+        metrics = rows[0]["metrics"]
+        head = next(m for m in ("accuracy", "f1", "exact_match") if m in metrics)
+        grades = [k.rsplit(".", 1)[0] for k in metrics if k.endswith("." + head)] or []
+        cells = []
+        for grade in grades or [""]:
+            name = f"{grade}.{head}" if grade else head
+            values = [r["metrics"][name] for r in rows]
+            base = rows[0]["baselines"].get(name, float("nan"))
+            cells.append(
+                f"{grade or 'all'} {statistics.mean(values):.3f} ({min(values):.3f}-{max(values):.3f}) / {base:.3f}"
+            )
+        seconds = statistics.mean(r["seconds"] for r in rows)
+        lines.append(
+            f"| {task} {head} | {steps} | {lr:g} | {init} | {len(rows)} | {'; '.join(cells)} | {seconds:.1f} |"
+        )
+    archs = sorted({(r["arch"], r["val_loss"]) for r in done.values()}, key=lambda x: x[1])
+    lines += ["", "Architectures (held-out loss after pretraining): " + "; ".join(f"`{a}` {v:.3f}" for a, v in archs)]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
