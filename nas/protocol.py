@@ -259,6 +259,8 @@ class TaskData(_Strict):
 class Task(_Strict):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
     kind: Literal["classification", "qa", "generation"]
+    # false: checked, but not run (not in TrialProtocol.tasks); `--set tasks.NAME.enabled=true` runs it
+    enabled: bool = True
     data: TaskData = TaskData()
     steps: int = Field(default=60, ge=1)
     lr: float = Field(default=1e-3, gt=0)
@@ -293,6 +295,7 @@ class TrialProtocol(_Strict):
 
     source: str = Field(default="<string>", exclude=True)
     text: str = Field(default="", exclude=True)
+    disabled_tasks: list[str] = Field(default=[], exclude=True)  # names of the tasks with enabled: false
 
     @model_validator(mode="before")
     @classmethod
@@ -306,10 +309,14 @@ class TrialProtocol(_Strict):
 
     @model_validator(mode="after")
     def _check_names(self) -> TrialProtocol:
+        """Task names are distinct; tasks with ``enabled: false`` are then left out (a trial never sees them);
+        every objective names a metric that the remaining tasks report."""
         problems = []
         names = [t.name for t in self.tasks]
         for dup in sorted({n for n in names if names.count(n) > 1}):
             problems.append(f"task name '{dup}' is used twice")
+        self.disabled_tasks = [t.name for t in self.tasks if not t.enabled]
+        self.tasks = [t for t in self.tasks if t.enabled]
         known = self.metric_names()
         if not self.objectives:
             problems.append("objectives: give at least one")
@@ -347,6 +354,8 @@ class TrialProtocol(_Strict):
             del content["pretrain"]["schedule"]["cooldowns"]
         if content["target"] == Target().model_dump(mode="json"):
             del content["target"]
+        for task in content["tasks"]:  # every task left is enabled
+            del task["enabled"]
         return {**content, "measure": MEASURE}
 
     def objective_values(self, metrics: dict[str, float]) -> list[float]:
@@ -360,7 +369,7 @@ class TrialProtocol(_Strict):
         return values
 
 
-HIDDEN = ("source", "text")  # TrialProtocol fields that are not keys of the file
+HIDDEN = ("source", "text", "disabled_tasks")  # TrialProtocol fields that are not keys of the file
 # How a trial measures: 2 = training windows read without repeats per epoch, held-out windows spread
 # over the whole held-out split (1, before: random windows, the first eval_tokens held-out tokens).
 MEASURE = 2

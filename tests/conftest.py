@@ -60,7 +60,14 @@ MICRO_OVERRIDES = [
     *[
         f"tasks.{t}.{k}"
         for t in ("claims", "qa", "answer")
-        for k in ("steps=6", "max_length=160", "batch_size=4", "data.builtin.train=32", "data.builtin.eval=16")
+        for k in (
+            "enabled=true",  # cpu-tiny runs only qa; the micro protocol runs all three kinds
+            "steps=6",
+            "max_length=160",
+            "batch_size=4",
+            "data.builtin.train=32",
+            "data.builtin.eval=16",
+        )
     ],
 ]
 

@@ -81,7 +81,7 @@ def test_generation_fine_tunes(micro_pretrained):
         max_length=160,
         data={"builtin": {"seed": 3, "train": 16, "eval": 8}},
     )
-    scores = finetune(task, load_task_set(task, 0), result.model, result.arch, tokenizer, Pretrain(), seed=1)
+    scores = finetune(task, load_task_set(task), result.model, result.arch, tokenizer, Pretrain(), seed=1)
     grades = {f"{g}.{m}" for g in ("near", "mid", "far") for m in ("perplexity", "exact_match")}
     assert set(scores) == {"perplexity", "exact_match"} | grades and 1 < scores["perplexity"] < 1e4
     assert 0 <= scores["exact_match"] <= 1
@@ -112,6 +112,6 @@ def test_evaluate_tasks_fine_tunes_every_task_with_its_own_seed(micro_pretrained
     assert list(scores) == qa + answer
     config = protocol.pretrain
     for index, task in enumerate(protocol.tasks):
-        taskset = load_task_set(task, index, protocol.source)
+        taskset = load_task_set(task, protocol.source)
         alone = finetune(task, taskset, result.model, result.arch, tokenizer, config, config.seed + index + 1)
         assert {f"{task.name}.{k}": v for k, v in alone.items()}.items() <= scores.items()

@@ -10,7 +10,9 @@ from tests.conftest import run
 def test_shipped_protocols_load(name):
     protocol = load_protocol(name)
     assert protocol.name == name and protocol.tasks
-    assert {t.kind for t in protocol.tasks} == {"classification", "qa", "generation"}
+    # every shipped protocol defines all three kinds (cpu-tiny runs only qa by default: see its comments)
+    every = load_protocol(name, [f"tasks.{t}.enabled=true" for t in protocol.disabled_tasks])
+    assert {t.kind for t in every.tasks} == {"classification", "qa", "generation"}
 
 
 def test_defaults_and_metric_names():
@@ -25,9 +27,10 @@ def test_overrides_apply_and_change_the_hash():
     base = load_protocol("cpu-tiny")
     changed = load_protocol(
         "cpu-tiny",
-        ["pretrain.budget.tokens=5000", "tasks.qa.steps=3", "tasks.0.lr=0.01", "pretrain.optimizer.betas=[0.8, 0.9]"],
+        ["pretrain.budget.tokens=5000", "tasks.qa.steps=3", "tasks.1.lr=0.01", "pretrain.optimizer.betas=[0.8, 0.9]"],
     )
-    assert changed.pretrain.budget.tokens == 5000 and changed.tasks[1].steps == 3 and changed.tasks[0].lr == 0.01
+    # a task by name or by its index in the file (claims, qa, answer; only qa is enabled)
+    assert changed.pretrain.budget.tokens == 5000 and changed.tasks[0].steps == 3 and changed.tasks[0].lr == 0.01
     assert changed.pretrain.optimizer.betas == (0.8, 0.9)
     assert changed.content_hash != base.content_hash == load_protocol("cpu-tiny").content_hash
 
@@ -35,7 +38,11 @@ def test_overrides_apply_and_change_the_hash():
 def test_weighted_objective():
     protocol = load_protocol(
         "cpu-tiny",
-        ["objectives.score.direction=maximize", "objectives.score.weights={claims.accuracy: 1, qa.f1: 2}"],
+        [
+            "tasks.claims.enabled=true",
+            "objectives.score.direction=maximize",
+            "objectives.score.weights={claims.accuracy: 1, qa.f1: 2}",
+        ],
     )
     assert protocol.objective_values({"val_loss": 2.0, "claims.accuracy": 0.5, "qa.f1": 0.25}) == [2.0, 1.0]
 
@@ -109,6 +116,8 @@ def test_missing_protocol_exit_2(capsys):
 def test_cli_show_and_list(capsys):
     code, out, _ = run(["trials", "show", "cpu-tiny", "--set", "pretrain.budget.tokens=1234"], capsys)
     assert code == 0 and "tokens: 1234" in out and "qa.f1" in out
+    code, out, _ = run(["trials", "validate", "cpu-tiny"], capsys)
+    assert code == 0 and "(cpu-tiny, 1 task: qa; off: claims, answer)" in out
     code, out, _ = run(["trials", "list"], capsys)
     assert code == 0 and "cpu-tiny" in out and "gpu-short" in out and "text-files" in out
 
@@ -120,3 +129,22 @@ def test_the_hash_names_how_a_trial_measures(monkeypatch):
     now = load_protocol("cpu-tiny").content_hash
     monkeypatch.setattr(protocol_module, "MEASURE", protocol_module.MEASURE - 1)
     assert load_protocol("cpu-tiny").content_hash != now
+
+
+def test_a_disabled_task_is_checked_but_not_run():
+    text = """
+tasks:
+  - {name: c, kind: classification}
+  - {name: q, kind: qa, enabled: false, steps: 3}
+"""
+    protocol = parse_protocol(text, source="p.yaml")
+    assert [t.name for t in protocol.tasks] == ["c"] and protocol.disabled_tasks == ["q"]
+    assert "q.f1" not in protocol.metric_names() and "c.near.accuracy" in protocol.metric_names()
+    on = parse_protocol(text, source="p.yaml", overrides=["tasks.q.enabled=true"])
+    assert [t.name for t in on.tasks] == ["c", "q"] and on.tasks[1].steps == 3
+    assert on.content_hash != protocol.content_hash
+    # a disabled task is still validated, and an objective cannot name its metrics
+    with pytest.raises(NasInputError, match=r"tasks\.1\.steps"):
+        parse_protocol(text.replace("steps: 3", "steps: 0"), source="p.yaml")
+    with pytest.raises(NasInputError, match="unknown metric 'q.f1'"):
+        parse_protocol(text + "objectives: {q.f1: maximize}\n", source="p.yaml")

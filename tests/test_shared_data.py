@@ -104,7 +104,7 @@ def _uncapped(task: Task) -> Task:
 
 def _load(protocol: TrialProtocol, name: str, capped: bool = True) -> TaskSet:
     task, index = _task(protocol, name)
-    return load_task_set(task if capped else _uncapped(task), index, protocol.source)
+    return load_task_set(task if capped else _uncapped(task), protocol.source)
 
 
 def test_protocol_points_at_the_shared_files(protocol: TrialProtocol, workdir: Path):

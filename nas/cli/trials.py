@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from nas.cli.common import ProtocolArg, SetOption, console, list_shipped, validate_each
 from nas.errors import NasInputError
+
+if TYPE_CHECKING:
+    from nas.protocol import TrialProtocol
 
 app = typer.Typer(help="Trial protocols: list, show, validate, and run one trial.", no_args_is_help=True)
 
@@ -50,7 +53,7 @@ def trials_validate(files: Annotated[list[str], typer.Argument(help="Protocol fi
     """
     from nas.protocol import load_protocol
 
-    validate_each(files, load_protocol, lambda p: f"{p.source} ({p.name}, {len(p.tasks)} tasks)")
+    validate_each(files, load_protocol, _summary)
 
 
 @app.command("run")
@@ -112,3 +115,12 @@ def trials_run(
     console.print(f"wall time {result.wall_seconds:.1f}s" + (f": {shares}" if shares else ""), highlight=False)
     if result.status == "failed":
         raise typer.Exit(1)
+
+
+def _summary(protocol: TrialProtocol) -> str:
+    """ "trials/cpu-tiny.yaml (cpu-tiny, 1 task: qa; off: claims, answer)" """
+    names = ", ".join(t.name for t in protocol.tasks)
+    text = f"{protocol.source} ({protocol.name}, {len(protocol.tasks)} task{'s' * (len(protocol.tasks) != 1)}"
+    text += f": {names}" if names else ""
+    text += f"; off: {', '.join(protocol.disabled_tasks)}" if protocol.disabled_tasks else ""
+    return text + ")"

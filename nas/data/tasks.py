@@ -28,8 +28,10 @@ class TaskSet:
     labels: list[str] | None = None  # classification: label names, index = class id
 
 
-def load_task_set(task: Task, index: int, source: str = "<protocol>") -> TaskSet:
-    key = f"tasks.{index}.data"
+def load_task_set(task: Task, source: str = "<protocol>") -> TaskSet:
+    """The train and held-out examples of ``task``; problems name the key ``tasks.<name>.data...`` (a task is
+    addressed by name, as in ``--set``)."""
+    key = f"tasks.{task.name}.data"
     if task.data.source == "builtin":
         train, eval_ = _builtin(task)
     else:

@@ -124,13 +124,13 @@ def protocol_baselines(protocol: TrialProtocol, tokenizer: Any) -> dict[str, Bas
     from nas.data.tasks import load_task_set
 
     out = {}
-    for index, task in enumerate(protocol.tasks):
+    for task in protocol.tasks:
         key = task.model_dump_json()
         if task.kind == "generation":
             key += tokenizer.backend_tokenizer.to_str()
         key = hashlib.sha256(key.encode()).hexdigest()
         if key not in _CACHE:
-            _CACHE[key] = task_baselines(task, load_task_set(task, index, protocol.source), tokenizer)
+            _CACHE[key] = task_baselines(task, load_task_set(task, protocol.source), tokenizer)
         out.update({f"{task.name}.{name}": baseline for name, baseline in _CACHE[key].items()})
     return out
 

@@ -66,7 +66,7 @@ def evaluate_tasks(
     for index, task in enumerate(protocol.tasks):
         if on_task is not None:
             on_task(task.name)
-        taskset = load_task_set(task, index, protocol.source)
+        taskset = load_task_set(task, protocol.source)
         metrics = finetune(task, taskset, model, arch, tokenizer, config, config.seed + index + 1)
         scores.update({f"{task.name}.{name}": value for name, value in metrics.items()})
     return scores
