@@ -63,7 +63,7 @@ def main() -> None:
     space = load_space(args.space)
     draws = [s.arch for s in random_samples(space, 200, args.sample_seed) if s.arch is not None]
     archs = list({a.arch_hash(): a for a in draws}.values())[: args.archs]
-    tasks = [(i, t) for i, t in enumerate(protocol.tasks) if args.tasks is None or t.name in args.tasks]
+    tasks = [t for t in protocol.tasks if args.tasks is None or t.name in args.tasks]
     for arch in archs:
         result = run_trial(arch, protocol.model_copy(update={"tasks": []}), keep_model=True)
         from nas.data.tokens import prepare_tokens
@@ -74,8 +74,8 @@ def main() -> None:
         models = {"pretrained": result.model}
         if args.random_init:
             models["random"] = build_model(arch, tokenizer, "cpu", protocol.pretrain.seed)
-        for index, task in tasks:
-            taskset = load_task_set(task, index, protocol.source)
+        for task in tasks:
+            taskset = load_task_set(task, protocol.source)
             base = {k: b.value for k, b in task_baselines(task, taskset, tokenizer).items()}
             for init, model in models.items():
                 for steps in args.steps:
