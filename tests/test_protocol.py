@@ -117,7 +117,7 @@ def test_cli_show_and_list(capsys):
     code, out, _ = run(["trials", "show", "cpu-tiny", "--set", "pretrain.budget.tokens=1234"], capsys)
     assert code == 0 and "tokens: 1234" in out and "qa.f1" in out
     code, out, _ = run(["trials", "validate", "cpu-tiny"], capsys)
-    assert code == 0 and "(cpu-tiny, 1 task: qa; off: claims, answer)" in out
+    assert code == 0 and "(cpu-tiny, 1 task: qa; off: claims, answer)" in " ".join(out.split())  # wrapped lines
     code, out, _ = run(["trials", "list"], capsys)
     assert code == 0 and "cpu-tiny" in out and "gpu-short" in out and "text-files" in out
 
