@@ -26,7 +26,7 @@ import hashlib
 import math
 import statistics
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Baseline",
+    "add_baselines",
     "CHANCE",
     "baseline_text",
     "classification_baselines",
@@ -145,3 +146,16 @@ def baseline_text(name: str, values: Mapping[str, float], predictors: Mapping[st
     if metric == "accuracy" and f"{task}.{CHANCE}" in values:
         text += f", chance {values[f'{task}.{CHANCE}']:.4g}"
     return text
+
+
+def add_baselines(protocol: TrialProtocol, tokenizer: Any, result: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Each task metric beside what a trivial predictor scores with no model: logged, and kept in ``result`` as
+    ``task_baselines`` and ``baseline_predictors`` (`nas train`'s final metrics)."""
+    if not protocol.tasks:
+        return
+    baselines = protocol_baselines(protocol, tokenizer)
+    values = {name: b.value for name, b in baselines.items()}
+    predictors = {name: b.predictor for name, b in baselines.items()}
+    for name in [n for n in result if n in values]:
+        log(f"{name} {result[name]:.4g} (no model: {baseline_text(name, values, predictors)})")
+    result["task_baselines"], result["baseline_predictors"] = values, predictors

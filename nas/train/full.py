@@ -230,6 +230,7 @@ def train(
     calls this with RANK / WORLD_SIZE / LOCAL_RANK in its environment."""
     from nas.export import export_architecture, load_architecture
     from nas.protocol import parse_protocol
+    from nas.train.baselines import add_baselines
     from nas.train.finetune import evaluate_tasks
 
     out_dir = Path(out_dir)
@@ -264,7 +265,7 @@ def train(
             protocol, model, arch, tokens.tokenizer, on_task=lambda name: log(f"fine-tuning evaluation: {name}")
         )
         result.update(scores)
-        _add_baselines(protocol, tokens.tokenizer, result, log)
+        add_baselines(protocol, tokens.tokenizer, result, log)
         _compare_prediction(spec, result, log)
         metrics_out.write(result)
         metrics_out.close()
@@ -274,21 +275,6 @@ def train(
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return result
-
-
-def _add_baselines(protocol: Any, tokenizer: Any, result: dict[str, Any], log: Callable[[str], None]) -> None:
-    """Each task metric beside what a trivial predictor scores with no model: logged, and kept in ``result`` as
-    ``task_baselines`` and ``baseline_predictors`` (see nas.train.baselines)."""
-    from nas.train.baselines import baseline_text, protocol_baselines
-
-    if not protocol.tasks:
-        return
-    baselines = protocol_baselines(protocol, tokenizer)
-    values = {name: b.value for name, b in baselines.items()}
-    predictors = {name: b.predictor for name, b in baselines.items()}
-    for name in [n for n in result if n in values]:
-        log(f"{name} {result[name]:.4g} (no model: {baseline_text(name, values, predictors)})")
-    result["task_baselines"], result["baseline_predictors"] = values, predictors
 
 
 def _compare_prediction(spec: TrainSpec, result: dict[str, Any], log: Callable[[str], None]) -> None:
