@@ -124,27 +124,29 @@ class ArchConfig(BaseModel):
     equal architectures have equal fields and the same :meth:`arch_hash`.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    # Upper bounds: far beyond any model trained today, low enough that counting FLOPs and building
+    # per-layer lists stays cheap (a typo of 10**14 layers is refused, not allocated).
     family: FamilyName | None = None
-    vocab_size: int = Field(ge=2)
-    max_seq_len: int = Field(ge=1)
-    n_layers: int = Field(ge=1)
-    d_model: int = Field(ge=1)
-    n_heads: int = Field(ge=1)
-    n_kv_heads: int | None = Field(default=None, ge=1)
-    head_dim: int | None = Field(default=None, ge=1)
-    ffn_dim: int | None = Field(default=None, ge=1)
+    vocab_size: int = Field(ge=2, le=2**24)
+    max_seq_len: int = Field(ge=1, le=2**24)
+    n_layers: int = Field(ge=1, le=1024)
+    d_model: int = Field(ge=1, le=2**17)
+    n_heads: int = Field(ge=1, le=2**12)
+    n_kv_heads: int | None = Field(default=None, ge=1, le=2**12)
+    head_dim: int | None = Field(default=None, ge=1, le=2**14)
+    ffn_dim: int | None = Field(default=None, ge=1, le=2**20)
     activation: Activation | None = None
     position: Position | None = None
     norm: Norm | None = None
     ffn: Ffn | None = None
     qk_norm: bool | None = None
     attention: Attention = "full"
-    window: int | None = Field(default=None, ge=1)
-    global_every: int | None = Field(default=None, ge=2)
-    rope_theta: float | None = Field(default=None, gt=0)
-    norm_eps: float = Field(default=1e-5, gt=0)
+    window: int | None = Field(default=None, ge=1, le=2**24)
+    global_every: int | None = Field(default=None, ge=2, le=1024)
+    rope_theta: float | None = Field(default=None, gt=0, le=1e12)
+    norm_eps: float = Field(default=1e-5, gt=0, le=1)
     dropout: float = Field(default=0.0, ge=0, lt=1)
     tie_embeddings: bool = True
 

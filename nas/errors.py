@@ -30,6 +30,13 @@ class NasInputError(Exception):
         return "\n".join(lines)
 
 
+def a_number(value: Any) -> Any:
+    """A pydantic before-validator for numbers in user files: YAML's true/false would otherwise pass as 1/0."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` when a close candidate exists, else the empty string."""
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)

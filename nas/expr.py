@@ -15,7 +15,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Expr", "ExprError", "FUNCTIONS"]
+__all__ = ["Expr", "ExprError", "FUNCTIONS", "MAX_INT_BITS", "MAX_NODES"]
+
+# Bounds that keep every expression's cost in milliseconds (checked when the file loads, and again for
+# the values it meets): at most MAX_NODES syntax nodes, MAX_DEPTH levels of nesting, MAX_SOURCE
+# characters, integers of at most MAX_INT_BITS bits, and strings/tuples built of at most MAX_ITEMS items.
+MAX_NODES = 256
+MAX_DEPTH = 32
+MAX_SOURCE = 2000
+MAX_INT_BITS = 128
+MAX_ITEMS = 10_000
 
 
 class ExprError(ValueError):
@@ -101,13 +110,25 @@ class Expr:
             raise ExprError("YAML read this as a mapping (a ': ' inside?); quote the expression")
         if not isinstance(source, str) or not source.strip():
             raise ExprError("an expression must be a non-empty string")
+        if len(source) > MAX_SOURCE:
+            raise ExprError(f"expression of {len(source)} characters; at most {MAX_SOURCE}")
         try:
             tree = ast.parse(source.strip(), mode="eval")
         except SyntaxError as exc:
-            raise ExprError(f"not a valid expression: {source!r} ({exc.msg})") from None
+            raise ExprError(f"not a valid expression: {_short(source)} ({exc.msg})") from None
+        except (RecursionError, MemoryError):
+            raise ExprError(f"expression nested too deep: {_short(source)}") from None
+        count = sum(1 for _ in ast.walk(tree))
+        if count > MAX_NODES:
+            raise ExprError(f"expression of {count} parts; at most {MAX_NODES}: {_short(source)}")
         names: set[str] = set()
-        _check(tree.body, names)
-        return cls(source.strip(), tree, frozenset(names))
+        _check(tree.body, names, 0)
+        expr = cls(source.strip(), tree, frozenset(names))
+        if not names:  # a constant: evaluated now, so that one too costly is refused when the file loads
+            expr.evaluate({})
+        else:
+            _fold_constants(tree.body)
+        return expr
 
     def evaluate(self, env: Mapping[str, Any]) -> Any:
         """Evaluate with the variables in ``env``; errors (unknown name, 1/0, …) raise ExprError."""
@@ -122,7 +143,30 @@ class Expr:
         return self.source
 
 
-def _check(node: ast.AST, names: set[str]) -> None:
+def _short(source: str) -> str:
+    return repr(source if len(source) <= 80 else source[:77] + "...")
+
+
+def _fold_constants(node: ast.AST) -> None:
+    """Evaluate every sub-expression without names (``2 ** 10 ** 10`` inside ``x * ...``) under the bounds."""
+    if not isinstance(node, ast.expr) or isinstance(node, ast.Constant | ast.Name):
+        return
+    if not any(isinstance(n, ast.Name) and n.id not in _NAMED_CONSTANTS for n in ast.walk(node)):
+        try:
+            _eval(node, {})
+        except ExprError:
+            raise
+        except Exception:  # arithmetic errors are reported when evaluated with values (e.g. 1/0 under an if)
+            pass
+        return
+    for child in ast.iter_child_nodes(node):
+        _fold_constants(child)
+
+
+def _check(node: ast.AST, names: set[str], depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise ExprError(f"expression nested more than {MAX_DEPTH} deep")
+    depth += 1
     if isinstance(node, ast.Constant):
         if not isinstance(node.value, _CONSTANT_TYPES):
             raise ExprError(f"constant {node.value!r} is not allowed")
@@ -134,41 +178,64 @@ def _check(node: ast.AST, names: set[str]) -> None:
     elif isinstance(node, ast.BinOp):
         if type(node.op) not in _BINARY:
             raise ExprError(f"operator {type(node.op).__name__} is not allowed")
-        _check(node.left, names)
-        _check(node.right, names)
+        _check(node.left, names, depth)
+        _check(node.right, names, depth)
     elif isinstance(node, ast.UnaryOp):
         if type(node.op) not in _UNARY:
             raise ExprError(f"operator {type(node.op).__name__} is not allowed")
-        _check(node.operand, names)
+        _check(node.operand, names, depth)
     elif isinstance(node, ast.BoolOp):
         for value in node.values:
-            _check(value, names)
+            _check(value, names, depth)
     elif isinstance(node, ast.Compare):
         for op in node.ops:
             if type(op) not in _COMPARE:
                 raise ExprError(f"comparison {type(op).__name__} is not allowed")
-        _check(node.left, names)
+        _check(node.left, names, depth)
         for comparator in node.comparators:
-            _check(comparator, names)
+            _check(comparator, names, depth)
     elif isinstance(node, ast.IfExp):
         for part in (node.test, node.body, node.orelse):
-            _check(part, names)
+            _check(part, names, depth)
     elif isinstance(node, ast.Tuple | ast.List):
         for element in node.elts:
-            _check(element, names)
+            _check(element, names, depth)
     elif isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name):
-            _check(node.func, names)  # says what is wrong with it (attribute access, ...)
+            _check(node.func, names, depth)  # says what is wrong with it (attribute access, ...)
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
             called = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
             raise ExprError(f"call of '{called}' is not allowed; allowed functions: {', '.join(sorted(FUNCTIONS))}")
         if node.keywords:
             raise ExprError(f"keyword arguments are not allowed in a call of '{node.func.id}'")
         for arg in node.args:
-            _check(arg, names)
+            _check(arg, names, depth)
     else:
         what = _FORBIDDEN_HINTS.get(type(node), type(node).__name__)
         raise ExprError(f"{what} not allowed in expressions")
+
+
+def _too_big(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS
+
+
+def _check_cost(op: type[ast.operator], left: Any, right: Any) -> None:
+    """Refuse, before computing it, an operation whose result would be too large to compute quickly."""
+    if op is ast.Pow and isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
+        if right * math.log2(abs(left)) > MAX_INT_BITS:
+            raise ExprError(f"{left} ** {right} is larger than {MAX_INT_BITS}-bit integers allow")
+    if op is ast.Mult:
+        for seq, count in ((left, right), (right, left)):
+            if isinstance(seq, str | tuple) and isinstance(count, int) and len(seq) * count > MAX_ITEMS:
+                raise ExprError(f"repetition of {len(seq)} items {count} times: more than {MAX_ITEMS} items")
+
+
+def _bounded(value: Any) -> Any:
+    if _too_big(value):
+        raise ExprError(f"integer of {value.bit_length()} bits; at most {MAX_INT_BITS}")
+    if isinstance(value, str | tuple) and len(value) > MAX_ITEMS:
+        raise ExprError(f"a value of {len(value)} items; at most {MAX_ITEMS}")
+    return value
 
 
 def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
@@ -181,7 +248,9 @@ def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
             return _NAMED_CONSTANTS[node.id]
         raise ExprError(f"unknown name '{node.id}'")
     if isinstance(node, ast.BinOp):
-        return _BINARY[type(node.op)](_eval(node.left, env), _eval(node.right, env))
+        left, right = _eval(node.left, env), _eval(node.right, env)
+        _check_cost(type(node.op), left, right)
+        return _bounded(_BINARY[type(node.op)](left, right))
     if isinstance(node, ast.UnaryOp):
         return _UNARY[type(node.op)](_eval(node.operand, env))
     if isinstance(node, ast.BoolOp):
@@ -212,5 +281,5 @@ def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
         return tuple(_eval(element, env) for element in node.elts)
     if isinstance(node, ast.Call):
         assert isinstance(node.func, ast.Name)  # guaranteed by _check
-        return FUNCTIONS[node.func.id](*(_eval(arg, env) for arg in node.args))
+        return _bounded(FUNCTIONS[node.func.id](*(_eval(arg, env) for arg in node.args)))
     raise ExprError(f"{type(node).__name__} not allowed in expressions")  # unreachable after _check

@@ -9,10 +9,10 @@ import types
 import typing
 from typing import Any
 
-import yaml
 from pydantic import BaseModel
 
 from nas.errors import NasInputError, did_you_mean
+from nas.userfiles import parse_yaml_value
 
 __all__ = ["apply_key_overrides", "fields_at", "model_of"]
 
@@ -39,7 +39,7 @@ def fields_at(root: type[BaseModel], path: list[str], hidden: tuple[str, ...] = 
             continue
         info = model.model_fields.get(part)
         model = model_of(info.annotation) if info else None
-    return [f for f in (model.model_fields if model else {}) if f not in hidden]
+    return [f for f in (model.model_fields if model else {}) if f not in hidden or model is not root]
 
 
 def apply_key_overrides(
@@ -51,10 +51,7 @@ def apply_key_overrides(
         key, sep, value_text = item.partition("=")
         if not sep or not key:
             raise NasInputError("--set", f"'{item}': expected key.path=value")
-        try:
-            value = yaml.safe_load(value_text)
-        except yaml.YAMLError:
-            value = value_text
+        value = parse_yaml_value(value_text, f"--set {key}")
         _set(raw, key, value, root, hidden)
     return raw
 
@@ -73,7 +70,7 @@ def _set(raw: dict[str, Any], key: str, value: Any, root: type[BaseModel], hidde
             continue
         next_model = None
         if model is not None:
-            fields = [f for f in model.model_fields if f not in hidden]
+            fields = [f for f in model.model_fields if f not in hidden or depth > 0]  # hidden: the root's own
             if part not in fields:
                 raise NasInputError("--set", f"{where}: unknown key '{part}'{did_you_mean(part, fields)}")
             next_model = model_of(model.model_fields[part].annotation)

@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nas.arch import COUNT_NAMES
-from nas.errors import NasInputError, did_you_mean, validation_problems
+from nas.errors import NasInputError, a_number, did_you_mean, validation_problems
 from nas.overrides import apply_key_overrides, fields_at
-from nas.resources import parse_yaml, read_text
+from nas.resources import read_text
+from nas.userfiles import check_encoding, compile_line_pattern, parse_yaml
 
 __all__ = [
     "TrialProtocol",
@@ -49,13 +50,26 @@ PREDICTED_METRICS = ("predicted_val_loss", "predicted_val_loss_std", "target_tok
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every number finite
+
+
+MAX_COUNT = 2**53  # counts (tokens, steps, sizes) beyond this are mistakes, and lose precision as floats
+Count = Annotated[int, BeforeValidator(a_number), Field(le=MAX_COUNT)]
+Real = Annotated[float, BeforeValidator(a_number)]
+Seed = Annotated[int, BeforeValidator(a_number), Field(ge=0, le=2**32 - 1)]  # what numpy and torch accept
+
+
+def _known_encoding(encoding: str) -> str:
+    problem = check_encoding(encoding)
+    if problem:
+        raise ValueError(problem)
+    return encoding
 
 
 # ---- data -----------------------------------------------------------------------------------
 class BuiltinCorpus(_Strict):
-    seed: int = 0
-    documents: int = Field(default=3000, ge=10)
+    seed: Seed = 0
+    documents: Count = Field(default=3000, ge=10)
 
 
 class FilesCorpus(_Strict):
@@ -63,6 +77,9 @@ class FilesCorpus(_Strict):
     format: Literal["text", "json", "jsonl", "csv", "parquet"] | None = None  # None: from the suffix
     text_field: str = "text"
     sample_by: Literal["line", "paragraph", "document"] = "paragraph"  # for text files
+    encoding: str = "utf-8"  # of text, json, jsonl and csv files
+
+    _encoding_known = field_validator("encoding")(classmethod(lambda cls, v: _known_encoding(v)))
 
 
 class HubCorpus(_Strict):
@@ -77,13 +94,13 @@ class Cleaning(_Strict):
     normalize: Literal["none", "nfc", "nfkc"] = "nfkc"
     lowercase: bool = False
     dedup: bool = True  # exact duplicates (after normalisation) are dropped
-    min_chars: int = Field(default=1, ge=0)
-    max_chars: int | None = Field(default=None, ge=1)
+    min_chars: Count = Field(default=1, ge=0)
+    max_chars: Count | None = Field(default=None, ge=1)
 
 
 class Validation(_Strict):
-    fraction: float = Field(default=0.05, gt=0, le=0.5)
-    seed: int = 0
+    fraction: Real = Field(default=0.05, gt=0, le=0.5)
+    seed: Seed = 0
 
 
 class DataConfig(_Strict):
@@ -105,8 +122,8 @@ class DataConfig(_Strict):
 
 class TokenizerConfig(_Strict):
     kind: Literal["train", "path"] = "train"
-    vocab_size: int = Field(default=2048, ge=300)  # byte-level: 256 bytes + merges + specials
-    min_frequency: int = Field(default=2, ge=1)
+    vocab_size: Count = Field(default=2048, ge=300)  # byte-level: 256 bytes + merges + specials
+    min_frequency: Count = Field(default=2, ge=1)
     path: str | None = None
 
     @model_validator(mode="after")
@@ -118,9 +135,9 @@ class TokenizerConfig(_Strict):
 
 # ---- pretraining ----------------------------------------------------------------------------
 class Budget(_Strict):
-    tokens: int | None = Field(default=None, ge=1)
-    flops: float | None = Field(default=None, gt=0)
-    seconds: float | None = Field(default=None, gt=0)
+    tokens: Count | None = Field(default=None, ge=1)
+    flops: Real | None = Field(default=None, gt=0, le=1e30)
+    seconds: Real | None = Field(default=None, gt=0, le=1e8)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Budget:
@@ -136,10 +153,10 @@ class Target(_Strict):
     ``batch_tokens``: full training's tokens per optimizer step when it differs from the trial's
     (a trial may take more, smaller steps from its few tokens: bench/trial_design.py)."""
 
-    tokens: int | None = Field(default=None, ge=1)
-    flops: float | None = Field(default=None, gt=0)
-    tokens_per_param: float = Field(default=20.0, gt=0)
-    batch_tokens: int | None = Field(default=None, ge=8)
+    tokens: Count | None = Field(default=None, ge=1)
+    flops: Real | None = Field(default=None, gt=0, le=1e30)
+    tokens_per_param: Real = Field(default=20.0, gt=0, le=1e6)
+    batch_tokens: Count | None = Field(default=None, ge=8)
 
     @model_validator(mode="after")
     def _at_most_one(self) -> Target:
@@ -149,17 +166,24 @@ class Target(_Strict):
 
 
 class Optimizer(_Strict):
-    lr: float = Field(default=3e-3, gt=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = Field(default=0.1, ge=0)
-    eps: float = Field(default=1e-8, gt=0)
+    lr: Real = Field(default=3e-3, gt=0, le=10)
+    betas: tuple[Real, Real] = (0.9, 0.95)
+    weight_decay: Real = Field(default=0.1, ge=0, le=10)
+    eps: Real = Field(default=1e-8, gt=0, le=1)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"each beta must lie in [0, 1), got {list(betas)}")
+        return betas
 
 
 class Schedule(_Strict):
     kind: Literal["cosine", "linear", "wsd", "constant"] = "cosine"
-    warmup_fraction: float = Field(default=0.05, ge=0, lt=1)
-    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
-    decay_fraction: float = Field(default=0.2, gt=0, le=1)  # wsd: the final decay phase
+    warmup_fraction: Real = Field(default=0.05, ge=0, lt=1)
+    min_lr_ratio: Real = Field(default=0.1, ge=0, le=1)
+    decay_fraction: Real = Field(default=0.2, gt=0, le=1)  # wsd: the final decay phase
     # wsd: fractions of the budget where a cool-down branches off the stable phase (see nas.train.schedule)
     cooldowns: list[float] = Field(default_factory=list)
 
@@ -178,16 +202,16 @@ class Schedule(_Strict):
 
 
 class Pretrain(_Strict):
-    seq_len: int = Field(default=256, ge=8)
-    batch_tokens: int = Field(default=4096, ge=8)
-    micro_batch_size: int | None = Field(default=None, ge=1)  # sequences per forward pass
+    seq_len: Count = Field(default=256, ge=8)
+    batch_tokens: Count = Field(default=4096, ge=8)
+    micro_batch_size: Count | None = Field(default=None, ge=1)  # sequences per forward pass
     budget: Budget = Budget(tokens=200_000)
     optimizer: Optimizer = Optimizer()
     schedule: Schedule = Schedule()
-    grad_clip: float | None = Field(default=1.0, gt=0)
-    seed: int = 0
-    eval_every: int = Field(default=25, ge=1)
-    eval_tokens: int = Field(default=16384, ge=8)
+    grad_clip: Real | None = Field(default=1.0, gt=0)
+    seed: Seed = 0
+    eval_every: Count = Field(default=25, ge=1)
+    eval_tokens: Count = Field(default=16384, ge=8)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False
@@ -205,9 +229,9 @@ class Pretrain(_Strict):
 
 
 class Latency(_Strict):
-    prompt_tokens: int = Field(default=32, ge=1)
-    new_tokens: int = Field(default=32, ge=1)
-    repeats: int = Field(default=5, ge=5)
+    prompt_tokens: Count = Field(default=32, ge=1)
+    new_tokens: Count = Field(default=32, ge=1)
+    repeats: Count = Field(default=5, ge=5)
 
 
 # ---- tasks ----------------------------------------------------------------------------------
@@ -215,9 +239,9 @@ GRADE = Literal["near", "mid", "far"]  # nas.data.builtin.GRADE_WORDS: how far b
 
 
 class BuiltinTaskData(_Strict):
-    seed: int = 1
-    train: int = Field(default=512, ge=1)
-    eval: int = Field(default=128, ge=1)
+    seed: Seed = 1
+    train: Count = Field(default=512, ge=1)
+    eval: Count = Field(default=128, ge=1)
     # Examples take these grades in turn; each grade is scored apart too ("task.grade.metric").
     grades: list[GRADE] = Field(default=["near", "mid", "far"], min_length=1)
 
@@ -233,15 +257,25 @@ class FilesTaskData(_Strict):
     eval: list[str] | None = None  # without it, eval_fraction of train is held out
     format: Literal["text", "json", "jsonl", "csv", "parquet", "squad"] | None = None
     line_pattern: str | None = None  # text files: a regex with named groups (text, label)
+    encoding: str = "utf-8"  # of text, json, jsonl, csv and squad files
     text_field: str = "text"
     label_field: str = "label"
     prompt_field: str = "prompt"
     completion_field: str = "completion"
-    eval_fraction: float = Field(default=0.2, gt=0, lt=1)
+    eval_fraction: Real = Field(default=0.2, gt=0, lt=1)
     split_by: Literal["example", "article"] = "example"  # qa: keep each article on one side
-    seed: int = 0
-    max_train: int | None = Field(default=None, ge=1)
-    max_eval: int | None = Field(default=None, ge=1)
+    seed: Seed = 0
+    max_train: Count | None = Field(default=None, ge=1)
+    max_eval: Count | None = Field(default=None, ge=1)
+
+    _encoding_known = field_validator("encoding")(classmethod(lambda cls, v: _known_encoding(v)))
+
+    @field_validator("line_pattern")
+    @classmethod
+    def _pattern_compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            compile_line_pattern(pattern, ("text", "label"))  # ValueError says what is wrong
+        return pattern
 
 
 class TaskData(_Strict):
@@ -262,14 +296,14 @@ class Task(_Strict):
     # false: checked, but not run (not in TrialProtocol.tasks); `--set tasks.NAME.enabled=true` runs it
     enabled: bool = True
     data: TaskData = TaskData()
-    steps: int = Field(default=60, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
-    batch_size: int = Field(default=16, ge=1)
-    max_length: int = Field(default=256, ge=8)
-    weight_decay: float = Field(default=0.0, ge=0)
-    max_answer_tokens: int = Field(default=16, ge=1)  # qa
-    max_new_tokens: int = Field(default=12, ge=1)  # generation
-    eval_batch_size: int = Field(default=32, ge=1)
+    steps: Count = Field(default=60, ge=1)
+    lr: Real = Field(default=1e-3, gt=0, le=10)
+    batch_size: Count = Field(default=16, ge=1)
+    max_length: Count = Field(default=256, ge=8)
+    weight_decay: Real = Field(default=0.0, ge=0, le=10)
+    max_answer_tokens: Count = Field(default=16, ge=1)  # qa
+    max_new_tokens: Count = Field(default=12, ge=1)  # generation
+    eval_batch_size: Count = Field(default=32, ge=1)
 
     def grades(self) -> list[str]:
         """The grades this task's metrics are also reported by (builtin data only)."""
@@ -278,7 +312,7 @@ class Task(_Strict):
 
 class Objective(_Strict):
     direction: Literal["minimize", "maximize"]
-    weights: dict[str, float] | None = None  # a weighted sum of metrics
+    weights: dict[str, Real] | None = None  # a weighted sum of metrics
 
 
 class TrialProtocol(_Strict):

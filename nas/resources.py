@@ -7,11 +7,12 @@ an editable install they are the top-level ``search_spaces/`` and ``trials/`` fo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from nas.errors import NasInputError, did_you_mean
+from nas.userfiles import check_file
+from nas.userfiles import read_text as read_user_text
 
-__all__ = ["shipped_dir", "shipped_names", "resolve", "read_text", "parse_yaml"]
+__all__ = ["shipped_dir", "shipped_names", "resolve", "read_text"]
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -32,8 +33,14 @@ def shipped_names(kind: str) -> list[str]:
 def resolve(kind: str, name_or_path: str | Path) -> Path:
     """A path to an existing file: ``name_or_path`` itself, or the shipped file of that name."""
     path = Path(name_or_path)
-    if path.is_file():
-        return path
+    try:
+        if path.is_file():
+            return path
+        exists = path.exists()
+    except OSError:
+        exists = True
+    if exists:
+        return check_file(path)  # says what is wrong: a folder, a name too long, ...
     folder = shipped_dir(kind)
     stem = path.name.removesuffix(".yaml").removesuffix(".yml")
     if folder is not None and path.parent == Path(".") and (folder / f"{stem}.yaml").is_file():
@@ -50,19 +57,4 @@ def resolve(kind: str, name_or_path: str | Path) -> Path:
 def read_text(kind: str, name_or_path: str | Path) -> tuple[Path, str]:
     """The resolved path of a shipped name or file, and its text."""
     path = resolve(kind, name_or_path)
-    try:
-        return path, path.read_text()
-    except OSError as exc:
-        raise NasInputError(path, f"cannot read: {exc.strerror}") from None
-
-
-def parse_yaml(text: str, source: str) -> Any:
-    """Safe-load YAML; a syntax error names the file, line and column."""
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise NasInputError(source, f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    return path, read_user_text(path)

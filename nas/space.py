@@ -13,14 +13,15 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from nas.arch import COUNT_NAMES, FAMILIES, KNOB_NAMES, ArchConfig, family_supports
-from nas.errors import NasInputError, did_you_mean, validation_problems
+from nas.errors import NasInputError, a_number, did_you_mean, validation_problems
 from nas.expr import Expr, ExprError
-from nas.resources import parse_yaml, read_text
+from nas.resources import read_text
+from nas.userfiles import parse_yaml
 
 __all__ = ["SearchSpace", "Sample", "Param", "load_space", "parse_space", "random_samples"]
 
@@ -41,15 +42,19 @@ class TrialLike(Protocol):
 
 
 class _ParamSchema(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     when: str | None = None
+
+
+Bound = Annotated[int, BeforeValidator(a_number), Field(ge=-(2**53), le=2**53)]
+Real = Annotated[float, BeforeValidator(a_number)]
 
 
 class IntParam(_ParamSchema):
     type: Literal["int"]
-    low: int
-    high: int
-    step: int = Field(default=1, ge=1)
+    low: Bound
+    high: Bound
+    step: Bound = Field(default=1, ge=1)
     log: bool = False
 
     @model_validator(mode="after")
@@ -63,9 +68,9 @@ class IntParam(_ParamSchema):
 
 class FloatParam(_ParamSchema):
     type: Literal["float"]
-    low: float
-    high: float
-    step: float | None = Field(default=None, gt=0)
+    low: Real
+    high: Real
+    step: Real | None = Field(default=None, gt=0)
     log: bool = False
 
     @model_validator(mode="after")

@@ -76,8 +76,10 @@ def spaces_validate(
 @app.command("sample")
 def spaces_sample(
     space: SpaceArg,
-    n: Annotated[int, typer.Option("-n", "--n", min=1, help="How many samples.")] = 8,
-    seed: Annotated[int, typer.Option(help="Seed of Optuna's RandomSampler: same seed, same samples.")] = 0,
+    n: Annotated[int, typer.Option("-n", "--n", min=1, max=100_000, help="How many samples.")] = 8,
+    seed: Annotated[
+        int, typer.Option(min=0, max=2**32 - 1, help="Seed of Optuna's RandomSampler: same seed, same samples.")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
 ) -> None:
     """Draw random architectures from a space, with their counts; infeasible ones show the reason.

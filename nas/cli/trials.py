@@ -46,21 +46,39 @@ def trials_show(protocol: ProtocolArg, overrides: SetOption = None) -> None:
 
 
 @app.command("validate")
-def trials_validate(files: Annotated[list[str], typer.Argument(help="Protocol files or shipped names.")]) -> None:
+def trials_validate(
+    files: Annotated[list[str], typer.Argument(help="Protocol files or shipped names.")],
+    data: Annotated[
+        bool,
+        typer.Option(
+            "--data",
+            help="Also read the corpus and every task file, and check that each split holds a sequence.",
+        ),
+    ] = False,
+) -> None:
     """Validate trial protocols; every problem is reported with its file and key path (exit 2).
 
-    Example: nas trials validate trials/*.yaml
+    Example: nas trials validate trials/*.yaml --data
     """
+    from nas.preflight import check_inputs
     from nas.protocol import load_protocol
 
-    validate_each(files, load_protocol, _summary)
+    def load(file: str) -> TrialProtocol:
+        protocol = load_protocol(file)
+        if data:
+            check_inputs(protocol)
+        return protocol
+
+    validate_each(files, load, _summary)
 
 
 @app.command("run")
 def trials_run(
     protocol: ProtocolArg = "cpu-tiny",
     space: Annotated[str, typer.Option(help="Space to draw the architecture from.")] = "tiny",
-    seed: Annotated[int, typer.Option(help="Seed of the architecture draw (Optuna RandomSampler).")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=2**32 - 1, help="Seed of the architecture draw (Optuna RandomSampler).")
+    ] = 0,
     arch_dir: Annotated[
         Path | None, typer.Option("--arch", help="An exported folder (architecture.yaml) instead of a draw.")
     ] = None,
@@ -73,6 +91,7 @@ def trials_run(
     Example: nas trials run cpu-tiny --space tiny --seed 3 --set pretrain.budget.tokens=50000
     """
     from nas.export import load_architecture
+    from nas.preflight import check_inputs
     from nas.protocol import load_protocol
     from nas.search.records import time_shares
     from nas.space import load_space, random_samples
@@ -87,6 +106,7 @@ def trials_run(
         if not draws:
             raise NasInputError(space, "no feasible architecture in 64 draws")
         arch = draws[0]
+    check_inputs(loaded, arch=arch)
     console.print(f"architecture {arch.arch_hash()}: {arch.summary()}", highlight=False)
     with console.status("starting") as status:
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
 import unicodedata
@@ -11,6 +12,7 @@ from typing import Any, Literal
 
 from nas.errors import NasInputError
 from nas.protocol import Cleaning, DataConfig, Validation
+from nas.userfiles import check_decodes, check_file
 
 __all__ = ["corpus_identity", "load_documents", "clean", "split", "load_table", "infer_format"]
 
@@ -49,20 +51,32 @@ def infer_format(path: str, given: str | None) -> str:
     return _SUFFIX_FORMATS.get(Path(path).suffix.lower(), "text")
 
 
-def load_table(paths: list[str], fmt: str, source: str, key: str, sample_by: str = "line") -> Any:
-    """A `datasets.Dataset` from local files; a missing file is a NasInputError naming ``key``."""
+def load_table(
+    paths: list[str], fmt: str, source: str, key: str, sample_by: str = "line", encoding: str = "utf-8"
+) -> Any:
+    """A `datasets.Dataset` from local files; a missing file, or one that is not ``encoding`` text, is a
+    NasInputError naming ``key``."""
     for path in paths:
-        if not Path(path).is_file():
-            raise NasInputError(source, [(key, f"no such file: {path}")])
+        if fmt == "parquet":
+            check_file(path, source, key)
+        else:
+            check_decodes(path, source, key, encoding)
     import datasets
 
     datasets.disable_progress_bars()
     builder = {"jsonl": "json"}.get(fmt, fmt)
-    kwargs: dict[str, Any] = {"sample_by": sample_by} if builder == "text" else {}
+    kwargs: dict[str, Any] = {} if builder == "parquet" else {"encoding": encoding}
+    if builder == "text":
+        kwargs["sample_by"] = sample_by
+    logger = logging.getLogger("datasets")  # it logs a parse error before raising it: one message is ours
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
         return datasets.load_dataset(builder, data_files=list(paths), split="train", **kwargs)
     except Exception as exc:  # a malformed file: say which and why
         raise NasInputError(source, [(key, f"cannot read {', '.join(paths)} as {fmt}: {exc}")]) from None
+    finally:
+        logger.setLevel(level)
 
 
 def _column(table: Any, field: str, source: str, key: str) -> list[Any]:
@@ -81,7 +95,7 @@ def load_documents(data: DataConfig, source: str = "<protocol>") -> list[str]:
         files = data.files
         assert files is not None
         fmt = infer_format(files.paths[0], files.format)
-        table = load_table(files.paths, fmt, source, "data.files.paths", files.sample_by)
+        table = load_table(files.paths, fmt, source, "data.files.paths", files.sample_by, files.encoding)
         return [str(t) for t in _column(table, files.text_field, source, "data.files.text_field") if t is not None]
     return _load_hub(data, source)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from nas.data.corpus import infer_format, load_table
 from nas.errors import NasInputError
 from nas.protocol import FilesTaskData, Task
+from nas.userfiles import compile_line_pattern, match_lines, read_text
 
 __all__ = ["TaskSet", "load_task_set", "read_squad"]
 
@@ -99,10 +99,10 @@ def _read(task: Task, files: FilesTaskData, paths: list[str], source: str, key: 
     squad = task.kind == "qa" and Path(paths[0]).suffix.lower() == ".json"
     fmt = files.format or ("squad" if squad else infer_format(paths[0], None))
     if fmt == "squad":
-        return [example for path in paths for example in read_squad(path, source, key)]
+        return [example for path in paths for example in read_squad(path, source, key, files.encoding)]
     if task.kind == "classification" and fmt == "text":
         return _read_labeled_lines(files, paths, source, key)
-    table = load_table(paths, fmt, source, key)
+    table = load_table(paths, fmt, source, key, encoding=files.encoding)
     columns = table.column_names
     fields = {
         "classification": {"text": files.text_field, "label": files.label_field},
@@ -124,44 +124,51 @@ def _read_labeled_lines(files: FilesTaskData, paths: list[str], source: str, key
         problem = f"text files for classification need a line_pattern with named groups text and label, e.g. {example}"
         raise NasInputError(source, [(where, problem)])
     try:
-        pattern = re.compile(files.line_pattern)
-    except re.error as exc:
-        raise NasInputError(source, [(where, f"not a valid regular expression: {exc}")]) from None
-    if not {"text", "label"} <= set(pattern.groupindex):
-        raise NasInputError(source, [(where, "needs named groups (?P<text>...) and (?P<label>...)")])
+        pattern = compile_line_pattern(files.line_pattern, ("text", "label"))
+    except ValueError as exc:
+        raise NasInputError(source, [(where, str(exc))]) from None
     out = []
     for path in paths:
-        if not Path(path).is_file():
-            raise NasInputError(source, [(key, f"no such file: {path}")])
-        for line in Path(path).read_text().splitlines():
-            match = pattern.match(line)
+        lines = read_text(path, source, key, files.encoding).splitlines()
+        for match in match_lines(pattern, lines, path, source, where):
             if match:
                 out.append({"text": match["text"], "label": match["label"]})
     return out
 
 
-def read_squad(path: str, source: str = "<protocol>", key: str = "files") -> list[dict[str, Any]]:
-    """Flatten a SQuAD v1.1 JSON file into one example per question (title = article title)."""
-    if not Path(path).is_file():
-        raise NasInputError(source, [(key, f"no such file: {path}")])
+def read_squad(
+    path: str, source: str = "<protocol>", key: str = "files", encoding: str = "utf-8"
+) -> list[dict[str, Any]]:
+    """Flatten a SQuAD v1.1 JSON file into one example per question (title = article title); every answer's
+    offset is checked against its context."""
+    text = read_text(path, source, key, encoding)
     try:
-        articles = json.loads(Path(path).read_text())["data"]
+        articles = json.loads(text)["data"]
         out = []
         for article in articles:
             for paragraph in article["paragraphs"]:
+                context = paragraph["context"]
                 for qa in paragraph["qas"]:
+                    answers = {
+                        "text": [str(a["text"]) for a in qa["answers"]],
+                        "answer_start": [a["answer_start"] for a in qa["answers"]],
+                    }
+                    for answer, start in zip(answers["text"], answers["answer_start"], strict=True):
+                        if not (isinstance(start, int) and context[start : start + len(answer)] == answer):
+                            raise ValueError(
+                                f"question {qa['id']!r}: answer {answer!r} is not at answer_start {start!r} "
+                                "of its context"
+                            )
                     out.append(
                         {
                             "id": qa["id"],
                             "title": article.get("title", ""),
-                            "context": paragraph["context"],
-                            "question": qa["question"],
-                            "answers": {
-                                "text": [a["text"] for a in qa["answers"]],
-                                "answer_start": [a["answer_start"] for a in qa["answers"]],
-                            },
+                            "context": str(context),
+                            "question": str(qa["question"]),
+                            "answers": answers,
                         }
                     )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise NasInputError(source, [(key, f"{path} is not SQuAD v1.1 JSON ({type(exc).__name__}: {exc})")]) from None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
+        raise NasInputError(source, [(key, f"{path} is not SQuAD v1.1 JSON ({what})")]) from None
     return out

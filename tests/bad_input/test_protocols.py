@@ -1,0 +1,424 @@
+"""Bad trial protocols, --set values and data files: every case ends in exit 2 naming the file and key, no
+traceback, within 10 s (issue 15). Data files are read before any training (nas.preflight), so a bad
+task file costs seconds, not one pretraining per trial."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from nas.resources import resolve
+from tests.bad_input.harness import Case, check
+from tests.bad_input.test_spaces import BOMB
+
+CPU_TINY = resolve("trials", "cpu-tiny").read_text()
+
+
+def _with(old: str, new: str) -> str:
+    assert old in CPU_TINY, old
+    return CPU_TINY.replace(old, new)
+
+
+# ---- the file itself: `nas trials validate FILE` and `nas trials show FILE` ------------------
+FILES: list[tuple[str, str | bytes, str]] = [
+    ("alias bomb", BOMB, "YAML expands to more than"),
+    (
+        "alias bomb under a key",
+        CPU_TINY + "extra:\n" + "".join(f"  {line}\n" for line in BOMB.splitlines()),
+        "YAML expands to more than",
+    ),
+    ("recursive alias", "pretrain: &p\n  x: *p\n", "YAML alias refers to a collection that contains it"),
+    ("deep flow", "pretrain: " + "[" * 3000 + "]" * 3000, "YAML nested more than 64 levels deep"),
+    ("deep mapping", "pretrain: " + "{a: " * 80 + "1" + "}" * 80, "YAML nested more than"),
+    ("latin-1", _with("description: >", "description: > café").encode("latin-1"), "not utf-8 text: byte"),
+    ("utf-16", CPU_TINY.encode("utf-16"), "it looks like UTF-16"),
+    ("gzip", gzip.compress(CPU_TINY.encode()), "it looks gzip-compressed"),
+    ("binary", bytes(range(256)) * 3, "not utf-8 text"),
+    ("not a mapping", "- 1\n", "must be a YAML mapping"),
+    ("not YAML", "pretrain: {seq_len: [1\n", "not valid YAML at line"),
+    ("inf budget", _with("budget: {tokens: 200000}", "budget: {tokens: .inf}"), "pretrain.budget.tokens"),
+    ("inf lr", _with("lr: 3.0e-3, betas", "lr: .inf, betas"), "pretrain.optimizer.lr: Input should be a finite"),
+    ("nan lr", _with("lr: 3.0e-3, betas", "lr: .nan, betas"), "pretrain.optimizer.lr: Input should be a finite"),
+    ("beta 1", _with("betas: [0.9, 0.95]", "betas: [0.9, 1.0]"), "pretrain.optimizer.betas: each beta must lie in"),
+    ("beta negative", _with("betas: [0.9, 0.95]", "betas: [-0.1, 0.95]"), "pretrain.optimizer.betas: each beta"),
+    ("beta nan", _with("betas: [0.9, 0.95]", "betas: [.nan, 0.95]"), "pretrain.optimizer.betas"),
+    ("betas three", _with("betas: [0.9, 0.95]", "betas: [0.9, 0.95, 0.99]"), "pretrain.optimizer.betas"),
+    ("tokens true", _with("budget: {tokens: 200000}", "budget: {tokens: true}"), "expected a number, got true"),
+    (
+        "objective weight nan",
+        _with("val_loss: minimize", "score: {direction: minimize, weights: {val_loss: .nan}}"),
+        "objectives.score",
+    ),
+]
+
+
+def _file_cases() -> dict[str, Case]:
+    cases = {}
+    for name, content, fragment in FILES:
+        for verb in (("trials", "validate"), ("trials", "show")):
+            kwargs = {"data": content} if isinstance(content, bytes) else {"text": content}
+            cases[f"{verb[1]}: {name}"] = Case((*verb, "{path}"), ("{path}", fragment), name="protocol.yaml", **kwargs)
+    return cases
+
+
+# ---- values: `nas trials show cpu-tiny --set KEY=VALUE` ----------------------------------------
+SETS: list[tuple[str, str]] = [
+    ("pretrain.budget.tokens=.inf", "pretrain.budget.tokens"),
+    ("pretrain.budget.tokens=true", "pretrain.budget.tokens: expected a number, got true"),
+    ("pretrain.budget.tokens=0", "pretrain.budget.tokens"),
+    ("pretrain.budget.tokens=-5", "pretrain.budget.tokens"),
+    ("pretrain.budget.tokens=1" + "0" * 30, "pretrain.budget.tokens: Input should be less than or equal"),
+    ("pretrain.budget.tokens=lots", "pretrain.budget.tokens"),
+    ("pretrain.budget.tokens=[1]", "pretrain.budget.tokens"),
+    ("pretrain.budget.tokens={a: 1}", "pretrain.budget.tokens"),
+    ("pretrain.budget={tokens: 1, flops: 2}", "pretrain.budget: give exactly one"),
+    ("pretrain.budget={flops: .inf}", "pretrain.budget.flops"),
+    ("pretrain.budget={flops: 1.0e99}", "pretrain.budget.flops: Input should be less than or equal"),
+    ("pretrain.budget={seconds: .nan}", "pretrain.budget.seconds"),
+    ("pretrain.budget={seconds: -1}", "pretrain.budget.seconds"),
+    ("pretrain.budget={seconds: true}", "pretrain.budget.seconds: expected a number"),
+    ("pretrain.optimizer.lr=.inf", "pretrain.optimizer.lr: Input should be a finite number"),
+    ("pretrain.optimizer.lr=-.inf", "pretrain.optimizer.lr"),
+    ("pretrain.optimizer.lr=.nan", "pretrain.optimizer.lr: Input should be a finite number"),
+    ("pretrain.optimizer.lr=0", "pretrain.optimizer.lr"),
+    ("pretrain.optimizer.lr=1.0e9", "pretrain.optimizer.lr: Input should be less than or equal to 10"),
+    ("pretrain.optimizer.lr=true", "pretrain.optimizer.lr: expected a number, got true"),
+    ("pretrain.optimizer.betas=[0.9, 1.5]", "pretrain.optimizer.betas: each beta must lie in [0, 1)"),
+    ("pretrain.optimizer.betas=[1, 1]", "pretrain.optimizer.betas: each beta must lie in [0, 1)"),
+    ("pretrain.optimizer.betas=[0.9]", "pretrain.optimizer.betas"),
+    ("pretrain.optimizer.betas=[.nan, .nan]", "pretrain.optimizer.betas"),
+    ("pretrain.optimizer.betas=[true, false]", "pretrain.optimizer.betas"),
+    ("pretrain.optimizer.eps=.inf", "pretrain.optimizer.eps"),
+    ("pretrain.optimizer.eps=5", "pretrain.optimizer.eps: Input should be less than or equal to 1"),
+    ("pretrain.optimizer.weight_decay=.inf", "pretrain.optimizer.weight_decay"),
+    ("pretrain.optimizer.weight_decay=-1", "pretrain.optimizer.weight_decay"),
+    ("pretrain.schedule.warmup_fraction=.nan", "pretrain.schedule.warmup_fraction"),
+    ("pretrain.schedule.warmup_fraction=1.5", "pretrain.schedule.warmup_fraction"),
+    ("pretrain.schedule.min_lr_ratio=.inf", "pretrain.schedule.min_lr_ratio"),
+    ("pretrain.schedule.cooldowns=[0.5]", "pretrain.schedule: cooldowns need kind: wsd"),
+    ("pretrain.schedule.kind=cosinus", "pretrain.schedule.kind"),
+    ("pretrain.seq_len=true", "pretrain.seq_len: expected a number"),
+    ("pretrain.seq_len=0", "pretrain.seq_len"),
+    ("pretrain.seq_len=1" + "0" * 20, "pretrain.seq_len: Input should be less than or equal"),
+    ("pretrain.seq_len=100", "pretrain: batch_tokens=2048 must be a multiple of seq_len=100"),
+    ("pretrain.batch_tokens=.inf", "pretrain.batch_tokens"),
+    ("pretrain.micro_batch_size=0", "pretrain.micro_batch_size"),
+    ("pretrain.grad_clip=.nan", "pretrain.grad_clip"),
+    ("pretrain.grad_clip=-1", "pretrain.grad_clip"),
+    ("pretrain.seed=-1", "pretrain.seed: Input should be greater than or equal to 0"),
+    ("pretrain.seed=" + str(2**32), "pretrain.seed: Input should be less than or equal to 4294967295"),
+    ("pretrain.seed=true", "pretrain.seed: expected a number"),
+    ("pretrain.seed=1.5", "pretrain.seed"),
+    ("pretrain.eval_every=0", "pretrain.eval_every"),
+    ("pretrain.eval_tokens=.inf", "pretrain.eval_tokens"),
+    ("pretrain.device=tpu", "pretrain.device"),
+    ("pretrain.dtype=float8", "pretrain.dtype"),
+    ("pretrain.compile=maybe", "pretrain.compile"),
+    ("pretrain.nonsense=1", "pretrain.nonsense: unknown key 'nonsense'"),
+    ("pretrain.budget.tokens.x=1", "pretrain.budget.tokens: is a value"),
+    ("latency.repeats=1", "latency.repeats"),
+    ("latency.new_tokens=.inf", "latency.new_tokens"),
+    ("tokenizer.vocab_size=10", "tokenizer.vocab_size"),
+    ("tokenizer.vocab_size=true", "tokenizer.vocab_size: expected a number"),
+    ("tokenizer.kind=path", "tokenizer: kind 'path' needs 'path'"),
+    ("data.source=files", "data: source 'files' needs a 'files' section"),
+    ("data.source=hub", "data: source 'hub' needs a 'hub' section"),
+    ("data.builtin.documents=5", "data.builtin.documents"),
+    ("data.builtin.documents=.inf", "data.builtin.documents"),
+    ("data.builtin.seed=-3", "data.builtin.seed"),
+    ("data.validation.fraction=0", "data.validation.fraction"),
+    ("data.validation.fraction=.nan", "data.validation.fraction"),
+    ("data.cleaning.min_chars=-1", "data.cleaning.min_chars"),
+    ("data.cleaning.normalize=nfkd", "data.cleaning.normalize"),
+    ("target.tokens=.inf", "target.tokens"),
+    ("target.flops=.nan", "target.flops"),
+    ("target.tokens_per_param=.inf", "target.tokens_per_param"),
+    ("target={tokens: 5, flops: 5}", "target: give tokens or flops, not both"),
+    ("tasks.qa.steps=0", "tasks.1.steps"),
+    ("tasks.qa.steps=true", "tasks.1.steps: expected a number"),
+    ("tasks.qa.steps=1" + "0" * 20, "tasks.1.steps: Input should be less than or equal"),
+    ("tasks.qa.lr=.inf", "tasks.1.lr: Input should be a finite number"),
+    ("tasks.qa.lr=1000", "tasks.1.lr: Input should be less than or equal to 10"),
+    ("tasks.qa.weight_decay=.nan", "tasks.1.weight_decay"),
+    ("tasks.qa.batch_size=0", "tasks.1.batch_size"),
+    ("tasks.qa.max_length=2", "tasks.1.max_length"),
+    ("tasks.qa.kind=regression", "tasks.1.kind"),
+    ("tasks.qa.enabled=perhaps", "tasks.1.enabled"),
+    ("tasks.qa.data.builtin.train=0", "tasks.1.data.builtin.train"),
+    ("tasks.qa.data.builtin.grades=[near, near]", "grades: each grade once"),
+    ("tasks.qa.data.builtin.grades=[close]", "tasks.1.data.builtin.grades"),
+    ("tasks.qa.data.source=files", "source 'files' needs a 'files' section"),
+    ("tasks.nope.steps=3", "tasks.nope: no item 'nope'"),
+    ("tasks.qa=3", "tasks.qa: name a key inside the list item"),
+    ("objectives.val_loss.direction=up", "objectives.val_loss: is a value"),
+    ("objectives.score={direction: maximize, weights: {val_loss: .inf}}", "objectives.score.weights.val_loss"),
+    ("objectives.score={direction: maximize, weights: {val_loss: .nan}}", "objectives.score.weights.val_loss"),
+    ("objectives.score={direction: maximize, weights: {val_loss: true}}", "objectives.score.weights.val_loss"),
+    ("x=" + BOMB.splitlines()[0].split(": ", 1)[1], "--set: x: unknown key 'x'"),
+    ("pretrain.budget=" + "[" * 500 + "]" * 500, "YAML nested more than 64 levels deep"),
+    ("pretrain.budget={a: &a [1,1,1,1,1,1,1,1,1,1], b: " + "[*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]" + "}", "pretrain.budget"),
+    ("nokey", "--set: 'nokey': expected key.path=value"),
+    ("=3", "--set: '=3': expected key.path=value"),
+]
+
+
+def _set_cases() -> dict[str, Case]:
+    return {
+        f"--set {item[:60]}": Case(("trials", "show", "cpu-tiny", "--set", item), (fragment,))
+        for item, fragment in SETS
+    }
+
+
+# ---- data files: `nas trials validate FILE --data` and `nas trials run FILE` ------------------
+WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly vex the jolly king".split()
+
+
+def _good_data(tmp: Path) -> None:
+    paragraphs = [" ".join(WORDS[(i + j) % len(WORDS)] for j in range(60)) + f" {i}." for i in range(400)]
+    (tmp / "corpus.txt").write_text("\n\n".join(paragraphs))
+    (tmp / "sentiment.txt").write_text(
+        "".join(f"{'pos' if i % 2 else 'neg'} a sentence number {i}\n" for i in range(40))
+    )
+    context = "Ada lives in Oslo and works as a baker."
+    squad = {
+        "data": [
+            {
+                "title": f"t{i}",
+                "paragraphs": [
+                    {
+                        "context": context,
+                        "qas": [
+                            {
+                                "id": f"q{i}",
+                                "question": "Where does Ada live?",
+                                "answers": [{"text": "Oslo", "answer_start": 13}],
+                            }
+                        ],
+                    }
+                ],
+            }
+            for i in range(10)
+        ]
+    }
+    (tmp / "squad.json").write_text(json.dumps(squad))
+    (tmp / "completions.jsonl").write_text(
+        "".join(json.dumps({"prompt": f"Count {i}:", "completion": f" {i + 1}"}) + "\n" for i in range(30))
+    )
+
+
+PROTOCOL = """\
+name: files-test
+cache_dir: {tmp}/cache
+data:
+  source: files
+  files: {paths: [CORPUS], sample_by: paragraph}
+  cleaning: {min_chars: 1}
+tokenizer: {vocab_size: 300}
+pretrain: {seq_len: 16, batch_tokens: 64, budget: {tokens: 256}, eval_tokens: 32, eval_every: 2}
+tasks:
+  - name: sentiment
+    kind: classification
+    data: {source: files, files: {train: [SENTIMENT], line_pattern: 'PATTERN'}}
+    steps: 1
+  - name: squad
+    kind: qa
+    data: {source: files, files: {train: [SQUAD], split_by: article}}
+    steps: 1
+  - name: completion
+    kind: generation
+    data: {source: files, files: {train: [COMPLETIONS]}}
+    steps: 1
+"""
+GOOD = {
+    "CORPUS": "{tmp}/corpus.txt",
+    "SENTIMENT": "{tmp}/sentiment.txt",
+    "PATTERN": r"^(?P<label>\S+) (?P<text>.+)$",
+    "SQUAD": "{tmp}/squad.json",
+    "COMPLETIONS": "{tmp}/completions.jsonl",
+}
+
+
+def _protocol(**changes: str) -> str:
+    text = PROTOCOL
+    for key, value in {**GOOD, **changes}.items():
+        text = text.replace(key, value)
+    return text
+
+
+def _damage(name: str, content: bytes) -> object:
+    def setup(tmp: Path) -> None:
+        _good_data(tmp)
+        (tmp / name).write_bytes(content)
+
+    return setup
+
+
+SQUAD_BAD_OFFSET = json.dumps(
+    {
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": "Ada lives in Oslo.",
+                        "qas": [{"id": "q1", "question": "Where?", "answers": [{"text": "Oslo", "answer_start": 3}]}],
+                    }
+                ],
+            }
+        ]
+    }
+).encode()
+SQUAD_OFFSET_STRING = SQUAD_BAD_OFFSET.replace(b'"answer_start": 3', b'"answer_start": "13"')
+# (id, protocol changes, setup or None, fragments)
+DATA: list[tuple[str, dict[str, str], object, tuple[str, ...]]] = [
+    ("corpus missing", {"CORPUS": "{tmp}/none.txt"}, _good_data, ("data.files.paths: no such file",)),
+    (
+        "corpus latin-1",
+        {},
+        _damage("corpus.txt", "café au lait\n\n".encode("latin-1") * 50),
+        ("data.files.paths: {tmp}/corpus.txt: not utf-8 text: byte 3",),
+    ),
+    (
+        "corpus utf-16",
+        {},
+        _damage("corpus.txt", ("hello world\n\n" * 50).encode("utf-16")),
+        ("data.files.paths", "it looks like UTF-16"),
+    ),
+    ("corpus gzip", {}, _damage("corpus.txt", gzip.compress(b"hello world\n\n" * 50)), ("it looks gzip-compressed",)),
+    ("corpus binary", {}, _damage("corpus.txt", bytes(range(256)) * 50), ("data.files.paths", "not utf-8 text")),
+    (
+        "corpus too short",
+        {},
+        _damage("corpus.txt", b"one two.\n\nthree four.\n\nfive six.\n"),
+        ("split holds", "fewer than one sequence"),
+    ),
+    ("corpus a folder", {"CORPUS": "{tmp}"}, _good_data, ("data.files.paths", "is a folder, not a file")),
+    ("corpus name too long", {"CORPUS": "{tmp}/" + "x" * 300}, _good_data, ("file name too long",)),
+    (
+        "corpus unknown encoding",
+        {"sample_by: paragraph}": "sample_by: paragraph, encoding: klingon}"},
+        _good_data,
+        ("data.files.encoding: unknown encoding 'klingon'",),
+    ),
+    (
+        "sentiment missing",
+        {"SENTIMENT": "{tmp}/none.txt"},
+        _good_data,
+        ("tasks.sentiment.data.files.train: no such file",),
+    ),
+    (
+        "sentiment latin-1",
+        {},
+        _damage("sentiment.txt", "pos très bien\nneg mal\n".encode("latin-1") * 20),
+        ("tasks.sentiment.data.files.train: {tmp}/sentiment.txt: not utf-8 text: byte 6", "`encoding` key"),
+    ),
+    (
+        "sentiment utf-16",
+        {},
+        _damage("sentiment.txt", "pos good\nneg bad\n".encode("utf-16") * 10),
+        ("tasks.sentiment.data.files.train", "UTF-16"),
+    ),
+    ("sentiment one label", {}, _damage("sentiment.txt", b"pos good\n" * 20), ("needs at least 2 labels",)),
+    ("sentiment no match", {}, _damage("sentiment.txt", b"nolabelhere\n" * 20), ("tasks.sentiment.data",)),
+    (
+        "pattern does not compile",
+        {"PATTERN": "^(?P<label>\\S+"},
+        _good_data,
+        ("tasks.0.data.files.line_pattern: not a valid regular expression",),
+    ),
+    (
+        "pattern without groups",
+        {"PATTERN": "^(\\S+) (.+)$"},
+        _good_data,
+        ("tasks.0.data.files.line_pattern: needs named groups",),
+    ),
+    ("pattern without label", {"PATTERN": "^(?P<text>.+)$"}, _good_data, ("missing: label",)),
+    ("squad missing", {"SQUAD": "{tmp}/none.json"}, _good_data, ("tasks.squad.data.files.train: no such file",)),
+    (
+        "squad not JSON",
+        {},
+        _damage("squad.json", b"{not json"),
+        ("tasks.squad.data.files.train", "is not SQuAD v1.1 JSON"),
+    ),
+    ("squad wrong shape", {}, _damage("squad.json", b'{"data": [{"title": "x"}]}'), ("is not SQuAD v1.1 JSON",)),
+    ("squad a list", {}, _damage("squad.json", b"[1, 2]"), ("is not SQuAD v1.1 JSON",)),
+    ("squad bad offset", {}, _damage("squad.json", SQUAD_BAD_OFFSET), ("answer 'Oslo' is not at answer_start 3",)),
+    ("squad offset a string", {}, _damage("squad.json", SQUAD_OFFSET_STRING), ("is not at answer_start '13'",)),
+    (
+        "squad latin-1",
+        {},
+        _damage("squad.json", SQUAD_BAD_OFFSET.replace(b"Ada", "Adé".encode("latin-1"))),
+        ("tasks.squad.data.files.train", "not utf-8 text"),
+    ),
+    ("squad deep JSON", {}, _damage("squad.json", b"[" * 100000 + b"]" * 100000), ("is not SQuAD v1.1 JSON",)),
+    (
+        "completions missing",
+        {"COMPLETIONS": "{tmp}/none.jsonl"},
+        _good_data,
+        ("tasks.completion.data.files.train: no such file",),
+    ),
+    ("completions not JSON", {}, _damage("completions.jsonl", b"{oops\n" * 5), ("tasks.completion.data.files.train",)),
+    (
+        "completions wrong field",
+        {},
+        _damage("completions.jsonl", b'{"q": 1, "a": 2}\n' * 5),
+        ("tasks.completion.data.files.prompt_field: no field 'prompt'",),
+    ),
+    (
+        "completions latin-1",
+        {},
+        _damage("completions.jsonl", '{"prompt": "é", "completion": "x"}\n'.encode("latin-1")),
+        ("tasks.completion.data.files.train", "not utf-8 text"),
+    ),
+]
+
+
+def _data_cases() -> dict[str, Case]:
+    cases = {}
+    for name, changes, setup, fragments in DATA:
+        text = _protocol(**changes)
+        for verb in (("trials", "validate", "{path}", "--data"), ("trials", "run", "{path}")):
+            cases[f"{verb[1]}: {name}"] = Case(verb, fragments, text=text, name="protocol.yaml", setup=setup)  # type: ignore[arg-type]
+    return cases
+
+
+CASES = {**_file_cases(), **_set_cases(), **_data_cases()}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_protocol(case, tmp_path, capsys):
+    check(CASES[case], tmp_path, capsys)
+
+
+def test_good_files_protocol_passes_the_data_check(tmp_path, capsys):
+    """The data cases above damage one file each of this protocol, which passes as it is."""
+    from tests.conftest import run
+
+    _good_data(tmp_path)
+    path = tmp_path / "protocol.yaml"
+    path.write_text(_protocol().replace("{tmp}", str(tmp_path)))
+    code, out, err = run(["trials", "validate", str(path), "--data"], capsys)
+    assert code == 0, err
+    assert f"ok {path}" in out
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (("trials", "validate", "/nonexistent/p.yaml"), "no such file"),
+        (("trials", "validate", "p" * 300 + ".yaml"), "file name too long"),
+        (("trials", "show", "cpu-tiyn"), "did you mean 'cpu-tiny'"),
+        (("trials", "run", "cpu-tiny", "--seed", "-1"), "--seed"),
+        (("trials", "run", "cpu-tiny", "--seed", str(2**40)), "--seed"),
+        (
+            ("trials", "run", "cpu-tiny", "--set", "pretrain.seq_len=1024"),
+            "pretrain.seq_len: 1024 exceeds max_seq_len 256",
+        ),
+        (("trials", "run", "cpu-tiny", "--arch", "{tmp}/none"), "none"),
+    ],
+)
+def test_bad_protocol_arguments(argv, fragment, tmp_path, capsys):
+    check(Case(argv, (fragment,)), tmp_path, capsys)
