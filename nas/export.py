@@ -8,6 +8,7 @@ and ``metrics.json`` when metrics are known.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 from nas.arch import ArchConfig
 from nas.errors import NasInputError, validation_problems
 
-__all__ = ["export_architecture", "load_architecture", "load_metrics"]
+__all__ = ["export_architecture", "load_architecture", "load_metrics", "check_output_path"]
 
 ARCH_FILE = "architecture.yaml"
 METRICS_FILE = "metrics.json"
@@ -40,15 +41,36 @@ def export_architecture(
     return out
 
 
+def check_output_path(path: str | Path, flag: str, file: bool = False) -> Path:
+    """``path`` when a folder (or with ``file``, a file) can be written there: its folder exists or can be
+    made. Else a NasInputError naming ``flag`` and the path (a folder path that is a file, a path under a
+    file, a folder that cannot be written). Nothing is created or removed."""
+    path = Path(path)
+    start = path.parent if file else path
+    try:
+        for part in (start, *start.parents):
+            if part.is_dir():
+                if not os.access(part, os.W_OK | os.X_OK):
+                    raise NasInputError(flag, f"{path}: cannot write in {part} (permission denied)")
+                return path
+            if part.exists() or part.is_symlink():
+                where = "is a file, not a folder" if part == path else f"lies under {part}, which is a file"
+                raise NasInputError(
+                    flag, f"{path}: {where}; give a {'file in a ' if file else ''}folder (made if missing)"
+                )
+    except OSError as exc:  # a name too long, a loop of links
+        raise NasInputError(flag, f"{path}: not a usable path ({exc.strerror or exc})") from None
+    return path
+
+
 def load_architecture(folder: str | Path) -> ArchConfig:
     """The ArchConfig of an exported folder; bad or missing files raise NasInputError."""
+    from nas.userfiles import parse_yaml, read_text
+
     path = Path(folder) / ARCH_FILE
     if not path.is_file():
         raise NasInputError(path, "no such file; is this a folder written by `nas export`?")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise NasInputError(path, f"not valid YAML: {exc}") from None
+    raw = parse_yaml(read_text(path), str(path))
     if not isinstance(raw, dict):
         raise NasInputError(path, "must be a mapping of architecture knobs")
     try:
@@ -58,5 +80,16 @@ def load_architecture(folder: str | Path) -> ArchConfig:
 
 
 def load_metrics(folder: str | Path) -> dict[str, Any] | None:
+    """The export's metrics (None without a metrics.json); one that is not a JSON object is a NasInputError."""
+    from nas.userfiles import read_text
+
     path = Path(folder) / METRICS_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(read_text(path))
+    except (ValueError, RecursionError) as exc:
+        raise NasInputError(path, f"not valid JSON: {exc}") from None
+    if not isinstance(metrics, dict):
+        raise NasInputError(path, f"must be a JSON object of metrics (got {type(metrics).__name__})")
+    return metrics

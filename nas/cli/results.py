@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from nas.cli.common import RunsOption, StorageOption, StudyArg, console
+from nas.cli.common import RunsOption, StorageOption, StudyArg, console, err_console
 
 
 def register(app: typer.Typer) -> None:
@@ -76,11 +76,11 @@ def print_best(study: Any) -> None:
     metrics = ", ".join(
         f"{k} {v:.4g}" + (f" ({baseline})" if (baseline := row.baseline(k)) else "")
         for k, v in row.metrics.items()
-        if isinstance(v, float) and "." in k or k in ("val_loss", "predicted_val_loss", "tokens_per_second")
+        if (isinstance(v, float) and "." in k)
+        or (isinstance(v, int | float) and k in ("val_loss", "predicted_val_loss", "tokens_per_second"))
     )
-    console.print(
-        f"[bold]best[/bold]: trial {row.number}: {row.summary} ({row.params:,} params) {metrics}", highlight=False
-    )
+    params = f" ({row.params:,} params)" if row.params is not None else ""
+    console.print(f"[bold]best[/bold]: trial {row.number}: {row.summary}{params} {metrics}", highlight=False)
 
 
 def print_next(study: Any, storage: str | None) -> None:
@@ -159,7 +159,7 @@ def dashboard(
     study: StudyArg = None,
     storage: StorageOption = None,
     runs_dir: RunsOption = Path("runs"),
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8080,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1 (1-65535).")] = 8080,
 ) -> None:
     """Start optuna-dashboard on 127.0.0.1 for a study, with its artifacts; prints the URL.
 
@@ -174,7 +174,11 @@ def dashboard(
     url = storage or default_storage(runs_dir, found.study_name)
     artifacts = optuna.artifacts.FileSystemArtifactStore(str(runs_dir / found.study_name / "artifacts"))
     console.print(f"optuna-dashboard for {found.study_name}: http://127.0.0.1:{port}/dashboard/ (Ctrl-C to stop)")
-    run_server(url, host="127.0.0.1", port=port, artifact_store=artifacts)
+    try:
+        run_server(url, host="127.0.0.1", port=port, artifact_store=artifacts)
+    except OSError as exc:  # the port is taken, or may not be bound: a runtime failure, not bad input
+        err_console.print(f"[bold red]error:[/bold red] --port {port}: cannot serve there: {escape(str(exc))}")
+        raise typer.Exit(1) from None
 
 
 def export(
@@ -190,10 +194,16 @@ def export(
 
     Example: nas export tiny-cpu-tiny --best -o exports/tiny
     """
+    from nas.export import check_output_path
     from nas.search import check_export_choice, export_from_study, export_targets, find_study
+    from nas.search.export import damaged_notes
 
     check_export_choice(trial_number, best, pareto)
+    check_output_path(out, "--out")
     found = find_study(study, storage, runs_dir)
+    if trial_number is None:
+        for note in damaged_notes(found):
+            err_console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     for number, folder in export_targets(found, out, trial_number, best, pareto):
         written = export_from_study(found, number, folder, runs_dir)
         console.print(f"exported trial {number} to {written}")
@@ -210,12 +220,16 @@ def report(
 
     Example: nas report tiny-cpu-tiny -o reports/tiny.html
     """
-    from nas.report import build_report
+    from nas.export import check_output_path
+    from nas.report import build_report, check_report_path
     from nas.search import find_study
 
+    if out is not None:  # checked before the study is read (build_report checks the default path)
+        check_report_path(out, "--out")
+    if png is not None:
+        check_output_path(png, "--png")
     found = find_study(study, storage, runs_dir)
-    path = out or Path("reports") / f"{found.study_name}.html"
-    written = build_report(found, path, png)
+    written = build_report(found, out or Path("reports") / f"{found.study_name}.html", png)
     size = written.path.stat().st_size / 2**20
     console.print(f"report: {written.path} ({size:.1f} MB, {len(written.figures)} figures, {written.seconds:.1f}s)")
     for warning in written.warnings:

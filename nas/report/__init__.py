@@ -17,6 +17,6 @@ Trials are read as :class:`nas.search.TrialRecord` and the study's metadata with
 :func:`nas.search.study_info`; the report reads no attribute key itself.
 """
 
-from nas.report.page import Report, build_report
+from nas.report.page import Report, build_report, check_report_path
 
-__all__ = ["build_report", "Report"]
+__all__ = ["build_report", "check_report_path", "Report"]

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from nas.search.records import TrialRecord, is_trained, time_by_phase, time_shares
+from nas.search.records import TrialRecord, is_trained, read_trials, time_by_phase, time_shares
 
 __all__ = [
     "COSTS",
@@ -128,7 +128,7 @@ def importances(study: optuna.Study) -> Any:
     import plotly.graph_objects as go
 
     evaluator = optuna.importance.PedAnovaImportanceEvaluator()  # no scikit-learn needed, unlike fANOVA
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_trained(t)]
+    trials = [t for t in read_trials(study)[0] if t.state == TrialState.COMPLETE and is_trained(t)]
     if len(trials) < 3:
         return "<p>Parameter importances need at least 3 completed trials.</p>"
     view = optuna.create_study(directions=study.directions)

@@ -13,11 +13,12 @@ from typing import Any
 
 import optuna
 
+from nas.errors import NasInputError
 from nas.report import fidelity, figures, tables
 from nas.search.records import TrialRecord, study_records
 from nas.search.storage import study_info
 
-__all__ = ["build_report", "Report"]
+__all__ = ["build_report", "check_report_path", "Report"]
 
 TIME_TITLE = "Where the time went"
 
@@ -31,13 +32,36 @@ class Report:
     proxy_html: str = ""
 
 
+def check_report_path(path: str | Path, flag: str) -> Path:
+    """``path`` when the report may be written there: a new file in a folder that exists or can be made,
+    an empty file, or an earlier report (overwritten); else a NasInputError naming ``flag`` and the path,
+    and nothing is touched: a folder, a path under a file, or a file that is not a report."""
+    from nas.export import check_output_path
+
+    path = check_output_path(path, flag, file=True)
+    try:
+        if path.is_dir():
+            raise NasInputError(flag, f"{path}: is a folder; give the report's file name, e.g. {path / 'report.html'}")
+        if path.is_file() and path.stat().st_size and REPORT_MARK not in _head(path):
+            raise NasInputError(flag, f"{path}: exists and is not a nas report; remove it or give another file name")
+    except OSError as exc:  # a name too long, a file that cannot be read
+        raise NasInputError(flag, f"{path}: not a usable file name ({exc.strerror or exc})") from None
+    return path
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.read(4096)
+
+
 def build_report(study: optuna.Study, out: str | Path, png_dir: str | Path | None = None) -> Report:
     """Write the report to ``out``; with ``png_dir`` also static PNGs (kaleido + Chromium)."""
+    check_report_path(out, "--out")
     started = time.perf_counter()
     report = Report(Path(out))
     info = study_info(study)
     records = study_records(study)
-    done = [r for r in records if r.state == "complete" and r.status == "trained" and r.values]
+    done = [r for r in records if r.state == "complete" and r.usable and r.values]  # damaged ones: failures table
     objectives = info.objectives or [f"objective {i}" for i in range(len(study.directions))]
     sections = [tables.summary(info, records, done, objectives)]
     if done:
@@ -149,6 +173,8 @@ def _write_pngs(report: Report, folder: Path) -> None:
     for i, (title, figure) in enumerate(report.figures):
         figure.write_image(folder / f"{i:02d}-{tables.slug(title)}.png", width=1100, height=figure.layout.height or 500)
 
+
+REPORT_MARK = b"<title>nas report: "  # how an earlier report is known (its first bytes)
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>

@@ -44,7 +44,10 @@ def best(done: list[TrialRecord], minimize: list[bool]) -> TrialRecord | None:
 
 def summary(info: StudyInfo, records: list[TrialRecord], done: list[TrialRecord], objectives: list[str]) -> str:
     """The study's metadata and budget spent, then the best architecture's card."""
-    states = Counter(r.status if r.status in ("duplicate", "infeasible", "interrupted") else r.state for r in records)
+    states = Counter(
+        "damaged" if r.damage else r.status if r.status in ("duplicate", "infeasible", "interrupted") else r.state
+        for r in records
+    )
     tokens = sum(r.metric("tokens_trained") for r in records if math.isfinite(r.metric("tokens_trained")))
     seconds = sum(r.wall_seconds for r in records)
     shown = ", ".join(f"{o} ({'min' if m else 'max'})" for o, m in zip(objectives, info.minimize, strict=True))
@@ -124,14 +127,17 @@ def leaderboard(done: list[TrialRecord], objectives: list[str], minimize: list[b
 
 
 def failures(records: list[TrialRecord]) -> str:
-    """Failed and pruned trials with their causes, then the infeasible samples counted by reason."""
-    failed = [r for r in records if r.state in ("fail", "pruned") and r.status not in ("infeasible", "duplicate")]
+    """Failed and pruned trials and those whose stored record is damaged, with their causes; then the
+    infeasible samples counted by reason."""
+    failed = [
+        r for r in records if r.damage or r.state in ("fail", "pruned") and r.status not in ("infeasible", "duplicate")
+    ]
     infeasible = Counter(
         ("infeasible" if r.cause is None else r.cause).split(" (")[0] for r in records if r.status == "infeasible"
     )
     rows = "".join(
         f"<tr><td>{r.number}</td><td>{r.state}</td><td>{html.escape(r.summary)}</td>"
-        f"<td>{html.escape(str(r.cause or ''))}</td></tr>"
+        f"<td>{html.escape(str((r.shown_cause() if r.damage else r.cause) or ''))}</td></tr>"
         for r in failed
     )
     body = (
@@ -141,7 +147,7 @@ def failures(records: list[TrialRecord]) -> str:
             f"<tbody>{rows}</tbody></table></div>"
         )
         if failed
-        else "<p>No failed or pruned trial.</p>"
+        else "<p>No failed, pruned or damaged trial.</p>"
     )
     if infeasible:
         body += (

@@ -1,6 +1,10 @@
 """Export from a study: which trials (`--best`, `--pareto K`, `--trial N`), and each as a Hugging Face
 folder with its tokenizer, metrics, the protocol as ``recipe.yaml`` and a README with the recipe for
-full training (nas.export writes the architecture part)."""
+full training (nas.export writes the architecture part).
+
+A trial whose stored record is damaged (see nas.search.records) is never exported: `--best` and
+`--pareto` rank only undamaged trials (:func:`damaged_notes` says which were left out), and `--trial N`
+of a damaged trial is bad input naming it."""
 
 from __future__ import annotations
 
@@ -10,10 +14,10 @@ from typing import Any
 import optuna
 
 from nas.errors import NasInputError
-from nas.search.records import TrialRecord, leaderboard
+from nas.search.records import TrialRecord, leaderboard, read_trials
 from nas.search.storage import study_context, study_info
 
-__all__ = ["check_export_choice", "export_targets", "export_from_study"]
+__all__ = ["check_export_choice", "export_targets", "export_from_study", "damaged_notes"]
 
 
 def check_export_choice(trial: int | None, best: bool, pareto: int | None) -> None:
@@ -42,19 +46,22 @@ def export_targets(
     return [(r.number, out / f"trial-{r.number}") for r in front]
 
 
+def damaged_notes(study: optuna.Study) -> list[str]:
+    """One line per trained trial left out of the ranking because its stored record is damaged."""
+    rows = [r for r in leaderboard(study) if r.damage and (r.trained or r.state == "?")]
+    return [f"trial {r.number} skipped: {r.cause}" for r in rows]
+
+
 def export_from_study(study: optuna.Study, number: int, out_dir: Path, runs_dir: Path = Path("runs")) -> Path:
     """The foundation's export folder for one trial, plus the trained tokenizer, metrics, the protocol
-    as recipe.yaml, a README recipe for full training, and the weights when they were kept."""
+    as recipe.yaml, a README recipe for full training, and the weights when they were kept. A trial
+    that cannot be exported (damaged, never sampled, its weights gone) is refused before anything is written."""
     from nas.arch import ArchConfig
     from nas.data.tokens import prepare_tokens
-    from nas.export import export_architecture
+    from nas.export import check_output_path, export_architecture
 
-    trials = study.get_trials(deepcopy=False)
-    if not 0 <= number < len(trials):
-        raise NasInputError("--trial", f"study '{study.study_name}' has no trial {number} (0..{len(trials) - 1})")
-    record = TrialRecord.from_trial(trials[number])
-    if not record.arch:
-        raise NasInputError("--trial", f"trial {number} has no architecture ({record.cause or 'not sampled'})")
+    record = _exportable(study, number, runs_dir)
+    check_output_path(out_dir, "--out")
     _, protocol = study_context(study)
     arch = ArchConfig(**record.arch)
     tokens = prepare_tokens(protocol)
@@ -81,11 +88,41 @@ def export_from_study(study: optuna.Study, number: int, out_dir: Path, runs_dir:
     if record.artifact_weights:
         from optuna.artifacts import download_artifact
 
-        store = optuna.artifacts.FileSystemArtifactStore(str(runs_dir / study.study_name / "artifacts"))
         path = str(out / "model.safetensors")
-        download_artifact(artifact_store=store, artifact_id=record.artifact_weights, file_path=path)
+        download_artifact(artifact_store=_store(study, runs_dir), artifact_id=record.artifact_weights, file_path=path)
     (out / "README.md").write_text(_readme(study, record, arch))
     return out
+
+
+def _exportable(study: optuna.Study, number: int, runs_dir: Path) -> TrialRecord:
+    """Trial ``number``'s record, when it can be exported; else a NasInputError naming the trial."""
+    trials, unreadable = read_trials(study)
+    found = {t.number: t for t in trials}
+    count = len(trials) + len(unreadable)
+    if not 0 <= number < count:
+        raise NasInputError("--trial", f"study '{study.study_name}' has no trial {number} (0..{count - 1})")
+    record = (
+        TrialRecord.from_trial(found[number]) if number in found else next(r for r in unreadable if r.number == number)
+    )
+    if record.damage:
+        raise NasInputError("--trial", f"trial {number} cannot be exported: {record.shown_cause()}")
+    if not record.arch:
+        raise NasInputError("--trial", f"trial {number} has no architecture ({record.cause or 'not sampled'})")
+    if record.artifact_weights:
+        try:
+            _store(study, runs_dir).open_reader(record.artifact_weights).close()
+        except Exception as exc:  # the store's own errors for a missing or unreadable artifact
+            where = runs_dir / study.study_name / "artifacts"
+            raise NasInputError(
+                "--trial",
+                f"trial {number}: its kept weights '{record.artifact_weights}' cannot be read from {where} "
+                f"({type(exc).__name__}); give --runs-dir where the study's artifacts are",
+            ) from None
+    return record
+
+
+def _store(study: optuna.Study, runs_dir: Path) -> optuna.artifacts.FileSystemArtifactStore:
+    return optuna.artifacts.FileSystemArtifactStore(str(runs_dir / study.study_name / "artifacts"))
 
 
 def _readme(study: optuna.Study, record: TrialRecord, arch: Any) -> str:

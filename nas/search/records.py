@@ -2,12 +2,17 @@
 
 Every user-attribute key of a trial is named here and read or written only here, so `nas status`,
 the report and the export see the same record and the same ranking (:func:`leaderboard`).
+
+Stored attributes are checked as they are read: a value that is not what the search writes (garbage,
+a wrong type, a trained trial without its architecture, an attribute Optuna cannot even decode) reads
+as absent and is noted in the record's ``damage``, shown as its cause. A damaged trial is listed but
+never ranked or exported, and the rest of the study reads as before (a worker's reads included).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +25,7 @@ __all__ = [
     "TrialRecord",
     "Status",
     "leaderboard",
+    "read_trials",
     "study_records",
     "is_trained",
     "trained_count",
@@ -74,6 +80,109 @@ class Status:
     INTERRUPTED = "interrupted"
 
 
+STATUSES = tuple(v for k, v in vars(Status).items() if k.isupper())
+
+
+# ---- what each key holds, as the search writes it -------------------------------------------------
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _finite(v: Any) -> bool:
+    return _number(v) and math.isfinite(v)
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _mapping(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, dict) and all(isinstance(k, str) and check(x) for k, x in v.items())
+
+
+def _rows(width: int) -> Callable[[Any], bool]:
+    return lambda v: (
+        isinstance(v, list) and all(isinstance(row, list) and len(row) == width and all(map(_number, row)) for row in v)
+    )
+
+
+SHAPES: dict[str, tuple[Callable[[Any], bool], str]] = {  # key: (valid, what it must be)
+    STATUS: (lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
+    ARCH: (_mapping(lambda x: x is None or isinstance(x, str | int | float)), "a mapping of architecture knobs"),
+    ARCH_HASH: (_text, "a string"),
+    SUMMARY: (_text, "a string"),
+    **{name: (_finite, "a finite number") for name in COUNT_KEYS},
+    CAUSE: (_text, "a string"),
+    TRACEBACK: (_text, "a string"),
+    METRICS: (_mapping(lambda x: _number(x) or _text(x)), "a mapping of metric names to numbers"),
+    TASK_BASELINES: (_mapping(_number), "a mapping of task metrics to numbers"),
+    BASELINE_PREDICTORS: (_mapping(_text), "a mapping of task metrics to predictor names"),
+    CURVE: (_rows(3), "a list of [step, tokens, val_loss] rows"),
+    ANNEALED: (_rows(2), "a list of [tokens, val_loss] rows"),
+    WALL_SECONDS: (lambda v: _finite(v) and v >= 0, "a number of seconds >= 0"),
+    PHASE_SECONDS: (_mapping(_finite), "a mapping of phases to seconds"),
+    RESUMED_FROM_STEP: (_count, "a step number"),
+    RETRY_OF: (_count, "a trial number"),
+    DUPLICATE_OF: (_count, "a trial number"),
+    ARTIFACT_WEIGHTS: (_text, "an artifact id"),
+}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+class _Attrs:
+    """A trial's user attributes read through SHAPES: a value of the wrong shape reads as absent and is
+    noted in ``damage``."""
+
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        self.attrs = attrs
+        self.damage: list[str] = []
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.attrs.get(key)
+        if value is None:
+            return default
+        valid, what = SHAPES[key]
+        if valid(value):
+            return value
+        self.damage.append(f"{key}: must be {what} (got {_shown(value)})")
+        return default
+
+    def arch(self, trained: bool) -> dict[str, Any]:
+        """The architecture when it validates as an ArchConfig ({} and a note if not; a trained trial needs one)."""
+        from pydantic import ValidationError
+
+        from nas.arch import ArchConfig
+        from nas.errors import validation_problems
+
+        if self.attrs.get(ARCH) is None:
+            if trained:
+                self.damage.append(f"{ARCH}: missing (a trained trial records its architecture)")
+            return {}
+        arch = self.get(ARCH)
+        if arch is None:
+            return {}
+        try:
+            ArchConfig.model_validate(arch)
+        except (ValidationError, TypeError, ValueError) as exc:
+            problems = validation_problems(exc) if isinstance(exc, ValidationError) else [("", str(exc))]
+            shown = "; ".join(f"{key}: {message}" if key else message for key, message in problems[:3])
+            self.damage.append(f"{ARCH}: not a valid architecture ({shown})")
+            return {}
+        return arch
+
+
+def _trial_number(v: Any) -> int | None:
+    return v if _count(v) else None
+
+
 @dataclass
 class TrialRecord:
     """A trial as nas wrote it; ``rank`` and ``pareto`` are set by :func:`leaderboard`."""
@@ -99,6 +208,7 @@ class TrialRecord:
     retry_of: int | None = None
     duplicate_of: int | None = None
     artifact_weights: str | None = None
+    damage: list[str] = field(default_factory=list)  # stored attributes that did not read back
     rank: int | None = None
     pareto: bool = False
 
@@ -110,6 +220,11 @@ class TrialRecord:
     @property
     def trained(self) -> bool:
         return self.state in ("complete", "pruned") and self.status == Status.TRAINED
+
+    @property
+    def usable(self) -> bool:
+        """Trained and undamaged: what the leaderboard ranks and an export can write."""
+        return self.trained and not self.damage
 
     def metric(self, name: str) -> float:
         """A count or a metric as a float (NaN when absent or not a number)."""
@@ -125,34 +240,46 @@ class TrialRecord:
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> TrialRecord:
-        attrs = trial.user_attrs
+        attrs = _Attrs(trial.user_attrs)
+        state = trial.state.name.lower()
         running = trial.state == TrialState.RUNNING
+        status = attrs.get(STATUS, Status.RUNNING if running else "?")
         return cls(
             number=trial.number,
-            state=trial.state.name.lower(),
-            status=attrs.get(STATUS, Status.RUNNING if running else "?"),
+            state=state,
+            status=status,
             values=list(trial.values) if trial.values else None,
-            arch=attrs.get(ARCH) or {},
+            arch=attrs.arch(trained=state in ("complete", "pruned") and status == Status.TRAINED),
             arch_hash=attrs.get(ARCH_HASH),
             summary=attrs.get(SUMMARY, ""),
-            counts={k: attrs[k] for k in COUNT_KEYS if k in attrs},
-            metrics=attrs.get(METRICS) or {},
-            task_baselines=attrs.get(TASK_BASELINES) or {},
-            baseline_predictors=attrs.get(BASELINE_PREDICTORS) or {},
-            curve=attrs.get(CURVE) or [],
-            annealed=attrs.get(ANNEALED) or [],
+            counts={k: v for k, v in ((k, attrs.get(k)) for k in COUNT_KEYS) if v is not None},
+            metrics=attrs.get(METRICS, {}),
+            task_baselines=attrs.get(TASK_BASELINES, {}),
+            baseline_predictors=attrs.get(BASELINE_PREDICTORS, {}),
+            curve=attrs.get(CURVE, []),
+            annealed=attrs.get(ANNEALED, []),
             cause=attrs.get(CAUSE),
             traceback=attrs.get(TRACEBACK),
-            wall_seconds=float(attrs.get(WALL_SECONDS) or 0.0),
-            phase_seconds=attrs.get(PHASE_SECONDS) or {},
+            wall_seconds=float(attrs.get(WALL_SECONDS, 0.0)),
+            phase_seconds=attrs.get(PHASE_SECONDS, {}),
             resumed_from_step=attrs.get(RESUMED_FROM_STEP),
             retry_of=attrs.get(RETRY_OF),
             duplicate_of=attrs.get(DUPLICATE_OF),
             artifact_weights=attrs.get(ARTIFACT_WEIGHTS),
+            damage=attrs.damage,
         )
 
+    @classmethod
+    def unreadable(cls, number: int, exc: Exception) -> TrialRecord:
+        """A trial Optuna cannot read back (a stored attribute that is not JSON, ...)."""
+        why = str(exc).splitlines()[0] if str(exc).strip() else ""
+        return cls(number, "?", "?", None, damage=[f"unreadable in storage ({type(exc).__name__}: {why})"])
+
     def shown_cause(self) -> str | None:
-        """The cause as `nas status` shows it (a resumed trial says where it resumed)."""
+        """The cause as `nas status` shows it (a damaged record says what is damaged; a resumed trial says
+        where it resumed)."""
+        if self.damage:
+            return f"damaged: {'; '.join(self.damage)}" + (f"; was: {self.cause}" if self.cause else "")
         if self.cause:
             return self.cause
         if self.resumed_from_step is None:
@@ -167,28 +294,59 @@ def is_trained(trial: FrozenTrial) -> bool:
 
 
 def trained_count(study: optuna.Study) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False) if is_trained(t))
+    return sum(1 for t in read_trials(study)[0] if is_trained(t))
+
+
+# Optuna's errors decoding a stored trial (an attribute or distribution that is not JSON is a ValueError)
+_DECODE_ERRORS = (ValueError, TypeError, KeyError)
+
+
+def read_trials(study: optuna.Study) -> tuple[list[FrozenTrial], list[TrialRecord]]:
+    """The study's trials, and a record for each trial Optuna cannot read back (say, a stored attribute
+    edited into something that is not JSON), in number order; the rest read as usual."""
+    try:
+        return study.get_trials(deepcopy=False), []
+    except _DECODE_ERRORS:
+        pass
+    storage, study_id = study._storage, study._study_id  # one trial at a time: the damage stays in its trial
+    readable: list[FrozenTrial] = []
+    damaged: list[TrialRecord] = []
+    number = 0
+    while True:
+        try:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        except KeyError:  # past the last trial
+            return readable, damaged
+        try:
+            readable.append(storage.get_trial(trial_id))
+        except _DECODE_ERRORS as exc:
+            damaged.append(TrialRecord.unreadable(number, exc))
+        number += 1
 
 
 def study_records(study: optuna.Study) -> list[TrialRecord]:
     """Every trial of the study, in trial-number order."""
-    return [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
+    trials, unreadable = read_trials(study)
+    return sorted([TrialRecord.from_trial(t) for t in trials] + unreadable, key=lambda r: r.number)
 
 
 def arch_hash_of(trial: FrozenTrial) -> str | None:
-    return trial.user_attrs.get(ARCH_HASH)
+    value = trial.user_attrs.get(ARCH_HASH)
+    return value if isinstance(value, str) else None
 
 
 def status_of(trial: FrozenTrial) -> str | None:
-    return trial.user_attrs.get(STATUS)
+    value = trial.user_attrs.get(STATUS)
+    return value if isinstance(value, str) else None
 
 
 def counts_of(trial: FrozenTrial) -> dict[str, float]:
-    return {k: trial.user_attrs[k] for k in COUNT_KEYS if k in trial.user_attrs}
+    return {k: trial.user_attrs[k] for k in COUNT_KEYS if _finite(trial.user_attrs.get(k))}
 
 
 def curve_of(trial: FrozenTrial) -> list[list[float]]:
-    return trial.user_attrs.get(CURVE) or []
+    curve = trial.user_attrs.get(CURVE)
+    return curve if curve and _rows(3)(curve) else []
 
 
 def time_by_phase(records: Iterable[TrialRecord]) -> dict[str, float]:
@@ -226,30 +384,41 @@ def baselines_line(records: Iterable[TrialRecord], names: Iterable[str]) -> str:
 
 
 def leaderboard(study: optuna.Study) -> list[TrialRecord]:
-    """Trained trials ranked (single objective by value; multi-objective Pareto set first), then the rest."""
-    trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get(STATUS) == Status.TRAINED]
-    pareto = {t.number for t in study.best_trials} if complete else set()
-    if len(study.directions) == 1:
-        sign = 1 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1
-        ranked = sorted(complete, key=lambda t: sign * t.values[0])
-    else:
-        first = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
-        ranked = sorted(complete, key=lambda t: (t.number not in pareto, first * t.values[0]))
+    """Trained, undamaged trials ranked (single objective by value; multi-objective Pareto set first), then
+    the rest in number order (damaged ones with their damage as the cause)."""
+    trials, unreadable = read_trials(study)
+    records = {t.number: TrialRecord.from_trial(t) for t in trials}
+    signs = [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in study.directions]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and records[t.number].usable and t.values]
+    points = {t.number: [s * v for s, v in zip(signs, t.values, strict=True)] for t in complete}
+    pareto = _pareto_front(points)
+    ranked = sorted(complete, key=lambda t: (t.number not in pareto, points[t.number][0]))
     rows = []
     for i, trial in enumerate(ranked):
-        row = TrialRecord.from_trial(trial)
+        row = records.pop(trial.number)
         row.rank, row.pareto = i + 1, trial.number in pareto
         rows.append(row)
-    rows += [TrialRecord.from_trial(t) for t in trials if t not in ranked]
-    retried_as = {t.system_attrs[RETRY_HISTORY][-1]: t.number for t in trials if t.system_attrs.get(RETRY_HISTORY)}
+    rows += sorted([*records.values(), *unreadable], key=lambda r: r.number)
+    retried_as = {history[-1]: t.number for t in trials if (history := retry_history(t))}
     for row in rows:
         row.cause = row.shown_cause()
         if row.number in retried_as:
             row.cause = f"{row.cause or 'failed'}; retried as trial {retried_as[row.number]}"
-        if row.state == "running":
+        if row.state == "running" and not row.damage:
             row.cause = None  # a running trial's cause is only what it would be if its worker died
     return rows
+
+
+def _pareto_front(points: dict[int, list[float]]) -> set[int]:
+    """The numbers of the points no other point dominates (all minimised). In lexicographic order a point
+    can only be dominated by one before it, and then by one on the front: each is checked against the front."""
+    front: list[list[float]] = []
+    numbers = set()
+    for number, point in sorted(points.items(), key=lambda item: item[1]):
+        if not any(all(a <= b for a, b in zip(f, point, strict=True)) and f != point for f in front):
+            front.append(point)
+            numbers.add(number)
+    return numbers
 
 
 # ---- writing ----------------------------------------------------------------------------------
@@ -320,8 +489,8 @@ def requeue_attrs(frozen: FrozenTrial, retry: bool) -> tuple[dict[str, Any], dic
     user_attrs = {k: v for k, v in frozen.user_attrs.items() if k not in NOT_REQUEUED}
     system_attrs = dict(frozen.system_attrs)
     if retry:
-        system_attrs[FAILED_TRIAL] = system_attrs.get(FAILED_TRIAL, frozen.number)
-        system_attrs[RETRY_HISTORY] = [*system_attrs.get(RETRY_HISTORY, []), frozen.number]
+        system_attrs[FAILED_TRIAL] = retry_of(frozen) if retry_of(frozen) is not None else frozen.number
+        system_attrs[RETRY_HISTORY] = [*retry_history(frozen), frozen.number]
     return user_attrs, system_attrs
 
 
@@ -330,9 +499,15 @@ def is_enqueued(frozen: FrozenTrial) -> bool:
     return bool(frozen.params) or FIXED_PARAMS in frozen.system_attrs
 
 
+def retry_history(frozen: FrozenTrial) -> list[int]:
+    """The trials this one re-runs, oldest first ([] when it is no retry; a damaged history reads as [])."""
+    history = frozen.system_attrs.get(RETRY_HISTORY)
+    return history if isinstance(history, list) and all(map(_count, history)) else []
+
+
 def retry_of(frozen: FrozenTrial) -> int | None:
     """The failed trial this one re-runs, when it is a retry."""
-    return frozen.system_attrs.get(FAILED_TRIAL)
+    return _trial_number(frozen.system_attrs.get(FAILED_TRIAL))
 
 
 def fallback_attrs(duplicates: int) -> dict[str, Any]:

@@ -6,7 +6,8 @@ reads it), ``checkpoints/`` (see nas.train.checkpoint), ``metrics.jsonl`` (one l
 eval, then one final line with the fine-tuning tasks' scores), ``tensorboard/`` when the
 `tensorboard` package is installed, ``train.log``, and at the end a plain Hugging Face model folder:
 ``config.json``, ``model.safetensors``, ``generation_config.json``, the tokenizer, plus
-``architecture.yaml``, ``recipe.yaml`` and ``metrics.json``.
+``architecture.yaml``, ``recipe.yaml`` and ``metrics.json``. nas.train.run_folder reads the folder
+back for `--resume`, and refuses a damaged one before training.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ from nas.errors import NasInputError
 from nas.model import build_model, fit_vocab
 from nas.train.checkpoint import Checkpoint
 from nas.train.pretrain import DataParallel, pretrain, resolve_device
+from nas.train.run_folder import SPEC_FILE, MetricsLog, TrainSpec, check_resumable, fit_problems, load_spec
 
 if TYPE_CHECKING:
     from nas.arch import ArchConfig
@@ -44,29 +45,6 @@ __all__ = [
     "SPEC_FILE",
 ]
 
-SPEC_FILE = "train.json"
-METRICS_JSONL = "metrics.jsonl"
-
-
-@dataclass
-class TrainSpec:
-    export_dir: str
-    protocol_text: str  # YAML, overrides and the budget applied
-    protocol_source: str
-    checkpoint_every: int
-    nproc: int = 1
-
-    def save(self, out_dir: Path) -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / SPEC_FILE).write_text(json.dumps(asdict(self), indent=1))
-
-
-def load_spec(out_dir: Path) -> TrainSpec:
-    path = Path(out_dir) / SPEC_FILE
-    if not path.is_file():
-        raise NasInputError(str(out_dir), f"no {SPEC_FILE} here: not a `nas train` output folder (nothing to resume)")
-    return TrainSpec(**json.loads(path.read_text()))
-
 
 def plan(
     export_dir: Path,
@@ -80,12 +58,13 @@ def plan(
     """Check the inputs and fix what to train; every problem is a NasInputError naming its file or flag."""
     import yaml
 
-    from nas.export import load_architecture
+    from nas.export import load_architecture, load_metrics
 
     export_dir = Path(export_dir)
     if not (export_dir / "architecture.yaml").is_file():
         raise NasInputError(str(export_dir), "no architecture.yaml: give a folder written by `nas export`")
     arch = load_architecture(export_dir)
+    load_metrics(export_dir)  # read at the end, beside the measured loss: a damaged one is refused now
     if tokens is not None and flops is not None:
         raise NasInputError("--tokens", "give --tokens or --flops, not both")
     # Full training measures its own budget: the trial's cool-downs (extra budgets) are dropped, and it
@@ -98,14 +77,8 @@ def plan(
         given = {"tokens": target.tokens} if target.tokens else {"flops": target.flops} if target.flops else None
         budget = given or {"tokens": round(target.tokens_per_param * arch.param_count())}
     protocol, source = _load_recipe(export_dir, trial, [*extra, f"pretrain.budget={json.dumps(budget)}"])
-    if protocol.pretrain.seq_len > arch.max_seq_len:
-        raise NasInputError(
-            "pretrain.seq_len", f"{protocol.pretrain.seq_len} exceeds the architecture's max_seq_len {arch.max_seq_len}"
-        )
-    if protocol.pretrain.batch_size % nproc:
-        raise NasInputError(
-            "--nproc", f"the batch of {protocol.pretrain.batch_size} sequences does not split over {nproc} processes"
-        )
+    if problems := fit_problems(arch, protocol, nproc):
+        raise NasInputError(None, [("--nproc" if key == "nproc" else key, message) for key, message in problems])
     every = checkpoint_every if checkpoint_every is not None else protocol.pretrain.eval_every
     if every < 1:
         raise NasInputError("--checkpoint-every", "must be >= 1 (a full training run always keeps checkpoints)")
@@ -137,10 +110,13 @@ def new_run(
 ) -> TrainSpec:
     """Start a `nas train` run in the new folder ``out``: check the inputs (see :func:`plan`), save the
     spec there and return it."""
+    from nas.export import check_output_path
+
     if export_dir is None:
         raise NasInputError("EXPORT_DIR", "give the exported folder to train (or --resume OUT_DIR)")
     if out is None:
         raise NasInputError("--out", "give the output folder: -o OUT_DIR")
+    check_output_path(out, "--out")
     if (out / SPEC_FILE).exists():
         raise NasInputError("--out", f"{out} already holds a run: continue it with --resume {out}, or pick another -o")
     spec = plan(export_dir, trial, tokens, flops, overrides, checkpoint_every, nproc or 1)
@@ -150,15 +126,18 @@ def new_run(
 
 def resume_run(out_dir: Path, nproc: int | None, others_given: bool) -> TrainSpec | None:
     """The saved spec of the run in ``out_dir`` (``nproc``, when given, replaces its process count and is
-    saved); None when that run already finished. ``others_given``: settings besides --resume were given."""
+    saved); None when that run already finished. ``others_given``: settings besides --resume were given.
+    A damaged run folder is a NasInputError naming the file (nas.train.run_folder.check_resumable)."""
     spec = load_spec(out_dir)
     if others_given:
         raise NasInputError("--resume", "resume takes the run's own settings; give only --resume OUT_DIR")
-    if nproc is not None:
-        spec.nproc = nproc
-        spec.save(out_dir)
     if (out_dir / "metrics.json").is_file() and (out_dir / "model.safetensors").is_file():
         return None
+    if nproc is not None:
+        spec.nproc = nproc
+    check_resumable(out_dir, spec)
+    if nproc is not None:
+        spec.save(out_dir)
     return spec
 
 
@@ -172,52 +151,6 @@ def launch_distributed(out_dir: Path, nproc: int) -> int:
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     argv += ["-m", "nas.train.full", str(out_dir)]
     return subprocess.call(argv, env=env)
-
-
-class _Metrics:
-    """metrics.jsonl (append-only; a resumed run skips the evals it already wrote) and TensorBoard."""
-
-    def __init__(self, out_dir: Path, enabled: bool) -> None:
-        self.path = out_dir / METRICS_JSONL
-        self.enabled = enabled
-        self.last_step = -1
-        if enabled and self.path.exists():
-            for line in self.path.read_text().splitlines():
-                row = json.loads(line)
-                if "val_loss" in row and "final" not in row:
-                    self.last_step = max(self.last_step, row["step"])
-        self.board = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.board = SummaryWriter(str(out_dir / "tensorboard"))
-            except ImportError:  # the `tensorboard` extra is not installed
-                self.board = None
-
-    def write(self, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-
-    def eval_point(self, point: Any) -> None:
-        if not self.enabled or point.step <= self.last_step:
-            return
-        self.last_step = point.step
-        self.write({"time": time.time(), **point.to_dict()})
-        if self.board is not None:
-            self.board.add_scalar("val_loss", point.val_loss, point.step)
-            self.board.add_scalar("lr", point.lr, point.step)
-
-    def train_step(self, step: int, loss: float, tps: float) -> None:
-        if self.board is not None and step % 10 == 0:
-            self.board.add_scalar("train_loss", loss, step)
-            self.board.add_scalar("tokens_per_second", tps, step)
-
-    def close(self) -> None:
-        if self.board is not None:
-            self.board.close()
 
 
 def train(
@@ -245,8 +178,9 @@ def train(
     model = build_model(arch, tokens.tokenizer, device, config.seed)
     parallel = _data_parallel(model, rank, world, local_rank, device)
     key = f"{arch.arch_hash()}-{protocol.content_hash}"
-    checkpoint = Checkpoint(out_dir / "checkpoints", spec.checkpoint_every, key=key, keep=2)
-    metrics_out = _Metrics(out_dir, enabled=rank == 0)
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    checkpoint = Checkpoint(out_dir / "checkpoints", spec.checkpoint_every, key=key, keep=2, shapes=shapes)
+    metrics_out = MetricsLog(out_dir, enabled=rank == 0)
     if rank == 0:
         log(
             f"training {arch.summary()} ({arch.param_count():,} params) for {_total_steps(arch, config)} steps of "
@@ -356,7 +290,7 @@ def _pretrain_logged(
     config: Pretrain,
     checkpoint: Checkpoint,
     parallel: DataParallel,
-    metrics_out: _Metrics,
+    metrics_out: MetricsLog,
     on_step: Callable[[int, float, float], None] | None,
     log: Callable[[str], None],
 ) -> PretrainOutcome:

@@ -13,12 +13,15 @@ from tests.conftest import cli_search, load_study, micro_sets, run
 OUT = Path("out")
 
 
+ARCH = {"vocab_size": 512, "max_seq_len": 64, "n_layers": 2, "d_model": 32, "n_heads": 2}
+
+
 def study_of(*values, directions=("minimize",), name="s"):
     """A study whose trials are trained with ``values`` (None: pruned)."""
     study = optuna.create_study(study_name=name, directions=list(directions))
     for v in values:
         state = TrialState.PRUNED if v is None else TrialState.COMPLETE
-        study.add_trial(create_trial(state=state, values=v, user_attrs={"nas_status": "trained"}))
+        study.add_trial(create_trial(state=state, values=v, user_attrs={"nas_status": "trained", "arch": ARCH}))
     return study
 
 
