@@ -1,13 +1,22 @@
-"""`nas search` and `nas worker`: run a study here, with local worker processes, or join one."""
+"""`nas search` and `nas worker`: run a study here, with local worker processes, or join one.
+
+Every flag is checked (nas.search.validate_search) before anything is written or trained; a search
+ends with one line saying what it did, or why it stopped short and that the same command continues it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from nas.cli.common import (
     LogFile,
@@ -26,15 +35,14 @@ from nas.search.samplers import PRUNERS, SAMPLERS, PrunerName, SamplerName
 if TYPE_CHECKING:
     from nas.search import Callbacks, SearchConfig
 
+# Ranges are checked by nas.search.validate_search (every problem at once), not by the parser.
 HeartbeatOption = Annotated[
-    int, typer.Option(min=1, help="Seconds between a running trial's heartbeats (dead workers are detected).")
+    int, typer.Option(help="Seconds between a running trial's heartbeats (dead workers are detected), 1-3600.")
 ]
-GraceOption = Annotated[
-    int, typer.Option(min=2, help="Seconds without a heartbeat before a trial is failed and run again.")
-]
+GraceOption = Annotated[int, typer.Option(help="Seconds without a heartbeat before a trial is failed and run again.")]
 CheckpointOption = Annotated[
     int | None,
-    typer.Option(min=0, help="Save a trial's state every K steps (default: the protocol's eval_every; 0: never)."),
+    typer.Option(help="Save a trial's state every K steps (default: the protocol's eval_every; 0: never)."),
 ]
 
 
@@ -102,11 +110,20 @@ def search(
     trial: Annotated[str, typer.Option("--trial", help="Trial protocol: a shipped name or a YAML file.")] = "cpu-tiny",
     study: Annotated[str | None, typer.Option(help="Study name (default: SPACE-PROTOCOL).")] = None,
     storage: StorageOption = None,
-    n_trials: Annotated[int, typer.Option(min=1, help="Trials that train (completed or pruned), in total.")] = 10,
-    timeout: Annotated[float | None, typer.Option(min=1, help="Start no new trial after this many seconds.")] = 540,
+    n_trials: Annotated[
+        int | None,
+        typer.Option(help="Trials that train (completed or pruned), in total, 1-1000000 (default 10)."),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Start no new trial after this many seconds (default: none with --n-trials; else 540, "
+            "a first look in 9 minutes)."
+        ),
+    ] = None,
     sampler: Annotated[SamplerName, choice("--sampler", SAMPLERS, "The sampler.")] = "tpe",
     pruner: Annotated[PrunerName, choice("--pruner", PRUNERS, "The pruner (held-out loss curve).")] = "hyperband",
-    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Sampler seed, 0-4294967295.")] = 0,
     overrides: SetOption = None,
     keep_weights: Annotated[bool, typer.Option(help="Store each trial's weights (safetensors artifact).")] = False,
     warm_start: Annotated[str | None, typer.Option(help="Seed a new study with an old study's architectures.")] = None,
@@ -114,7 +131,7 @@ def search(
     quiet: Annotated[bool, typer.Option(help="No progress bars (the log file still grows).")] = False,
     runs_dir: RunsOption = Path("runs"),
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Local worker processes (default 1, or one per --devices entry).")
+        int | None, typer.Option(help="Local worker processes, 1-128 (default 1, or one per --devices entry).")
     ] = None,
     devices: Annotated[
         str | None, typer.Option(help="GPUs to use, one worker each: --devices 0,1,2,3 (sets CUDA_VISIBLE_DEVICES).")
@@ -127,33 +144,37 @@ def search(
 
     Example: nas search --space tiny --trial cpu-tiny --n-trials 10 --pruner hyperband
     Several workers: nas search --workers 2 --storage journal:runs/journal.log (or postgresql://...).
+    With no --n-trials and no --timeout: 10 trials or 9 minutes, whichever comes first. Ctrl-C marks
+    the running trial interrupted; the same command continues the study (from its checkpoint).
     """
     flags = dict(locals())  # every option above, by name: a SearchRequest has the same fields
     from nas.search import SearchRequest, validate_search
 
     request = SearchRequest(**{k: v for k, v in flags.items() if k not in ("dry_run", "quiet")})
-    plan = validate_search(request, dry_run=dry_run)
-    if dry_run:
-        _print_estimate(plan.config, n_trials, seed)
-    elif plan.spawns_workers:
-        _search_with_workers(plan.config, plan.n_workers, plan.devices, quiet)
-    else:
-        _search_here(plan.config, quiet)
+    with _interruptible():
+        plan = validate_search(request, dry_run=dry_run)
+        if dry_run:
+            _print_estimate(plan.config)
+        elif plan.spawns_workers:
+            _search_with_workers(plan.config, plan.n_workers, plan.devices, quiet)
+        else:
+            _search_here(plan.config, quiet)
 
 
-def _print_estimate(config: SearchConfig, n_trials: int, seed: int) -> None:
+def _print_estimate(config: SearchConfig) -> None:
     from nas.search import estimate_search
 
-    estimate = estimate_search(config.space, config.protocol, n_trials, seed)
+    estimate = estimate_search(config.space, config.protocol, config.n_trials, config.seed or 0)
     console.print(
-        f"dry run: {estimate.n_archs} sampled architectures of {estimate.space_name}, median "
-        f"{estimate.median_params:,.0f} params"
+        f"dry run: {estimate.n_trials:,} trials, estimated from {estimate.n_archs} sampled architectures of "
+        f"{estimate.space_name}, median {estimate.median_params:,.0f} params",
+        highlight=False,
     )
     if estimate.pretrain_seconds_per_trial:
         seconds = estimate.pretrain_seconds_per_trial
         console.print(
             f"time budget: {seconds:.0f}s pretraining per trial, "
-            f"~{seconds * estimate.n_archs / 60:.1f} min for pretraining in all"
+            f"~{seconds * estimate.n_trials / 60:.1f} min for pretraining in all"
         )
     console.print(
         f"estimated compute: {estimate.total_flops:.3g} FLOPs (pretraining + fine-tuning, no pruning); "
@@ -163,6 +184,46 @@ def _print_estimate(config: SearchConfig, n_trials: int, seed: int) -> None:
     )
 
 
+@contextlib.contextmanager
+def _no_interrupts() -> Iterator[None]:
+    """Ctrl-C is ignored inside (the search has stopped; its last words are being written)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C before the search loop runs (checking flags, loading, joining): one line and exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        with _no_interrupts():
+            err_console.print("interrupted (Ctrl-C) before any trial started; re-run the same command", highlight=False)
+        raise typer.Exit(130) from None
+
+
+def _interrupted(exc: KeyboardInterrupt, view: SearchView, n_trials: int, prefix: str = "") -> typer.Exit:
+    """Ctrl-C: say where the study stands (the running trial is marked interrupted and queued again)."""
+    from nas.search.loop import SearchInterrupted
+
+    with _no_interrupts():
+        if isinstance(exc, SearchInterrupted):
+            line = exc.summary.final_line
+        else:  # before the first trial (creating the study, building the token cache)
+            line = (
+                f"interrupted (Ctrl-C) before the search started ({n_trials} trials to train); re-run the same command"
+            )
+        view.log(f"stopped: {line}")
+        err_console.print(escape(f"{prefix}{line}"), highlight=False, soft_wrap=True)
+    return typer.Exit(130)
+
+
 def _search_here(config: SearchConfig, quiet: bool) -> None:
     from nas.search import run_search
 
@@ -170,21 +231,22 @@ def _search_here(config: SearchConfig, quiet: bool) -> None:
     try:
         with view.progress:
             summary = run_search(config, view.callbacks())
-    except KeyboardInterrupt:
-        view.log("interrupted: the running trial is marked failed (interrupted); re-run the same command to continue")
-        err_console.print("interrupted; re-run the same command to continue the study")
-        raise typer.Exit(130) from None
-    view.log(f"stopped: {summary.stopped_because}")
-    console.print(
-        f"\n[bold]{summary.stopped_because}[/bold] in {summary.elapsed:.0f}s "
-        f"({summary.new_trained} new trials trained; run folder {summary.run_dir})"
-    )
+    except KeyboardInterrupt as exc:
+        raise _interrupted(exc, view, config.n_trials) from None
+    view.log(f"stopped: {summary.final_line}")
     print_next(summary.study, config.storage)
+    console.print(
+        f"\n({summary.new_trained} new trials trained in {summary.elapsed:.0f}s; run folder {summary.run_dir})",
+        highlight=False,
+    )
+    console.print(f"[bold]{escape(summary.final_line)}[/bold]", highlight=False, soft_wrap=True)
 
 
 def _search_with_workers(config: SearchConfig, n_workers: int, devices: list[str], quiet: bool) -> None:
     """Create the study here, then run ``n_workers`` `nas worker` processes on it and follow them."""
     from nas.search import LocalWorkers, default_storage, prepare_study, trained_count
+    from nas.search.loop import stopped_line
+    from nas.search.storage import last_stop
 
     view = SearchView(config.n_trials, quiet, config.run_dir)
     url = config.storage or default_storage(config.runs_dir, config.study_name)
@@ -196,38 +258,52 @@ def _search_with_workers(config: SearchConfig, n_workers: int, devices: list[str
         )
         err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
         view.log(f"warning: {message}")
-    study = prepare_study(config)
-    local = LocalWorkers(config.study_name, url, config.runs_dir, n_workers, config.n_trials, config.timeout, devices)
-    local.start()
-    view.log(local.describe())
-    started, before = time.monotonic(), trained_count(study)
     try:
+        study = prepare_study(config)
+    except KeyboardInterrupt as exc:
+        raise _interrupted(exc, view, config.n_trials) from None
+    local = LocalWorkers(config.study_name, url, config.runs_dir, n_workers, config.n_trials, config.timeout, devices)
+    started, since, before = time.monotonic(), time.time(), trained_count(study)
+    try:
+        local.start()
+        view.log(local.describe())
         with view.progress:
             while local.running():
                 time.sleep(1.0)
                 view.progress.update(view.study_bar, completed=trained_count(study), info=f"{n_workers} workers")
     except KeyboardInterrupt:
-        local.interrupt()
-        err_console.print("interrupted; re-run the same command to continue the study")
+        with _no_interrupts():  # each worker marks its running trial interrupted and queues it again
+            local.interrupt()
+            line = stopped_line(trained_count(study), config.n_trials, "interrupted (Ctrl-C)")
+            view.log(f"stopped: {line}")
+            err_console.print(escape(line), highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     done = trained_count(study)
-    console.print(
-        f"\n[bold]{done} trials trained[/bold] by {n_workers} workers in {time.monotonic() - started:.0f}s "
-        f"({done - before} new; run folder {config.run_dir})"
-    )
     print_next(study, config.storage)
-    if local.failures():
-        err_console.print(f"{', '.join(local.failures())} (see {config.run_dir}/worker-*.log)", highlight=False)
-        if done < config.n_trials:
-            raise typer.Exit(1)
+    failures = local.failures()
+    if failures:
+        err_console.print(f"{', '.join(failures)} (see {config.run_dir}/worker-*.log)", highlight=False)
+    if done >= config.n_trials:
+        line = f"{done} trials trained by {n_workers} workers"
+    else:
+        reason = last_stop(study, since) if not failures else f"{len(failures)} workers failed"
+        line = stopped_line(done, config.n_trials, reason or "the workers stopped")
+    view.log(f"stopped: {line}")
+    console.print(
+        f"\n({done - before} new trials trained in {time.monotonic() - started:.0f}s; run folder {config.run_dir})",
+        highlight=False,
+    )
+    console.print(f"[bold]{escape(line)}[/bold]", highlight=False, soft_wrap=True)
+    if failures and done < config.n_trials:
+        raise typer.Exit(1)
 
 
 def worker(
     study: Annotated[str, typer.Option(help="The study to join (created by nas search).")],
     storage: StorageOption = None,
     runs_dir: RunsOption = Path("runs"),
-    n_trials: Annotated[int | None, typer.Option(min=1, help="Override the study's target trial count.")] = None,
-    timeout: Annotated[float | None, typer.Option(min=1, help="Start no new trial after this many seconds.")] = None,
+    n_trials: Annotated[int | None, typer.Option(help="Override the study's target trial count (1-1000000).")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Start no new trial after this many seconds.")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads for this worker.")] = None,
     index: Annotated[int | None, typer.Option(help="This worker's index (seeds its sampler).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
@@ -243,14 +319,15 @@ def worker(
 
     if threads:
         torch.set_num_threads(threads)
-    found, config = join_study(study, storage, runs_dir, n_trials, timeout, index)
+    with _interruptible():
+        found, config = join_study(study, storage, runs_dir, n_trials, timeout, index)
     prefix = f"[worker {index if index is not None else os.getpid()}] "
     view = SearchView(config.n_trials, quiet, config.run_dir, prefix)
     try:
         with view.progress:
             summary = work(found, config, view.callbacks())
-    except KeyboardInterrupt:
-        view.log("interrupted: the running trial is marked failed and queued again")
-        raise typer.Exit(130) from None
-    view.log(f"stopped: {summary.stopped_because}")
-    console.print(f"{prefix}{summary.stopped_because} ({summary.new_trained} new trials trained)", highlight=False)
+    except KeyboardInterrupt as exc:
+        raise _interrupted(exc, view, config.n_trials, prefix) from None
+    view.log(f"stopped: {summary.final_line}")
+    console.print(f"{prefix}({summary.new_trained} new trials trained)", highlight=False)
+    console.print(escape(f"{prefix}{summary.final_line}"), highlight=False, soft_wrap=True)

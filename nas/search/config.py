@@ -2,11 +2,16 @@
 
 :func:`validate_search` checks every flag, the space, the protocol and the storage of a
 :class:`SearchRequest`, collects every problem, and raises one NasInputError listing them all, so
-`nas search` fails once with the whole list before anything is written.
+`nas search` fails once with the whole list before anything is written (and before any training).
+
+Without ``--n-trials`` and ``--timeout`` a search trains 10 trials and starts none after 9 minutes;
+an explicit ``--n-trials N`` alone runs to N trained trials, however long that takes.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +20,24 @@ from typing import Any
 from nas.errors import NasInputError, did_you_mean
 from nas.protocol import TrialProtocol, load_protocol
 from nas.search.samplers import PRUNERS, SAMPLERS, PrunerName, SamplerName, grid_space, make_pruner
-from nas.search.storage import open_storage
+from nas.search.storage import check_study_name, open_storage, study_dir
 from nas.search.workers import Heartbeats
 from nas.space import SearchSpace, load_space
 
-__all__ = ["SearchConfig", "SearchRequest", "SearchPlan", "validate_search"]
+__all__ = ["SearchConfig", "SearchRequest", "SearchPlan", "validate_search", "range_problems", "LIMITS"]
+
+DEFAULT_N_TRIALS = 10
+DEFAULT_TIMEOUT = 540.0  # seconds: the no-argument search's cap only
+# flag: (lowest, highest) allowed
+LIMITS: dict[str, tuple[float, float]] = {
+    "--seed": (0, 2**32 - 1),  # what numpy's and Optuna's samplers accept
+    "--n-trials": (1, 1_000_000),
+    "--workers": (1, 128),
+    "--timeout": (1, 10 * 365 * 86400),
+    "--heartbeat": (1, 3600),
+    "--grace": (2, 7 * 86400),
+    "--checkpoint-every": (0, 10**9),
+}
 
 
 @dataclass
@@ -41,7 +59,7 @@ class SearchConfig:
 
     @property
     def run_dir(self) -> Path:
-        return self.runs_dir / self.study_name
+        return study_dir(self.runs_dir, self.study_name)
 
     def search_attrs(self) -> dict[str, Any]:
         """What a joining worker needs besides the space and protocol (study attribute nas.search)."""
@@ -67,7 +85,7 @@ class SearchRequest:
     study: str | None = None
     storage: str | None = None
     runs_dir: Path = Path("runs")
-    n_trials: int = 10
+    n_trials: int | None = None  # None: 10, and with no timeout either, the 9-minute default cap
     timeout: float | None = None
     sampler: str = "tpe"
     pruner: str = "hyperband"
@@ -108,9 +126,23 @@ def validate_search(request: SearchRequest, dry_run: bool = False) -> SearchPlan
             problems.append(("", str(exc)))
             return None
 
+    problems += range_problems(
+        {
+            "--seed": request.seed,
+            "--n-trials": request.n_trials,
+            "--workers": request.workers,
+            "--timeout": request.timeout,
+            "--heartbeat": request.heartbeat,
+            "--grace": request.grace,
+            "--checkpoint-every": request.checkpoint_every,
+        }
+    )
+    problems += _name_problems(request)
+    for flag, name in (("--study", request.study), ("--warm-start", request.warm_start)):
+        if name is not None:
+            check(functools.partial(check_study_name, name, flag))
     space = check(lambda: load_space(request.space))
     protocol = check(lambda: load_protocol(request.trial, request.overrides))
-    problems += _name_problems(request)
     if protocol is not None and request.pruner in PRUNERS:
         check(lambda: make_pruner(request.pruner, protocol, len(protocol.objectives) > 1))
     if protocol is not None and request.sampler == "cmaes" and len(protocol.objectives) > 1:
@@ -121,17 +153,25 @@ def validate_search(request: SearchRequest, dry_run: bool = False) -> SearchPlan
     if storage is not None and not dry_run:
         check(lambda: open_storage(storage))  # unreachable or unknown: exit 2 before anything is written
     devices = check(lambda: _device_list(request.devices)) or []
-    heartbeats = check(lambda: _heartbeats(request.heartbeat, request.grace))
-    if problems or space is None or protocol is None or heartbeats is None:
+    beat_ok = not any(flag in ("--heartbeat", "--grace") for flag, _ in problems)
+    heartbeats = check(lambda: _heartbeats(request.heartbeat, request.grace)) if beat_ok else None
+    study_name = request.study
+    if study_name is None and space is not None and protocol is not None:
+        default = f"{space.name}-{protocol.name}"
+        study_name = check(lambda: check_study_name(default, "--study (default: SPACE-PROTOCOL)"))
+    if problems or space is None or protocol is None or heartbeats is None or study_name is None:
         raise NasInputError(None, problems)
+    n_trials, timeout = request.n_trials, request.timeout
+    if n_trials is None and timeout is None:  # the no-argument default: 10 trials or 9 minutes
+        n_trials, timeout = DEFAULT_N_TRIALS, DEFAULT_TIMEOUT
     config = SearchConfig(
         space=space,
         protocol=protocol,
-        study_name=request.study or f"{space.name}-{protocol.name}",
+        study_name=study_name,
         storage=request.storage,
         runs_dir=request.runs_dir,
-        n_trials=request.n_trials,
-        timeout=request.timeout,
+        n_trials=DEFAULT_N_TRIALS if n_trials is None else n_trials,
+        timeout=timeout,
         sampler=request.sampler,  # type: ignore[arg-type]  # checked against SAMPLERS above
         pruner=request.pruner,  # type: ignore[arg-type]  # checked against PRUNERS above
         seed=request.seed,
@@ -141,6 +181,25 @@ def validate_search(request: SearchRequest, dry_run: bool = False) -> SearchPlan
         checkpoint_every=request.checkpoint_every,
     )
     return SearchPlan(config, request.workers or max(1, len(devices)), devices)
+
+
+def range_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """(flag, problem) for each value of ``values`` (flag: value; None: not given) outside :data:`LIMITS`,
+    not a number, or not whole where a count is meant."""
+    problems = []
+    for flag, value in values.items():
+        if value is None:
+            continue
+        low, high = LIMITS[flag]
+        whole = flag != "--timeout"
+        if isinstance(value, bool) or not isinstance(value, int | float) or (whole and not isinstance(value, int)):
+            problems.append((flag, f"{value!r} is not {'a whole number' if whole else 'a number'}"))
+        elif not math.isfinite(value) or not low <= value <= high:
+            shown = (
+                f"{value:g}" if isinstance(value, float) else (str(value) if abs(value) < 10**30 else "a huge number")
+            )
+            problems.append((flag, f"{shown} is out of range; use {low:,.0f} .. {high:,.0f}"))
+    return problems
 
 
 def _name_problems(request: SearchRequest) -> list[tuple[str, str]]:
@@ -155,8 +214,12 @@ def _device_list(devices: str | None) -> list[str]:
     if not devices:
         return []
     items = [d.strip() for d in devices.split(",") if d.strip()]
-    if not items or not all(d.isdigit() for d in items):
+    if not items or not all(d.isascii() and d.isdigit() and len(d) <= 4 for d in items):
         raise NasInputError("--devices", f"'{devices}': give GPU indices separated by commas, e.g. 0,1,2,3")
+    if len(items) > LIMITS["--workers"][1]:
+        raise NasInputError(
+            "--devices", f"{len(items)} devices: at most {LIMITS['--workers'][1]:.0f} (one worker each)"
+        )
     return items
 
 

@@ -1,5 +1,6 @@
 """`nas search --dry-run`: sample the space and estimate the study's compute at the throughput measured
-here and now, training nothing."""
+here and now, training nothing. At most :data:`SAMPLED` architectures are drawn, whatever ``n_trials``
+(a million trials are estimated from the same sample, scaled), so a dry run takes seconds."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from nas.errors import NasInputError
 from nas.protocol import TrialProtocol
 from nas.space import SearchSpace, random_samples
 
-__all__ = ["Estimate", "estimate_search"]
+__all__ = ["Estimate", "estimate_search", "SAMPLED"]
+
+SAMPLED = 100  # architectures an estimate samples at most
+DRAWS = 4  # draws per architecture wanted: a constrained space rejects some
 
 
 @dataclass
@@ -25,6 +29,7 @@ class Estimate:
     flops_per_second: float  # measured on ``reference``
     reference: str  # the summary of the median-cost architecture
     pretrain_seconds_per_trial: float | None  # a time budget, when the protocol has one
+    n_trials: int = 0  # the trials estimated (``n_archs`` of them sampled); 0: n_archs
 
     @property
     def minutes(self) -> float:
@@ -34,7 +39,8 @@ class Estimate:
 def estimate_search(space: SearchSpace, protocol: TrialProtocol, n_trials: int, seed: int) -> Estimate:
     from nas.train.pretrain import budget_tokens
 
-    archs = [s.arch for s in random_samples(space, n_trials * 4, seed) if s.arch is not None][:n_trials]
+    wanted = max(1, min(n_trials, SAMPLED))
+    archs = [s.arch for s in random_samples(space, wanted * DRAWS, seed) if s.arch is not None][:wanted]
     if not archs:
         raise NasInputError(space.source, "no feasible architecture to estimate")
     config = protocol.pretrain
@@ -44,6 +50,7 @@ def estimate_search(space: SearchSpace, protocol: TrialProtocol, n_trials: int, 
         tokens = budget_tokens(config, fpt) or 0
         finetune = sum(t.steps * t.batch_size * t.max_length for t in protocol.tasks)
         total_flops += (tokens + finetune) * fpt
+    total_flops *= max(n_trials, 1) / len(archs)  # the sample's mean cost, for every trial
     reference = sorted(archs, key=lambda a: a.flops_per_token())[len(archs) // 2]
     return Estimate(
         n_archs=len(archs),
@@ -53,6 +60,7 @@ def estimate_search(space: SearchSpace, protocol: TrialProtocol, n_trials: int, 
         flops_per_second=measure_flops_per_second(reference, protocol),
         reference=reference.summary(),
         pretrain_seconds_per_trial=config.budget.seconds,
+        n_trials=max(n_trials, 1),
     )
 
 

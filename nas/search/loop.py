@@ -1,17 +1,18 @@
 """The worker loop: ask → claim → dedupe → train → tell (→ requeue), until the study has N trained trials.
 
 Several workers may run it on one study at once. A worker starts a trial only while the trained
-trials plus the running ones fall short of ``n_trials``; otherwise it waits, because a running trial
-may still fail (its worker killed) and need a re-run. A trial that lost the race (another worker
-asked at the same moment) is told FAIL as "surplus" before it trains, so the study ends with exactly
-``n_trials`` trained. Optuna stays here and in the CLI; the trial runner knows nothing of it.
+trials plus the ones holding a place (running, or failed with their retry about to be queued) fall
+short of ``n_trials``; otherwise it waits, because a running trial may still fail (its worker killed)
+and need a re-run. A trial that lost the race (another worker asked at the same moment) is told FAIL
+as "surplus" before it trains, so the study ends with exactly ``n_trials`` trained; a retry keeps
+the place of the trial it re-runs, ahead of fresh trials. Ctrl-C waits while a trial's state is
+written, and a trial this worker leaves (Ctrl-C, an error) is failed with its cause, never left
+RUNNING. Optuna stays here and in the CLI; the trial runner knows nothing of it.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import tempfile
 import time
 import traceback
 import warnings
@@ -26,11 +27,12 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.search import records
 from nas.search.config import SearchConfig
 from nas.search.records import Status
-from nas.search.samplers import CurvePruner, make_pruner
+from nas.search.samplers import CurvePruner, make_pruner, queue_unseen
+from nas.search.storage import record_stop, store_artifacts
 from nas.search.study import prepare_study
-from nas.search.workers import beating, fail_stale, worker_id
+from nas.search.workers import beating, fail_stale, holding_a_place, mark_worker, sigint, trial_place, worker_id
 
-__all__ = ["Callbacks", "SearchSummary", "run_search", "work"]
+__all__ = ["Callbacks", "SearchSummary", "SearchInterrupted", "run_search", "stopped_line", "work"]
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 # nas's worker loop (ask/tell) beats and fails stale trials itself (nas.search.workers), as Study.optimize would
@@ -49,6 +51,31 @@ class SearchSummary:
     stopped_because: str
     run_dir: Path
     elapsed: float
+    n_trials: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.trained >= self.n_trials
+
+    @property
+    def final_line(self) -> str:
+        """What the search did: "N trials trained (...)", or why it stopped short and how to go on."""
+        return (
+            self.stopped_because if self.complete else stopped_line(self.trained, self.n_trials, self.stopped_because)
+        )
+
+
+def stopped_line(trained: int, n_trials: int, reason: str) -> str:
+    """The last line of a search that stopped short of ``n_trials`` trained trials."""
+    return f"stopped after {trained} of {n_trials} trained trials: {reason}; re-run the same command to continue"
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended the search (still a KeyboardInterrupt); ``summary`` says where the study stood."""
+
+    def __init__(self, summary: SearchSummary) -> None:
+        super().__init__(summary.final_line)
+        self.summary = summary
 
 
 @dataclass
@@ -82,31 +109,58 @@ def run_search(config: SearchConfig, callbacks: Callbacks | None = None) -> Sear
 
 
 def work(study: optuna.Study, config: SearchConfig, callbacks: Callbacks | None = None) -> SearchSummary:
-    """The worker loop (see the module doc)."""
+    """The worker loop (see the module doc). Ctrl-C raises :class:`SearchInterrupted` (a KeyboardInterrupt)
+    once the running trial is marked interrupted and queued again."""
     cb = callbacks or Callbacks()
     config.run_dir.mkdir(parents=True, exist_ok=True)
     (config.run_dir / "artifacts").mkdir(parents=True, exist_ok=True)
     artifacts = optuna.artifacts.FileSystemArtifactStore(str(config.run_dir / "artifacts"))
     curve_pruner = make_pruner(config.pruner, config.protocol, len(study.directions) > 1)[1]
     worker = _Worker(study, config, curve_pruner, artifacts, cb)
-    poll = min(2.0, config.heartbeats.interval)
     started = time.monotonic()
     before = records.trained_count(study)
+
+    def summary(stopped: str) -> SearchSummary:
+        try:
+            trained = records.trained_count(study)
+        except Exception:  # the storage went away too: say what is known
+            trained = before
+        elapsed = time.monotonic() - started
+        return SearchSummary(study, trained, trained - before, stopped, config.run_dir, elapsed, config.n_trials)
+
+    with sigint.installed():
+        try:
+            result = summary(_loop(worker, started))
+            with sigint.held():
+                record_stop(study, result.stopped_because, worker_id())
+            return result
+        except KeyboardInterrupt:
+            with sigint.held(swallow=True):  # a second Ctrl-C (the terminal's and a parent's) changes nothing now
+                interrupted = summary("interrupted (Ctrl-C)")
+                record_stop(study, interrupted.stopped_because, worker_id())
+            raise SearchInterrupted(interrupted) from None
+
+
+def _loop(worker: _Worker, started: float) -> str:
+    """Run trials until the study is done or another reason to stop; returns that reason."""
+    study, config, cb = worker.study, worker.config, worker.cb
+    poll = min(2.0, config.heartbeats.interval)
     wasted = failures = duplicates = 0
     waiting = False
     while True:
-        fail_stale(study)
-        trials = study.get_trials(deepcopy=False)
+        with sigint.held():  # failing a stale trial and queueing its retry go together
+            fail_stale(study)
+        trials = records.read_trials(study)[0]  # a trial Optuna cannot read back is skipped, not a crash
         done = sum(1 for t in trials if records.is_trained(t))
-        running = [t for t in trials if t.state == TrialState.RUNNING]
+        placed = holding_a_place(trials, time.time())
         stopped = _stop_reason(study, config, done, time.monotonic() - started, wasted, failures)
         if stopped:
-            break
-        if done + len(running) >= config.n_trials:
+            return stopped
+        if done + len(placed) >= config.n_trials:
             if not waiting:
                 cb.log(
-                    f"waiting: {done} trained and {len(running)} running (trials "
-                    f"{', '.join(str(t.number) for t in running)}) may complete the study"
+                    f"waiting: {done} trained and {len(placed)} running (trials "
+                    f"{', '.join(str(t.number) for t in placed)}) may complete the study"
                 )
                 waiting = True
             time.sleep(poll)
@@ -118,9 +172,10 @@ def work(study: optuna.Study, config: SearchConfig, callbacks: Callbacks | None 
         duplicates = duplicates + 1 if outcome == Status.DUPLICATE else 0
         if duplicates >= FALLBACK_AFTER:
             duplicates = 0
-            _queue_unseen(worker, FALLBACK_AFTER)
-    trained = records.trained_count(study)
-    return SearchSummary(study, trained, trained - before, stopped, config.run_dir, time.monotonic() - started)
+            with sigint.held():
+                queued = queue_unseen(study, config.space, config.seed, records.fallback_attrs(FALLBACK_AFTER))
+            if queued:
+                cb.log(f"{FALLBACK_AFTER} duplicates in a row: queued an unseen architecture ({queued})")
 
 
 def _stop_reason(
@@ -129,11 +184,11 @@ def _stop_reason(
     if done >= config.n_trials:
         return f"{done} trials trained (--n-trials {config.n_trials})"
     if config.timeout is not None and elapsed > config.timeout:
-        return f"timeout after {elapsed:.0f}s"
+        return f"timeout after {elapsed:.0f}s (--timeout {config.timeout:g})"
     if wasted >= EXHAUSTED_AFTER or _grid_exhausted(study):
         return f"the space ran out of new architectures (last {wasted} samples were infeasible or seen)"
     if failures >= FAILURES_IN_A_ROW:
-        return f"{failures} trials failed in a row; see `nas status {config.study_name}` for the causes"
+        return f"{failures} trials failed in a row (causes: nas status {config.study_name})"
     return None
 
 
@@ -142,42 +197,36 @@ def _grid_exhausted(study: optuna.Study) -> bool:
     return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
 
 
-def _queue_unseen(worker: _Worker, after: int) -> bool:
-    """Queue a random architecture that no trial has claimed: a sampler that keeps proposing trained
-    ones (NSGA-II in a small space, say) moves on instead of stalling. False when 256 draws find none."""
-    from nas.space import random_samples
-
-    study, space = worker.study, worker.config.space
-    if isinstance(study.sampler, optuna.samplers.GridSampler):  # it queues its own grid points; it never repeats
-        return False
-    trials = study.get_trials(deepcopy=False)
-    seen = {records.arch_hash_of(t) for t in trials}
-    sampled = [p.name for p in space.params if len(p.possible_values() or [None, None]) > 1]
-    for sample in random_samples(space, 256, (worker.config.seed or 0) + len(trials)):
-        if sample.arch is not None and sample.arch.arch_hash() not in seen:
-            params = {name: sample.values[name] for name in sampled if name in sample.values}
-            study.enqueue_trial(params, user_attrs=records.fallback_attrs(after))
-            worker.cb.log(f"{after} duplicates in a row: queued an unseen architecture ({sample.arch.summary()})")
-            return True
-    return False
-
-
 def _ask_and_run(worker: _Worker) -> str:
-    """Ask for a trial and run it while beating; returns its nas_status (or "stale")."""
+    """Ask for a trial and run it while beating; returns its nas_status (or "stale").
+
+    Ctrl-C waits while the trial's state is written (only training is interrupted at once), and a trial
+    this worker leaves, by Ctrl-C or an error, is failed with its cause: it never stays RUNNING."""
     study, cb = worker.study, worker.cb
-    trial = study.ask()
-    with beating(study, trial._trial_id, study._storage):
-        try:
-            outcome = _run_one(worker, trial)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            outcome = "stale"
-            cb.log(
-                f"trial {trial.number}: another worker failed it as stale while it ran (no heartbeat "
-                f"within {worker.config.heartbeats.grace}s); its retry resumes from the checkpoint"
-            )
-    trials = study.get_trials(deepcopy=False)  # `study.trials` deep-copies every trial of the study
-    if trial.number < len(trials):
-        cb.trial_finished(trials[trial.number], study)
+    trial: optuna.Trial | None = None
+    try:
+        with sigint.held():
+            trial = study.ask()
+            mark_worker(study._storage, trial._trial_id)
+            with beating(study, trial._trial_id, study._storage):
+                try:
+                    outcome = _run_one(worker, trial)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    outcome = "stale"
+                    cb.log(
+                        f"trial {trial.number}: another worker failed it as stale while it ran (no heartbeat "
+                        f"within {worker.config.heartbeats.grace}s); its retry resumes from the checkpoint"
+                    )
+    except BaseException as exc:
+        if trial is not None:
+            with sigint.held(swallow=True):
+                _abandon(worker, trial, exc)
+        raise
+    try:
+        finished = study._storage.get_trial(trial._trial_id)
+    except (ValueError, TypeError, KeyError):  # stored damaged: nothing to show
+        return outcome
+    cb.trial_finished(finished, study)
     return outcome
 
 
@@ -199,11 +248,20 @@ def _run_one(worker: _Worker, trial: optuna.Trial) -> str:
 
 
 def _surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
-    """True when trials trained, or running and asked before this one, already make ``n_trials``."""
+    """True when the trained trials and those ahead of this one (running, awaiting their retry, or a
+    queued retry, with an earlier place: see nas.search.workers.trial_place) already make ``n_trials``."""
+    trials = records.read_trials(study)[0]
+    mine = trial_place(study._storage.get_trial(trial._trial_id))
+    placed = {t.number for t in holding_a_place(trials, time.time())}
     ahead = sum(
         1
-        for t in study.get_trials(deepcopy=False)
-        if records.is_trained(t) or (t.state == TrialState.RUNNING and t.number < trial.number)
+        for t in trials
+        if records.is_trained(t)
+        or (
+            t.number != trial.number
+            and trial_place(t) < mine
+            and (t.number in placed or (t.state == TrialState.WAITING and records.retry_of(t) is not None))
+        )
     )
     return ahead >= n_trials
 
@@ -251,7 +309,7 @@ def _duplicate_of(study: optuna.Study, number: int, arch_hash: str) -> FrozenTri
     that claim the same architecture at once writes its claim before reading the other's, so at least
     one of them sees the other and stands down: an architecture never trains twice."""
     running = None
-    for other in study.get_trials(deepcopy=False):
+    for other in records.read_trials(study)[0]:
         if other.number == number or records.arch_hash_of(other) != arch_hash:
             continue
         if records.is_trained(other):
@@ -262,29 +320,24 @@ def _duplicate_of(study: optuna.Study, number: int, arch_hash: str) -> FrozenTri
 
 
 def _train_and_tell(worker: _Worker, trial: optuna.Trial, arch: Any) -> str:
-    from nas.train.checkpoint import Checkpoint
     from nas.trial import run_trial  # looked up at call time: benchmarks replace it with a table
 
-    study, config, cb = worker.study, worker.config, worker.cb
-    every = config.protocol.pretrain.eval_every if config.checkpoint_every is None else config.checkpoint_every
-    key = f"{arch.arch_hash()}-{config.protocol.content_hash}"
-    checkpoint = Checkpoint(config.run_dir / "checkpoints" / key, every, key=key) if every else None
+    config, cb = worker.config, worker.cb
+    checkpoint = _checkpoint(config, arch)
     cb.trial_started(trial.number, arch.summary())
     try:
-        result = run_trial(
-            arch,
-            config.protocol,
-            reporter=_reporter(worker, trial, arch),
-            on_step=cb.step,
-            on_stage=cb.stage,
-            keep_model=config.keep_weights,
-            checkpoint=checkpoint,
-        )
-    except KeyboardInterrupt:
-        records.set_status(trial, Status.INTERRUPTED, "interrupted (Ctrl-C); re-run the same command to continue")
-        study.tell(trial, state=TrialState.FAIL)
-        _requeue(study, trial, retry=True)
-        raise
+        # Training: Ctrl-C stops it at once (the reporter and checkpoint saves hold it again); the trial is then
+        # marked interrupted and queued again by _abandon.
+        with sigint.released():
+            result = run_trial(
+                arch,
+                config.protocol,
+                reporter=_reporter(worker, trial, arch),
+                on_step=cb.step,
+                on_stage=cb.stage,
+                keep_model=config.keep_weights,
+                checkpoint=checkpoint,
+            )
     except optuna.exceptions.UpdateFinishedTrialError:
         raise
     except Exception as exc:
@@ -294,11 +347,25 @@ def _train_and_tell(worker: _Worker, trial: optuna.Trial, arch: Any) -> str:
         cb.log(f"trial {trial.number}: resumed from the checkpoint at step {result.resumed_from_step}")
     _predict(worker, trial, result)
     records.write_result(trial, result)
-    _store_artifacts(worker, trial, result)
+    store_artifacts(trial, result, worker.artifacts, worker.config.keep_weights)
     outcome = _tell(worker, trial, result)
     if checkpoint is not None:
         checkpoint.clear()
     return outcome
+
+
+def _checkpoint(config: SearchConfig, arch: Any) -> Any:
+    """The trial's checkpoint (None when off); a save in progress holds Ctrl-C until it is complete."""
+    from nas.train.checkpoint import Checkpoint
+
+    class HeldCheckpoint(Checkpoint):
+        def save(self, state: dict[str, Any]) -> Path:
+            with sigint.held():
+                return super().save(state)
+
+    every = config.protocol.pretrain.eval_every if config.checkpoint_every is None else config.checkpoint_every
+    key = f"{arch.arch_hash()}-{config.protocol.content_hash}"
+    return HeldCheckpoint(config.run_dir / "checkpoints" / key, every, key=key) if every else None
 
 
 def _predict(worker: _Worker, trial: optuna.Trial, result: Any) -> None:
@@ -322,19 +389,42 @@ def _reporter(worker: _Worker, trial: optuna.Trial, arch: Any) -> Callable[[Any]
     checked: set[int] = set()
 
     def reporter(point: Any) -> bool:
-        curve.append([point.step, point.tokens, point.val_loss])
-        records.write_curve(trial, curve)
-        if pruner is not None:
-            trials = study.get_trials(
-                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-            )
-            return pruner.should_prune(trials, trial.number, point.step, point.val_loss, checked, costs)
-        if isinstance(study.pruner, optuna.pruners.NopPruner):
-            return False
-        trial.report(point.val_loss, point.step)
-        return trial.should_prune()
+        with sigint.held():
+            curve.append([point.step, point.tokens, point.val_loss])
+            records.write_curve(trial, curve)
+            if pruner is not None:
+                trials = study.get_trials(
+                    deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+                )
+                return pruner.should_prune(trials, trial.number, point.step, point.val_loss, checked, costs)
+            if isinstance(study.pruner, optuna.pruners.NopPruner):
+                return False
+            trial.report(point.val_loss, point.step)
+            return trial.should_prune()
 
     return reporter
+
+
+def _abandon(worker: _Worker, trial: optuna.Trial, exc: BaseException) -> None:
+    """This worker leaves ``trial`` (Ctrl-C, or an error outside training): if it is still running, fail it
+    with the cause; an interrupted trial that was claimed goes back in the queue, to resume from its
+    checkpoint. Never raises: the exception that got here is what the caller sees."""
+    study = worker.study
+    try:
+        frozen = study._storage.get_trial(trial._trial_id)
+        if frozen.state != TrialState.RUNNING:
+            return
+        if isinstance(exc, KeyboardInterrupt):
+            records.set_status(trial, Status.INTERRUPTED, "interrupted (Ctrl-C); re-run the same command to continue")
+            study.tell(trial, state=TrialState.FAIL)
+            if records.arch_hash_of(frozen) is not None:
+                _requeue(study, trial, retry=True)
+        else:
+            lines = traceback.format_exception(exc)
+            records.write_failure(trial, f"exception: {type(exc).__name__}: {exc}", "".join(lines).splitlines())
+            study.tell(trial, state=TrialState.FAIL)
+    except Exception as error:  # the storage is gone too: the heartbeat (or a re-run here) fails the trial
+        worker.cb.log(f"trial {trial.number}: could not mark it failed ({type(error).__name__}: {error})")
 
 
 def _fail(worker: _Worker, trial: optuna.Trial, exc: Exception, checkpoint: Any) -> None:
@@ -389,58 +479,3 @@ def _requeue(study: optuna.Study, trial: optuna.Trial, retry: bool = False) -> N
             system_attrs=system_attrs,
         )
     )
-
-
-# ---- what a finished trial leaves behind ------------------------------------------------------------
-def _store_artifacts(worker: _Worker, trial: optuna.Trial, result: Any) -> None:
-    """The dashboard note, the learning curve as JSON, and the weights when kept."""
-    try:
-        from optuna_dashboard import save_note
-
-        save_note(trial, _note(result))
-    except Exception:  # the note is a nicety; never fail a trial for it
-        pass
-    store = worker.artifacts
-    with tempfile.TemporaryDirectory() as tmp:
-        curve_file = Path(tmp) / f"curve-{trial.number}.json"
-        curve_file.write_text(json.dumps([p.to_dict() for p in result.curve], indent=1))
-        upload = optuna.artifacts.upload_artifact
-        records.write_artifact(
-            trial,
-            "curve",
-            upload(artifact_store=store, file_path=str(curve_file), study_or_trial=trial, mimetype="application/json"),
-        )
-        if worker.config.keep_weights and result.model is not None:
-            result.model.save_pretrained(tmp)
-            weights = str(Path(tmp) / "model.safetensors")
-            weights_id = upload(artifact_store=store, file_path=weights, study_or_trial=trial)
-            records.write_artifact(trial, "weights", weights_id)
-
-
-def _note(result: Any) -> str:
-    from nas.train.baselines import baseline_text
-
-    arch = result.arch
-    lines = [
-        f"### {arch.summary()}",
-        "",
-        f"hash `{arch.arch_hash()}` · status **{result.status}**" + (f" · {result.cause}" if result.cause else ""),
-        "",
-        "| knob | value |",
-        "|---|---|",
-    ]
-    lines += [f"| {k} | {v} |" for k, v in arch.to_dict().items() if v is not None]
-    if result.task_baselines:  # beside each task metric, what a trivial predictor scores
-        lines += ["", "| metric | value | baseline (no model) |", "|---|---|---|"]
-        lines += [
-            f"| {k} | {v:.5g} | {baseline_text(k, result.task_baselines, result.baseline_predictors)} |"
-            for k, v in result.metrics.items()
-        ]
-    else:
-        lines += ["", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.5g} |" for k, v in result.metrics.items()]
-    wall = result.wall_seconds
-    if result.phase_seconds and wall > 0:  # where the trial's time went
-        lines += ["", f"Time: {wall:.1f} s", "", "| phase | seconds | share |", "|---|---|---|"]
-        lines += [f"| {k} | {v:.1f} | {100 * v / wall:.0f} % |" for k, v in result.phase_seconds.items()]
-    return "\n".join(lines)

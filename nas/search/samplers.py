@@ -29,10 +29,11 @@ import optuna
 from nas.arch import COUNT_NAMES
 from nas.errors import NasInputError, did_you_mean
 from nas.protocol import TrialProtocol
-from nas.search.records import counts_of, curve_of
+from nas.search.records import arch_hash_of, counts_of, curve_of, read_trials
 from nas.space import FloatParam, IntParam, SearchSpace
 
 __all__ = [
+    "queue_unseen",
     "CurvePruner",
     "loss_at",
     "SamplerName",
@@ -198,3 +199,22 @@ def make_pruner(
     return optuna.pruners.NopPruner(), CurvePruner(
         kind=kind, n_warmup_steps=every if kind == "median" else 0, min_resource=every, cost_names=costs
     )
+
+
+def queue_unseen(study: optuna.Study, space: SearchSpace, seed: int | None, user_attrs: dict[str, Any]) -> str | None:
+    """Queue a random architecture that no trial has claimed: a sampler that keeps proposing trained ones
+    (NSGA-II in a small space, say) moves on instead of stalling. Returns its summary; None when 256
+    draws find none, or for the grid sampler (it queues its own grid points and never repeats)."""
+    from nas.space import random_samples
+
+    if isinstance(study.sampler, optuna.samplers.GridSampler):
+        return None
+    trials = read_trials(study)[0]
+    seen = {arch_hash_of(t) for t in trials}
+    sampled = [p.name for p in space.params if len(p.possible_values() or [None, None]) > 1]
+    for sample in random_samples(space, 256, ((seed or 0) + len(trials)) % 2**32):
+        if sample.arch is not None and sample.arch.arch_hash() not in seen:
+            params = {name: sample.values[name] for name in sampled if name in sample.values}
+            study.enqueue_trial(params, user_attrs=user_attrs)
+            return str(sample.arch.summary())
+    return None

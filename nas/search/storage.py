@@ -1,12 +1,20 @@
-"""Where studies live: storage URLs, opening a storage, finding a study, and a study's metadata.
+"""Where studies live: storage URLs, opening a storage, finding a study, a study's metadata, and what a
+trained trial leaves in the run folder (its dashboard note and artifacts).
 
 SQLite in ``runs/<study>/study.db`` is the default; ``journal:PATH`` (a file journal),
 ``postgresql://`` and ``mysql+pymysql://`` scale out. A study created by nas carries its space,
 protocol and search settings as user attributes, so a worker joining it needs no files.
+
+A study's name is also its run folder's name (``runs/<study>/``): :func:`check_study_name` allows
+letters, digits and ``-_.`` only, and every path built from a name goes through it, so nothing is
+written outside ``--runs-dir``.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +26,13 @@ import yaml
 from nas import __version__
 from nas.errors import NasInputError, did_you_mean
 from nas.protocol import TrialProtocol, parse_protocol
+from nas.search import records
 from nas.search.workers import HeartbeatJournalStorage, Heartbeats
 from nas.space import SearchSpace, parse_space
 
 __all__ = [
+    "check_study_name",
+    "study_dir",
     "default_storage",
     "open_storage",
     "study_names",
@@ -31,6 +42,10 @@ __all__ = [
     "StudyInfo",
     "study_info",
     "SEARCH_ATTR",
+    "record_stop",
+    "last_stop",
+    "store_artifacts",
+    "trial_note",
 ]
 
 SCHEMES = ("sqlite", "postgresql", "mysql")
@@ -38,10 +53,41 @@ SEARCH_ATTR = "nas.search"  # the search settings a joining worker reads (Search
 SPACE_TEXT = "nas.space_text"
 PROTOCOL_TEXT = "nas.protocol_text"
 OBJECTIVES = "nas.objectives"
+STOPPED_ATTR = "nas.stopped"  # why the last worker loop on the study stopped, and when
+MAX_NAME = 100
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_study_name(name: str, what: str = "--study") -> str:
+    """``name`` when it can name a study and its run folder; else a NasInputError for ``what`` (the flag)."""
+    if not isinstance(name, str):
+        raise NasInputError(what, f"a study name is text, not {type(name).__name__}")
+    shown = repr(name) if len(name) <= 2 * MAX_NAME else f"{name[:MAX_NAME]!r}... ({len(name)} characters)"
+    if not name:
+        problem = "is empty"
+    elif len(name) > MAX_NAME:
+        problem = f"is {len(name)} characters long; at most {MAX_NAME}"
+    elif ".." in name:
+        problem = "contains '..'"
+    elif not NAME.fullmatch(name):
+        bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "._-"))})
+        problem = f"contains {', '.join(repr(c) for c in bad)}" if bad else "must start with a letter or a digit"
+    else:
+        return name
+    raise NasInputError(
+        what,
+        f"{shown} {problem}: a study name is a folder name under --runs-dir: letters, digits and - _ . "
+        f"(starting with a letter or a digit, no '..', at most {MAX_NAME} characters)",
+    )
+
+
+def study_dir(runs_dir: Path, study_name: str, what: str = "--study") -> Path:
+    """The run folder of a study: ``runs_dir/<name>``, for a name that passes :func:`check_study_name`."""
+    return runs_dir / check_study_name(study_name, what)
 
 
 def default_storage(runs_dir: Path, study_name: str) -> str:
-    return f"sqlite:///{(runs_dir / study_name / 'study.db').as_posix()}"
+    return f"sqlite:///{(study_dir(runs_dir, study_name) / 'study.db').as_posix()}"
 
 
 def open_storage(url: str, heartbeats: Heartbeats | None = None) -> optuna.storages.BaseStorage:
@@ -108,14 +154,20 @@ def study_names(runs_dir: Path) -> list[str]:
     return sorted(p.parent.name for p in runs_dir.glob("*/study.db"))
 
 
-def find_study(name: str | None, storage: str | None, runs_dir: Path = Path("runs")) -> optuna.Study:
-    """An existing study by name (in runs/ or in ``storage``); the newest in runs/ when no name is given."""
+def find_study(
+    name: str | None, storage: str | None, runs_dir: Path = Path("runs"), what: str = "STUDY"
+) -> optuna.Study:
+    """An existing study by name (in runs/ or in ``storage``); the newest in runs/ when no name is given.
+    ``what`` names the argument in errors (STUDY, --study, --warm-start); a name that is not a study name
+    (see :func:`check_study_name`) is refused, so no command builds a path outside ``runs_dir`` from it."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if name is not None:
+        check_study_name(name, what)
     if storage is None:
-        name = _name_in_runs(name, runs_dir)
+        name = check_study_name(_name_in_runs(name, runs_dir), what)
         storage = default_storage(runs_dir, name)
     backend = open_storage(storage)
-    names = [s.study_name for s in optuna.get_all_study_summaries(backend)]
+    names = optuna.get_all_study_names(backend)  # not the summaries: they decode every trial (and a damaged one)
     if name is None:
         if len(names) != 1:
             raise NasInputError("STUDY", f"name a study; {storage} holds: {', '.join(names) or 'none'}")
@@ -125,6 +177,7 @@ def find_study(name: str | None, storage: str | None, runs_dir: Path = Path("run
             "STUDY",
             f"no study '{name}' in {storage}{did_you_mean(name, names)}; it holds: {', '.join(names) or 'none'}",
         )
+    check_study_name(name, what)
     return optuna.load_study(study_name=name, storage=backend)
 
 
@@ -147,6 +200,9 @@ def study_context(study: optuna.Study) -> tuple[SearchSpace, TrialProtocol]:
     attrs = study.user_attrs
     if SPACE_TEXT not in attrs:
         raise NasInputError("STUDY", f"study '{study.study_name}' was not created by nas search")
+    for key in (SPACE_TEXT, PROTOCOL_TEXT):
+        if not isinstance(attrs.get(key), str):
+            raise NasInputError(f"study '{study.study_name}'", f"{key}: damaged (not the text of a YAML file)")
     space = parse_space(attrs[SPACE_TEXT], source=f"study {study.study_name}: space", feasibility_probe=0)
     protocol = parse_protocol(attrs[PROTOCOL_TEXT], source=f"study {study.study_name}: protocol")
     return space, protocol
@@ -197,3 +253,78 @@ def study_info(study: optuna.Study) -> StudyInfo:
         minimize=minimize,
         search=attrs.get(SEARCH_ATTR, {}),
     )
+
+
+def record_stop(study: optuna.Study, reason: str, worker: str) -> None:
+    """Note why a worker loop on ``study`` stopped (what `nas search --workers` reports); never raises."""
+    try:
+        study.set_user_attr(STOPPED_ATTR, {"reason": reason, "worker": worker, "time": time.time()})
+    except Exception:  # a nicety: the search's result is in its trials
+        pass
+
+
+def last_stop(study: optuna.Study, since: float) -> str | None:
+    """The reason the last worker loop stopped, if it stopped after ``since`` (a time.time())."""
+    try:
+        stop = study.user_attrs.get(STOPPED_ATTR)
+        if isinstance(stop, dict) and float(stop.get("time", 0.0)) >= since and isinstance(stop.get("reason"), str):
+            return str(stop["reason"])
+    except Exception:  # damaged attributes: no reason
+        pass
+    return None
+
+
+# ---- what a finished trial leaves behind ----------------------------------------------------------
+def store_artifacts(trial: optuna.Trial, result: Any, store: Any, keep_weights: bool) -> None:
+    """What a trained trial leaves behind: the dashboard note (:func:`trial_note`), the learning curve as
+    JSON, and the weights when kept (``result`` is a nas.trial.TrialResult; ``store`` an artifact store)."""
+    try:
+        from optuna_dashboard import save_note
+
+        save_note(trial, trial_note(result))
+    except Exception:  # the note is a nicety; never fail a trial for it
+        pass
+    with tempfile.TemporaryDirectory() as tmp:
+        curve_file = Path(tmp) / f"curve-{trial.number}.json"
+        curve_file.write_text(json.dumps([p.to_dict() for p in result.curve], indent=1))
+        upload = optuna.artifacts.upload_artifact
+        records.write_artifact(
+            trial,
+            "curve",
+            upload(artifact_store=store, file_path=str(curve_file), study_or_trial=trial, mimetype="application/json"),
+        )
+        if keep_weights and result.model is not None:
+            result.model.save_pretrained(tmp)
+            weights = str(Path(tmp) / "model.safetensors")
+            weights_id = upload(artifact_store=store, file_path=weights, study_or_trial=trial)
+            records.write_artifact(trial, "weights", weights_id)
+
+
+def trial_note(result: Any) -> str:
+    """The markdown note optuna-dashboard shows beside a trial: architecture, metrics (with baselines), time."""
+    from nas.train.baselines import baseline_text
+
+    arch = result.arch
+    lines = [
+        f"### {arch.summary()}",
+        "",
+        f"hash `{arch.arch_hash()}` · status **{result.status}**" + (f" · {result.cause}" if result.cause else ""),
+        "",
+        "| knob | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in arch.to_dict().items() if v is not None]
+    if result.task_baselines:  # beside each task metric, what a trivial predictor scores
+        lines += ["", "| metric | value | baseline (no model) |", "|---|---|---|"]
+        lines += [
+            f"| {k} | {v:.5g} | {baseline_text(k, result.task_baselines, result.baseline_predictors)} |"
+            for k, v in result.metrics.items()
+        ]
+    else:
+        lines += ["", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.5g} |" for k, v in result.metrics.items()]
+    wall = result.wall_seconds
+    if result.phase_seconds and wall > 0:  # where the trial's time went
+        lines += ["", f"Time: {wall:.1f} s", "", "| phase | seconds | share |", "|---|---|---|"]
+        lines += [f"| {k} | {v:.1f} | {100 * v / wall:.0f} % |" for k, v in result.phase_seconds.items()]
+    return "\n".join(lines)

@@ -16,8 +16,8 @@ from optuna.trial import TrialState
 
 from nas.errors import NasInputError
 from nas.search import records
-from nas.search.config import SearchConfig
-from nas.search.samplers import make_pruner, make_sampler
+from nas.search.config import SearchConfig, range_problems
+from nas.search.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from nas.search.storage import SEARCH_ATTR, default_storage, find_study, open_storage, study_context, study_metadata
 from nas.search.workers import Heartbeats
 
@@ -68,7 +68,10 @@ def _check_unchanged(
 def warm_start(study: optuna.Study, old_name: str, storage: str | None, runs_dir: Path) -> int:
     """Enqueue the completed architectures of another study; returns how many."""
     old = find_study(
-        old_name, storage if storage and storage != default_storage(runs_dir, study.study_name) else None, runs_dir
+        old_name,
+        storage if storage and storage != default_storage(runs_dir, study.study_name) else None,
+        runs_dir,
+        what="--warm-start",
     )
     seen, n = set(), 0
     for trial in old.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -112,10 +115,13 @@ def join_study(
     seed_offset: int | None = None,
 ) -> tuple[optuna.Study, SearchConfig]:
     """A worker's view of an existing study: space, protocol and search settings from its metadata."""
-    found = find_study(name, storage, runs_dir)
+    problems = range_problems({"--n-trials": n_trials, "--timeout": timeout})
+    if problems:
+        raise NasInputError(None, problems)
+    found = find_study(name, storage, runs_dir, what="--study")
     space, protocol = study_context(found)
-    attrs = found.user_attrs.get(SEARCH_ATTR, {})
-    base_seed = attrs.get("seed")
+    stored = _stored_settings(found)
+    base_seed = stored["seed"]
     offset = seed_offset if seed_offset is not None else os.getpid()
     config = SearchConfig(
         space=space,
@@ -123,14 +129,14 @@ def join_study(
         study_name=found.study_name,
         storage=storage,
         runs_dir=runs_dir,
-        n_trials=n_trials or attrs.get("n_trials", 10),
+        n_trials=n_trials or stored["n_trials"],
         timeout=timeout,
-        sampler=attrs.get("sampler", "tpe"),
-        pruner=attrs.get("pruner", "hyperband"),
-        seed=None if base_seed is None else base_seed + offset,  # workers must not all draw the same samples
-        keep_weights=attrs.get("keep_weights", False),
-        heartbeats=Heartbeats(attrs.get("heartbeat", 10), attrs.get("grace", 60)),
-        checkpoint_every=attrs.get("checkpoint_every"),
+        sampler=stored["sampler"],
+        pruner=stored["pruner"],
+        seed=None if base_seed is None else (base_seed + offset) % 2**32,  # workers must not all draw the same samples
+        keep_weights=stored["keep_weights"],
+        heartbeats=Heartbeats(stored["heartbeat"], stored["grace"]),
+        checkpoint_every=stored["checkpoint_every"],
     )
     multi = len(found.directions) > 1
     url = storage or default_storage(runs_dir, found.study_name)
@@ -141,3 +147,39 @@ def join_study(
         pruner=make_pruner(config.pruner, protocol, multi)[0],
     )
     return study, config
+
+
+STORED_DEFAULTS: dict[str, Any] = {
+    "n_trials": 10,
+    "sampler": "tpe",
+    "pruner": "hyperband",
+    "seed": None,
+    "keep_weights": False,
+    "heartbeat": 10,
+    "grace": 60,
+    "checkpoint_every": None,
+}
+
+
+def _stored_settings(study: optuna.Study) -> dict[str, Any]:
+    """The search settings stored with ``study`` (nas.search), checked: a damaged one is bad input naming
+    its key, never a traceback in a worker."""
+    where = f"study '{study.study_name}': {SEARCH_ATTR}"
+    attrs = study.user_attrs.get(SEARCH_ATTR, {})
+    if not isinstance(attrs, dict):
+        raise NasInputError(where, f"damaged: a {type(attrs).__name__}, not a mapping; start a new --study")
+    settings = {**STORED_DEFAULTS, **{k: v for k, v in attrs.items() if k in STORED_DEFAULTS}}
+    flags = {"n_trials": "--n-trials", "seed": "--seed", "heartbeat": "--heartbeat", "grace": "--grace"}
+    flags["checkpoint_every"] = "--checkpoint-every"
+    problems = [(key, problem) for key, flag in flags.items() for _, problem in range_problems({flag: settings[key]})]
+    problems += [(key, "missing") for key in ("n_trials", "heartbeat", "grace") if settings[key] is None]
+    for key, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
+        if settings[key] not in allowed:
+            problems.append((key, f"{settings[key]!r} is not one of {', '.join(allowed)}"))
+    if not isinstance(settings["keep_weights"], bool):
+        problems.append(("keep_weights", f"{settings['keep_weights']!r} is not true or false"))
+    if not problems and settings["grace"] <= settings["heartbeat"]:
+        problems.append(("grace", f"{settings['grace']} must exceed heartbeat {settings['heartbeat']}"))
+    if problems:
+        raise NasInputError(where, [(key, f"damaged: {problem}") for key, problem in problems])
+    return settings

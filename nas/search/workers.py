@@ -8,13 +8,21 @@ contract with a lease in the trial's system attributes (``nas:heartbeat``, a wal
 by the same ``optuna.storages.fail_stale_trials``. The worker loop (nas.search.loop) beats from a thread
 while a trial runs and calls fail_stale_trials from that thread too, so a dead worker's trial is
 failed within the grace period even while every other worker is busy training.
+
+A trial also records which process runs it (:func:`mark_worker`); a worker on the same machine fails
+it at once when that process is gone (:func:`fail_dead_here`), so a re-run after a crash or a kill
+does not wait out the grace period. And while a trial's state is being written, Ctrl-C waits
+(:data:`sigint`): an interrupt lands in training or between trials, never half-way through a write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -29,18 +37,29 @@ from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages._heartbeat import BaseHeartbeat, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.search import records
+from nas.search.records import Status
+
 __all__ = [
     "Heartbeats",
     "HeartbeatJournalStorage",
     "beating",
     "fail_stale",
+    "fail_dead_here",
+    "holding_a_place",
+    "trial_place",
+    "mark_worker",
     "worker_id",
+    "sigint",
+    "SigintGuard",
     "MAX_RETRY",
     "LocalWorkers",
 ]
 
 MAX_RETRY = 2  # a trial whose worker dies this many times (an OOM kill, say) is not retried again
 LEASE_ATTR = "nas:heartbeat"
+RETRY_WINDOW = 30.0  # seconds a failed trial keeps its place while its worker queues the retry
+WORKER_ATTR = "nas:worker"  # {"where": pid namespace, "pid", "started": process start, "since": wall time}
 
 
 @dataclass(frozen=True)
@@ -57,9 +76,166 @@ class Heartbeats:
 
 
 def worker_id() -> str:
-    import socket
-
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# ---- Ctrl-C waits while a trial's state is written ------------------------------------------------
+class SigintGuard:
+    """Defers SIGINT inside :meth:`held` blocks (storage writes, a checkpoint save): the interrupt is
+    raised as KeyboardInterrupt when the outermost block ends, so a trial is never left half-told.
+    Outside them Ctrl-C interrupts at once, as usual. A third Ctrl-C within one block forces it.
+
+    Active only inside :meth:`installed` in the main thread (signals reach only that thread), and
+    only when SIGINT has Python's default handler (a process started with SIGINT ignored stays so).
+    """
+
+    FORCE_AFTER = 3
+
+    def __init__(self) -> None:
+        self.active = False
+        self.depth = 0
+        self.pending = 0
+        self.swallow = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.swallow:
+            return
+        if self.depth == 0:
+            raise KeyboardInterrupt
+        self.pending += 1
+        if self.pending >= self.FORCE_AFTER:
+            self.pending = 0
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        main = threading.current_thread() is threading.main_thread()
+        if self.active or not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self._handler)
+        self.active, self.depth, self.pending, self.swallow = True, 0, 0, False
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            self.active = False
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        """Inside a held block: Ctrl-C interrupts at once again (training), and one that waited is raised now."""
+        if not self.active or threading.current_thread() is not threading.main_thread() or self.swallow:
+            yield
+            return
+        depth, self.depth = self.depth, 0
+        try:
+            if self.pending:
+                self.pending = 0
+                raise KeyboardInterrupt
+            yield
+        finally:
+            self.depth = depth
+
+    @contextlib.contextmanager
+    def held(self, swallow: bool = False) -> Iterator[None]:
+        """Ctrl-C waits until the block ends; with ``swallow`` (cleanup after an interrupt) it is dropped."""
+        if not self.active or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self.depth += 1
+        was = self.swallow
+        self.swallow = was or swallow
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            self.swallow = was
+            if self.depth == 0 and self.pending:
+                self.pending = 0
+                raise KeyboardInterrupt
+
+
+sigint = SigintGuard()
+
+
+# ---- which process runs a trial; failing the trials of processes that are gone ------------------
+@functools.cache
+def _pid_space() -> str:
+    """Where a pid means one process: this host, this boot, this pid namespace."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with contextlib.suppress(OSError):
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    return "/".join(parts)
+
+
+def _proc_start(pid: int) -> tuple[str, int | None] | None:
+    """(state, start time in clock ticks since boot) of process ``pid`` from /proc; None when it is gone;
+    ("?", None) where /proc cannot tell."""
+    if os.name == "nt":  # no /proc, and os.kill would terminate the process: the heartbeat decides
+        return ("?", None)
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except OSError:  # it exists, owned by someone else
+            pass
+        return ("?", None)
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], int(fields[19])
+
+
+def _alive(pid: int, started: int | None) -> bool:
+    found = _proc_start(pid)
+    if found is None or found[0] in ("Z", "X"):  # gone, or a zombie its parent has not reaped yet
+        return False
+    return started is None or found[1] is None or found[1] == started  # another start time: the pid was reused
+
+
+def mark_worker(storage: BaseStorage, trial_id: int) -> None:
+    """Record this process as the one running ``trial_id`` (see :func:`fail_dead_here`)."""
+    own = _proc_start(os.getpid())
+    mark: dict[str, Any] = {"where": _pid_space(), "pid": os.getpid(), "since": time.time()}
+    mark["started"] = own[1] if own else None
+    storage.set_trial_system_attr(trial_id, WORKER_ATTR, mark)
+
+
+def fail_dead_here(study: optuna.Study) -> list[int]:
+    """Fail the running trials whose process ran on this machine and is gone (killed, crashed), and queue
+    their retries as a stale heartbeat would: no wait for the grace period. Returns their numbers."""
+    storage = study._storage
+    where, failed = _pid_space(), []
+    for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        mark = trial.system_attrs.get(WORKER_ATTR)
+        if not isinstance(mark, dict) or mark.get("where") != where or mark.get("pid") == os.getpid():
+            continue
+        pid, since, ticks = mark.get("pid"), mark.get("since"), mark.get("started")
+        if not (isinstance(pid, int) and pid > 0 and isinstance(since, int | float)) or not (
+            ticks is None or isinstance(ticks, int)
+        ):
+            continue  # a damaged mark: the heartbeat decides
+        started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+        if since + 0.05 < started or _alive(pid, ticks):  # copied from the trial a retry re-runs, or alive
+            continue
+        try:
+            if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                failed.append(trial._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    callback = storage.get_heartbeat_stale_trial_callback() if isinstance(storage, BaseHeartbeat) else None
+    callback = callback or Heartbeats().callback()
+    numbers = []
+    for trial_id in failed:
+        frozen = copy.deepcopy(storage.get_trial(trial_id))
+        callback(study, frozen)
+        numbers.append(frozen.number)
+    return numbers
 
 
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
@@ -79,7 +255,9 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         stale = []
         for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
             started = trial.datetime_start.timestamp() if trial.datetime_start else now
-            last = max(float(trial.system_attrs.get(LEASE_ATTR, 0.0)), started)  # a retry copies the old beat
+            beat = trial.system_attrs.get(LEASE_ATTR, 0.0)
+            beat = beat if isinstance(beat, int | float) and not isinstance(beat, bool) else 0.0  # damaged: none
+            last = max(float(beat), started)  # a retry copies the old beat
             if now - last > self._heartbeats.grace:
                 stale.append(trial._trial_id)
         return stale
@@ -92,9 +270,13 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
 
 def fail_stale(study: optuna.Study) -> None:
-    """Optuna's fail_stale_trials, never raising (a storage hiccup must not stop a worker)."""
+    """Optuna's fail_stale_trials, then :func:`fail_dead_here`; never raising (a storage hiccup must not
+    stop a worker). Each fails a trial and then queues its retry: the worker loop counts a trial failed
+    this way as still running until its retry is queued (nas.search.loop)."""
     with contextlib.suppress(Exception):
         fail_stale_trials(study)
+    with contextlib.suppress(Exception):
+        fail_dead_here(study)
 
 
 @contextlib.contextmanager
@@ -122,6 +304,35 @@ def beating(study: optuna.Study, trial_id: int | None, storage: BaseStorage) -> 
     finally:
         stop.set()
         thread.join(timeout=60)
+
+
+# ---- places: which trials count towards a study's n_trials -------------------------------------
+def trial_place(trial: FrozenTrial) -> tuple[int, int]:
+    """Where a trial queues for one of the n_trials places: a retry takes the place of the trial it
+    re-runs, ahead of fresh trials asked while that one was failing."""
+    first = records.retry_of(trial)
+    return (trial.number if first is None else first, trial.number)
+
+
+def holding_a_place(trials: list[FrozenTrial], now: float) -> list[FrozenTrial]:
+    """The trials that are not trained but may still fill a place: running ones, and failed ones whose
+    worker is queueing their retry right now (see :func:`_awaiting_retry`)."""
+    retried = {n for t in trials for n in records.retry_history(t)}
+    return [t for t in trials if t.state == TrialState.RUNNING or _awaiting_retry(t, retried, now)]
+
+
+def _awaiting_retry(trial: FrozenTrial, retried: set[int], now: float) -> bool:
+    """Failed with a retry about to be queued: a stale or dead worker's trial (Optuna fails it, then queues
+    the retry) or an interrupted one. Until the retry is queued (at most RETRY_WINDOW seconds) it keeps its
+    place; else a fresh trial asked in between would take it and the retry would come too late."""
+    if trial.state != TrialState.FAIL or trial.number in retried or trial.datetime_complete is None:
+        return False
+    if abs(now - trial.datetime_complete.timestamp()) > RETRY_WINDOW:
+        return False
+    status = records.status_of(trial)
+    if status == Status.INTERRUPTED:
+        return records.arch_hash_of(trial) is not None  # it trained: queued to resume from its checkpoint
+    return status in (Status.RUNNING, None) and len(records.retry_history(trial)) < MAX_RETRY
 
 
 @dataclass
@@ -168,7 +379,7 @@ class LocalWorkers:
         return f"started {self.n} workers ({where}); their output: {self.run_dir}/worker-*.log"
 
     def running(self) -> bool:
-        return any(p.poll() is None for p in self.procs)
+        return [p.poll() for p in self.procs].count(None) > 0  # poll each: a dead worker is reaped at once
 
     def interrupt(self) -> None:
         """Ctrl-C to every worker, then wait: each marks its running trial and queues it again."""

@@ -35,3 +35,13 @@ def test_dry_run_estimates_and_writes_nothing(in_tmp, capsys):
     code, out, _ = run(["search", "--dry-run", "--n-trials", "4"], capsys)
     assert code == 0 and "estimated compute" in out and "FLOPs" in out and "min" in out
     assert not (in_tmp / "runs").exists()
+
+
+def test_a_large_estimate_samples_at_most_100_architectures_and_scales(in_tmp, micro_protocol):
+    from nas.search.estimate import SAMPLED
+
+    space, protocol = load_space("micro.yaml"), micro_protocol("tasks=[]")
+    hundred = estimate_search(space, protocol, SAMPLED, seed=0)
+    many = estimate_search(space, protocol, 1_000_000, seed=0)  # used to draw 4 million samples
+    assert many.n_archs == hundred.n_archs == SAMPLED and many.n_trials == 1_000_000
+    assert many.total_flops == pytest.approx(hundred.total_flops * 1_000_000 / SAMPLED)

@@ -232,7 +232,7 @@ def test_status_shows_where_the_time_went(in_tmp, micro_cache, capsys):
 
 def test_the_dashboard_note_says_where_the_time_went():
     from nas.arch import ArchConfig
-    from nas.search.loop import _note
+    from nas.search.storage import trial_note as _note
     from nas.trial import TrialResult
 
     arch = ArchConfig(vocab_size=512, max_seq_len=64, n_layers=2, d_model=32, n_heads=2)

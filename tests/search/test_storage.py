@@ -79,3 +79,29 @@ def test_search_on_postgresql_storage(in_tmp, micro_cache, capsys):
     code, out, _ = run(["status", name, "--storage", POSTGRES], capsys)
     assert code == 0 and f"study {name}" in out
     optuna.delete_study(study_name=name, storage=POSTGRES)
+
+
+def test_study_names_are_folder_names(tmp_path):
+    from nas.search.storage import check_study_name, study_dir
+
+    for name in ("tiny-cpu-tiny", "a.b_c-1", "X" * 100, "0", "v1.2"):
+        assert check_study_name(name) == name and study_dir(tmp_path, name) == tmp_path / name
+    for name, problem in (
+        ("../x", "contains '..'"),
+        ("a/b", "contains '/'"),
+        ("", "is empty"),
+        ("x" * 101, "is 101 characters long; at most 100"),
+        (".x", "must start with a letter or a digit"),
+        ("a b", "contains ' '"),
+    ):
+        with pytest.raises(NasInputError, match=f"^--study: .*{problem}"):
+            check_study_name(name)
+    with pytest.raises(NasInputError, match="^STUDY: '../x'"):
+        find_study("../x", None, tmp_path / "runs")
+    url = f"sqlite:///{tmp_path}/shared.db"
+    optuna.create_study(study_name="a/../../escape", storage=url)  # made outside nas: never a path here
+    with pytest.raises(NasInputError, match="^--warm-start: 'a/../../escape' contains '..'"):
+        find_study(None, url, what="--warm-start")
+    with pytest.raises(NasInputError, match="^--study: "):
+        default_storage(tmp_path, "../x")
+    assert not list(tmp_path.parent.glob("escape*")) and not (tmp_path / "runs").exists()

@@ -61,3 +61,21 @@ def test_warm_start_enqueues_the_old_architectures(in_tmp, micro_cache, capsys):
     old_hashes = {t.user_attrs["arch_hash"] for t in load_study("old").trials}
     new_hashes = [t.user_attrs["arch_hash"] for t in load_study("new").trials[:2]]
     assert set(new_hashes) == old_hashes
+
+
+def test_a_worker_on_a_study_with_damaged_settings_is_told_which(in_tmp, micro_cache, capsys):
+    from tests.conftest import run
+
+    config = config_for(in_tmp, micro_cache, n_trials=5, seed=3)
+    url = f"sqlite:///{in_tmp}/s.db"
+    study = create_or_resume(config, open_storage(url))
+    study.set_user_attr("nas.search", {**config.search_attrs(), "seed": "three", "heartbeat": 0, "sampler": "x"})
+    code, _, err = run(["worker", "--study", "s", "--storage", url], capsys)
+    assert code == 2 and "Traceback" not in err
+    for key in ("nas.search: seed: damaged", "heartbeat: damaged", "sampler: damaged"):
+        assert key in err, err
+    study.set_user_attr("nas.search", ["not", "a", "mapping"])
+    code, _, err = run(["worker", "--study", "s", "--storage", url], capsys)
+    assert code == 2 and "study 's': nas.search: damaged: a list, not a mapping" in err
+    study.set_user_attr("nas.search", {**config.search_attrs(), "seed": 2**32 - 1})
+    assert join_study("s", url, in_tmp / "runs", seed_offset=5)[1].seed == 4  # wraps within the samplers' range
