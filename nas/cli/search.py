@@ -155,7 +155,12 @@ def search(
         plan = validate_search(request, dry_run=dry_run)
         if dry_run:
             _print_estimate(plan.config)
-        elif plan.spawns_workers:
+            return
+        from nas.preflight import check_inputs
+
+        # the corpus and task files read, splits and seq_len checked: a bad file costs seconds, not a trial
+        check_inputs(plan.config.protocol, plan.config.space)
+        if plan.spawns_workers:
             _search_with_workers(plan.config, plan.n_workers, plan.devices, quiet)
         else:
             _search_here(plan.config, quiet)
@@ -210,7 +215,7 @@ def _interruptible() -> Iterator[None]:
 
 def _interrupted(exc: KeyboardInterrupt, view: SearchView, n_trials: int, prefix: str = "") -> typer.Exit:
     """Ctrl-C: say where the study stands (the running trial is marked interrupted and queued again)."""
-    from nas.search.loop import SearchInterrupted
+    from nas.search import SearchInterrupted
 
     with _no_interrupts():
         if isinstance(exc, SearchInterrupted):
@@ -244,8 +249,7 @@ def _search_here(config: SearchConfig, quiet: bool) -> None:
 
 def _search_with_workers(config: SearchConfig, n_workers: int, devices: list[str], quiet: bool) -> None:
     """Create the study here, then run ``n_workers`` `nas worker` processes on it and follow them."""
-    from nas.search import LocalWorkers, default_storage, prepare_study, trained_count
-    from nas.search.loop import stopped_line
+    from nas.search import LocalWorkers, default_storage, prepare_study, stopped_line, trained_count
     from nas.search.storage import last_stop
 
     view = SearchView(config.n_trials, quiet, config.run_dir)

@@ -3,10 +3,12 @@
 One concern per module (as Optuna lays out ``study/``, ``samplers/``, ``pruners/``, ``storages/``):
 
 - ``config``: :class:`SearchConfig` and :func:`validate_search`, the one check of a search request;
-- ``storage``: storage URLs, opening a storage, finding a study, a study's metadata;
+- ``storage``: storage URLs, opening a storage, study names, finding a study, a study's metadata, a trial's
+  artifacts and dashboard note;
 - ``samplers``: samplers and Optuna pruners by name, the grid, and the :class:`CurvePruner`;
 - ``study``: creating, resuming, warm-starting and joining a study;
 - ``loop``: the worker loop, ask → claim → dedupe → train → tell (→ requeue);
+- ``attrs``: the user-attribute keys of a trial and what each must hold;
 - ``records``: one typed :class:`TrialRecord` per trial and the leaderboard;
 - ``export``: which trials to export, and the export folder with its README and recipe;
 - ``workers``: heartbeats, journal leases, and local worker processes;
@@ -16,7 +18,7 @@ One concern per module (as Optuna lays out ``study/``, ``samplers/``, ``pruners/
 from nas.search.config import SearchConfig, SearchPlan, SearchRequest, validate_search
 from nas.search.estimate import Estimate, estimate_search
 from nas.search.export import check_export_choice, export_from_study, export_targets
-from nas.search.loop import Callbacks, SearchSummary, run_search, work
+from nas.search.loop import Callbacks, SearchInterrupted, SearchSummary, run_search, stopped_line, work
 from nas.search.records import Status, TrialRecord, leaderboard, study_records, trained_count
 from nas.search.samplers import (
     PRUNERS,
@@ -43,7 +45,9 @@ __all__ = [
     "export_from_study",
     "export_targets",
     "Callbacks",
+    "SearchInterrupted",
     "SearchSummary",
+    "stopped_line",
     "run_search",
     "work",
     "Status",

@@ -1,7 +1,7 @@
 """One view of a trial: the user attributes a search writes, read back as a typed :class:`TrialRecord`.
 
-Every user-attribute key of a trial is named here and read or written only here, so `nas status`,
-the report and the export see the same record and the same ranking (:func:`leaderboard`).
+Every user-attribute key of a trial is named in nas.search.attrs and read or written only here, so
+`nas status`, the report and the export see the same record and the same ranking (:func:`leaderboard`).
 
 Stored attributes are checked as they are read: a value that is not what the search writes (garbage,
 a wrong type, a trained trial without its architecture, an attribute Optuna cannot even decode) reads
@@ -12,13 +12,49 @@ never ranked or exported, and the rest of the study reads as before (a worker's 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.search.attrs import (  # noqa: F401  (COUNT_KEYS and Status are also read from here)
+    ANNEALED,
+    ARCH,
+    ARCH_HASH,
+    ARTIFACT_CURVE,
+    ARTIFACT_WEIGHTS,
+    BASELINE_PREDICTORS,
+    CAUSE,
+    COUNT_KEYS,
+    CURVE,
+    DUPLICATE_OF,
+    FAILED_TRIAL,
+    FALLBACK,
+    FIXED_PARAMS,
+    METRICS,
+    NOT_REQUEUED,
+    NOTES,
+    PHASE_SECONDS,
+    RESUMED_FROM_STEP,
+    RETRY_HISTORY,
+    RETRY_OF,
+    STATUS,
+    SUMMARY,
+    TASK_BASELINES,
+    TOP_METRICS,
+    TRACEBACK,
+    WALL_SECONDS,
+    WARM_START_FROM,
+    WORKER,
+    Attrs,
+    Status,
+    is_count,
+    is_finite,
+    rows_of,
+    trial_number,
+)
 from nas.train.baselines import baseline_text
 
 __all__ = [
@@ -34,153 +70,6 @@ __all__ = [
     "baselines_line",
     "COUNT_KEYS",
 ]
-
-# ---- the keys ---------------------------------------------------------------------------------
-STATUS = "nas_status"  # one of the Status values below
-ARCH = "arch"  # ArchConfig.to_dict()
-ARCH_HASH = "arch_hash"
-SUMMARY = "summary"
-COUNT_KEYS = ("params", "non_embedding_params", "flops_per_token", "kv_cache_bytes_per_token")
-WORKER = "worker"
-CAUSE = "cause"
-RETRY_OF = "retry_of"
-DUPLICATE_OF = "duplicate_of"
-CURVE = "curve"  # [[step, tokens, val_loss], ...]
-ANNEALED = "annealed"  # [[tokens, val_loss], ...]: each cool-down, then the finished run
-METRICS = "metrics"
-TASK_BASELINES = "task_baselines"  # {"task.metric": score of a trivial predictor} (nas.train.baselines)
-BASELINE_PREDICTORS = "baseline_predictors"  # {"task.metric": that predictor, e.g. "majority class"}
-TOP_METRICS = ("val_loss", "tokens_per_second", "peak_memory_mb", "latency_ms_per_token")  # also top-level
-WALL_SECONDS = "wall_seconds"
-PHASE_SECONDS = "phase_seconds"  # {phase: seconds}, in nas.trial.PHASES order; they sum to wall_seconds
-NOTES = "notes"
-RESUMED_FROM_STEP = "resumed_from_step"
-TRACEBACK = "traceback"
-WARM_START_FROM = "warm_start_from"
-FALLBACK = "fallback"  # why the search queued this (unseen) architecture itself
-ARTIFACT_CURVE = "artifact_curve"
-ARTIFACT_WEIGHTS = "artifact_weights"
-# Optuna system attributes a retry carries (RetryHeartbeatStaleTrialCallback writes the same ones).
-RETRY_HISTORY = "retry_history"
-FAILED_TRIAL = "failed_trial"
-FIXED_PARAMS = "fixed_params"
-# Kept when a trial's parameters go back in the queue: the rest describe one run only.
-NOT_REQUEUED = (STATUS, CAUSE, CURVE)
-
-
-class Status:
-    """Values of a trial's ``nas_status``: what the search did with it."""
-
-    TRAINED = "trained"  # completed or pruned after training
-    RUNNING = "running"  # claimed by a worker
-    DUPLICATE = "duplicate"
-    INFEASIBLE = "infeasible"
-    FAILED = "failed"
-    SURPLUS = "surplus"
-    INTERRUPTED = "interrupted"
-
-
-STATUSES = tuple(v for k, v in vars(Status).items() if k.isupper())
-
-
-# ---- what each key holds, as the search writes it -------------------------------------------------
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _finite(v: Any) -> bool:
-    return _number(v) and math.isfinite(v)
-
-
-def _count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _text(v: Any) -> bool:
-    return isinstance(v, str)
-
-
-def _mapping(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, dict) and all(isinstance(k, str) and check(x) for k, x in v.items())
-
-
-def _rows(width: int) -> Callable[[Any], bool]:
-    return lambda v: (
-        isinstance(v, list) and all(isinstance(row, list) and len(row) == width and all(map(_number, row)) for row in v)
-    )
-
-
-SHAPES: dict[str, tuple[Callable[[Any], bool], str]] = {  # key: (valid, what it must be)
-    STATUS: (lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
-    ARCH: (_mapping(lambda x: x is None or isinstance(x, str | int | float)), "a mapping of architecture knobs"),
-    ARCH_HASH: (_text, "a string"),
-    SUMMARY: (_text, "a string"),
-    **{name: (_finite, "a finite number") for name in COUNT_KEYS},
-    CAUSE: (_text, "a string"),
-    TRACEBACK: (_text, "a string"),
-    METRICS: (_mapping(lambda x: _number(x) or _text(x)), "a mapping of metric names to numbers"),
-    TASK_BASELINES: (_mapping(_number), "a mapping of task metrics to numbers"),
-    BASELINE_PREDICTORS: (_mapping(_text), "a mapping of task metrics to predictor names"),
-    CURVE: (_rows(3), "a list of [step, tokens, val_loss] rows"),
-    ANNEALED: (_rows(2), "a list of [tokens, val_loss] rows"),
-    WALL_SECONDS: (lambda v: _finite(v) and v >= 0, "a number of seconds >= 0"),
-    PHASE_SECONDS: (_mapping(_finite), "a mapping of phases to seconds"),
-    RESUMED_FROM_STEP: (_count, "a step number"),
-    RETRY_OF: (_count, "a trial number"),
-    DUPLICATE_OF: (_count, "a trial number"),
-    ARTIFACT_WEIGHTS: (_text, "an artifact id"),
-}
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
-
-
-class _Attrs:
-    """A trial's user attributes read through SHAPES: a value of the wrong shape reads as absent and is
-    noted in ``damage``."""
-
-    def __init__(self, attrs: dict[str, Any]) -> None:
-        self.attrs = attrs
-        self.damage: list[str] = []
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self.attrs.get(key)
-        if value is None:
-            return default
-        valid, what = SHAPES[key]
-        if valid(value):
-            return value
-        self.damage.append(f"{key}: must be {what} (got {_shown(value)})")
-        return default
-
-    def arch(self, trained: bool) -> dict[str, Any]:
-        """The architecture when it validates as an ArchConfig ({} and a note if not; a trained trial needs one)."""
-        from pydantic import ValidationError
-
-        from nas.arch import ArchConfig
-        from nas.errors import validation_problems
-
-        if self.attrs.get(ARCH) is None:
-            if trained:
-                self.damage.append(f"{ARCH}: missing (a trained trial records its architecture)")
-            return {}
-        arch = self.get(ARCH)
-        if arch is None:
-            return {}
-        try:
-            ArchConfig.model_validate(arch)
-        except (ValidationError, TypeError, ValueError) as exc:
-            problems = validation_problems(exc) if isinstance(exc, ValidationError) else [("", str(exc))]
-            shown = "; ".join(f"{key}: {message}" if key else message for key, message in problems[:3])
-            self.damage.append(f"{ARCH}: not a valid architecture ({shown})")
-            return {}
-        return arch
-
-
-def _trial_number(v: Any) -> int | None:
-    return v if _count(v) else None
 
 
 @dataclass
@@ -240,7 +129,7 @@ class TrialRecord:
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> TrialRecord:
-        attrs = _Attrs(trial.user_attrs)
+        attrs = Attrs(trial.user_attrs)
         state = trial.state.name.lower()
         running = trial.state == TrialState.RUNNING
         status = attrs.get(STATUS, Status.RUNNING if running else "?")
@@ -341,12 +230,12 @@ def status_of(trial: FrozenTrial) -> str | None:
 
 
 def counts_of(trial: FrozenTrial) -> dict[str, float]:
-    return {k: trial.user_attrs[k] for k in COUNT_KEYS if _finite(trial.user_attrs.get(k))}
+    return {k: trial.user_attrs[k] for k in COUNT_KEYS if is_finite(trial.user_attrs.get(k))}
 
 
 def curve_of(trial: FrozenTrial) -> list[list[float]]:
     curve = trial.user_attrs.get(CURVE)
-    return curve if curve and _rows(3)(curve) else []
+    return curve if curve and rows_of(3)(curve) else []
 
 
 def time_by_phase(records: Iterable[TrialRecord]) -> dict[str, float]:
@@ -502,12 +391,12 @@ def is_enqueued(frozen: FrozenTrial) -> bool:
 def retry_history(frozen: FrozenTrial) -> list[int]:
     """The trials this one re-runs, oldest first ([] when it is no retry; a damaged history reads as [])."""
     history = frozen.system_attrs.get(RETRY_HISTORY)
-    return history if isinstance(history, list) and all(map(_count, history)) else []
+    return history if isinstance(history, list) and all(map(is_count, history)) else []
 
 
 def retry_of(frozen: FrozenTrial) -> int | None:
     """The failed trial this one re-runs, when it is a retry."""
-    return _trial_number(frozen.system_attrs.get(FAILED_TRIAL))
+    return trial_number(frozen.system_attrs.get(FAILED_TRIAL))
 
 
 def fallback_attrs(duplicates: int) -> dict[str, Any]:

@@ -380,8 +380,14 @@ def _data_cases() -> dict[str, Case]:
     cases = {}
     for name, changes, setup, fragments in DATA:
         text = _protocol(**changes)
-        for verb in (("trials", "validate", "{path}", "--data"), ("trials", "run", "{path}")):
-            cases[f"{verb[1]}: {name}"] = Case(verb, fragments, text=text, name="protocol.yaml", setup=setup)  # type: ignore[arg-type]
+        for verb in (
+            ("trials", "validate", "{path}", "--data"),
+            ("trials", "run", "{path}"),
+            ("search", "--trial", "{path}", "--study", "s", "--runs-dir", "{tmp}/runs", "--n-trials", "1", "--quiet"),
+        ):
+            cases[f"{verb[0] if verb[0] == 'search' else verb[1]}: {name}"] = Case(
+                verb, fragments, text=text, name="protocol.yaml", setup=setup
+            )  # type: ignore[arg-type]
     return cases
 
 
