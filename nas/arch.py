@@ -424,7 +424,13 @@ def _conflicts(spec: Family, data: dict[str, Any]) -> list[str]:
         and head_dim * n_heads != d_model
     ):
         problems.append(f"head_dim={head_dim} != d_model/n_heads (it ties head_dim to d_model/n_heads)")
-    if spec.heads_divide_width and isinstance(d_model, int) and isinstance(n_heads, int) and d_model % n_heads:
+    if (
+        spec.heads_divide_width
+        and isinstance(d_model, int)
+        and isinstance(n_heads, int)
+        and n_heads > 0
+        and d_model % n_heads
+    ):
         problems.append(f"d_model={d_model} not divisible by n_heads={n_heads} (it needs d_model % n_heads == 0)")
     if spec.ffn_ratio and ffn_dim is not None and isinstance(d_model, int) and ffn_dim != spec.ffn_ratio * d_model:
         problems.append(f"ffn_dim={ffn_dim} (it fixes ffn_dim = {spec.ffn_ratio} * d_model)")

@@ -116,6 +116,7 @@ TEXTS: list[tuple[str, str | bytes, str]] = [
     ("huge vocab", _with("vocab_size: 256", "vocab_size: " + "9" * 30), "vocab_size: Input should be less than"),
     ("huge seq len", _with("max_seq_len: 32", "max_seq_len: " + "9" * 20), "max_seq_len: Input should be less than"),
     ("zero seq len", _with("max_seq_len: 32", "max_seq_len: 0"), "max_seq_len: Input should be greater"),
+    ("zero heads", _with("values: [2, 4]", "values: [0]"), "not an architecture"),
     (
         "negative heads",
         _with("values: [2, 4]", "values: [-2, -4]"),
