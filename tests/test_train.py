@@ -232,7 +232,7 @@ def test_resume_run_keeps_the_run_s_settings(exported, tmp_path):
 def test_launch_distributed_runs_torchrun_on_the_run_folder(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(subprocess, "call", lambda argv, env: calls.append((argv, env)) or 3)
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr("nas.train.full.available_cpus", lambda: 8)
     assert launch_distributed(tmp_path, 2) == 3
     ((argv, env),) = calls
     assert argv == [

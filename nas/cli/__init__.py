@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     Typer's standalone mode already exits 2 on usage errors; the library's NasInputError is turned
     into the same here.
     """
+    from nas.cpu import configure
+
+    configure()  # torch's CPU threads and OpenMP wait policy: before anything imports torch (see nas/cpu.py)
     try:
         app(args=argv)
     except NasInputError as exc:

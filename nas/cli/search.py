@@ -317,12 +317,13 @@ def worker(
     The space, the protocol and the search settings come from the study itself, so a worker needs
     no files: nas worker --study tiny-cpu-tiny --storage postgresql://user@db-host/nas
     """
-    import torch
 
     from nas.search import join_study, work
 
     if threads:
-        torch.set_num_threads(threads)
+        from nas.cpu import configure
+
+        configure(threads)  # a fixed count: the load check steps aside
     with _interruptible():
         found, config = join_study(study, storage, runs_dir, n_trials, timeout, index)
     prefix = f"[worker {index if index is not None else os.getpid()}] "

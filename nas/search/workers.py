@@ -37,6 +37,7 @@ from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages._heartbeat import BaseHeartbeat, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.cpu import available_cpus
 from nas.search import records
 from nas.search.records import Status
 
@@ -352,7 +353,7 @@ class LocalWorkers:
 
     @property
     def threads(self) -> int:
-        return 0 if self.devices else max(1, (os.cpu_count() or 1) // self.n)
+        return 0 if self.devices else max(1, available_cpus() // self.n)
 
     @property
     def run_dir(self) -> Path:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from nas.cpu import available_cpus
 from nas.errors import NasInputError
 from nas.model import build_model, fit_vocab
 from nas.train.checkpoint import Checkpoint
@@ -147,7 +148,7 @@ def launch_distributed(out_dir: Path, nproc: int) -> int:
     import subprocess
     import sys
 
-    env = {**os.environ, "NAS_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
+    env = {**os.environ, "NAS_THREADS": str(max(1, available_cpus() // nproc))}
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     argv += ["-m", "nas.train.full", str(out_dir)]
     return subprocess.call(argv, env=env)

@@ -64,7 +64,7 @@ def test_heartbeats_need_a_grace_longer_than_the_interval():
 
 
 def test_local_workers_share_the_cores_or_pin_a_gpu_each(tmp_path, monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr("nas.search.workers.available_cpus", lambda: 8)
     cpu = LocalWorkers("s", "journal:j.log", tmp_path, n=3, n_trials=6, timeout=30)
     assert cpu.threads == 2 and cpu.run_dir == tmp_path / "s"
     argv = cpu.argv(1)
