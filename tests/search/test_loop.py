@@ -267,16 +267,25 @@ def test_duplicates_reuse_values_and_exhaustion_ends_the_study(in_tmp, micro_cac
         assert first[dup.user_attrs["arch_hash"]].number == original.number
 
 
-def test_failure_causes_reach_the_attributes_and_status(in_tmp, micro_cache, capsys):
-    extra = ["--sampler", "random", *micro_sets(micro_cache), "--set", "pretrain.seq_len=128"]  # > max_seq_len 64
+def test_failure_causes_reach_the_attributes_and_status(in_tmp, micro_cache, capsys, monkeypatch):
+    extra = ["--sampler", "random", *micro_sets(micro_cache)]
+    # A protocol that cannot fit the space is refused before any trial (nas.preflight): exit 2, no study.
+    code, _, err = cli_search(capsys, "early", 2, *extra, "--set", "pretrain.seq_len=128")  # > max_seq_len 64
+    assert code == 2 and "pretrain.seq_len: 128 exceeds max_seq_len 64" in err
+    assert not (in_tmp / "runs" / "early" / "study.db").exists()
+
+    def fail_in_the_trial(arch, vocab_size, seq_len):
+        raise ValueError(f"fit failed for seq_len={seq_len}")
+
+    monkeypatch.setattr("nas.trial.fit_vocab", fail_in_the_trial)  # a failure only a trial meets
     code, out, _ = cli_search(capsys, "boom", 2, *extra)
     assert code == 0 and "5 trials failed in a row" in out
     study = load_study("boom")
     failed = study.trials[0]
     assert failed.state == TrialState.FAIL and failed.user_attrs["nas_status"] == "failed"
     cause = failed.user_attrs["cause"]
-    # The cause names where the error was raised: since issue 12, nas/model.py (fit_vocab), before it nas/trial.py.
-    assert cause.startswith("exception: ValueError: the protocol's seq_len=128 exceeds") and "model.py" in cause
+    # The cause names where the error was raised
+    assert cause.startswith("exception: ValueError: fit failed for seq_len=64") and "test_loop.py" in cause
     assert "raise ValueError" in failed.user_attrs["traceback"]
     _, out, _ = run(["status", "boom", "--all"], capsys)
     assert "exception:" in out and "traceback (last lines)" in out and "raise ValueError" in out
