@@ -161,12 +161,9 @@ def main() -> None:
         f"broken (traceback, hang or no exit): {broken} of {args.cases}; slowest run {slowest:.2f} s",
     ]
     lines += [f"- {o}: e.g. {p}" for o, p in examples.items()]
-    body = "\n".join(lines)
-    print(body)
-    if args.record:
-        from _results import append
+    from _results import record
 
-        append("bad_input_fuzz: the exit-code contract under random mutations", body)
+    record("bad_input_fuzz: the exit-code contract under random mutations", "\n".join(lines), no_record=not args.record)
 
 
 if __name__ == "__main__":

@@ -260,12 +260,11 @@ def main() -> None:
         f"{args.seconds:.0f} s windows ({args.skip:.0f} s skipped), {elapsed:.0f} s in all; 1-minute load "
         f"average {load_before:.1f} before, {load_after:.1f} after."
     )
-    body = "\n".join(lines)
-    print(body)
-    if args.record:
-        from _results import append
+    from _results import record
 
-        append("cpu_contention: a trial alone, beside a busy process, two at once", body)
+    record(
+        "cpu_contention: a trial alone, beside a busy process, two at once", "\n".join(lines), no_record=not args.record
+    )
 
 
 if __name__ == "__main__":
