@@ -10,15 +10,30 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from nas.arch import COUNT_NAMES
-from nas.errors import NasInputError, a_number, did_you_mean, validation_problems
+from nas.errors import NasInputError, did_you_mean, validation_problems
 from nas.overrides import apply_key_overrides, fields_at
+from nas.protocol_data import (  # noqa: F401  (also read from here)
+    BuiltinCorpus,
+    BuiltinTaskData,
+    Cleaning,
+    Count,
+    DataConfig,
+    FilesCorpus,
+    FilesTaskData,
+    HubCorpus,
+    Real,
+    Seed,
+    Strict,
+    TaskData,
+    Validation,
+)
 from nas.resources import read_text
-from nas.userfiles import check_encoding, compile_line_pattern, parse_yaml
+from nas.userfiles import parse_yaml
 
 __all__ = [
     "TrialProtocol",
@@ -49,78 +64,7 @@ TRIAL_METRICS = (
 PREDICTED_METRICS = ("predicted_val_loss", "predicted_val_loss_std", "target_tokens")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every number finite
-
-
-MAX_COUNT = 2**53  # counts (tokens, steps, sizes) beyond this are mistakes, and lose precision as floats
-Count = Annotated[int, BeforeValidator(a_number), Field(le=MAX_COUNT)]
-Real = Annotated[float, BeforeValidator(a_number)]
-Seed = Annotated[int, BeforeValidator(a_number), Field(ge=0, le=2**32 - 1)]  # what numpy and torch accept
-
-
-def _known_encoding(encoding: str) -> str:
-    problem = check_encoding(encoding)
-    if problem:
-        raise ValueError(problem)
-    return encoding
-
-
-# ---- data -----------------------------------------------------------------------------------
-class BuiltinCorpus(_Strict):
-    seed: Seed = 0
-    documents: Count = Field(default=3000, ge=10)
-
-
-class FilesCorpus(_Strict):
-    paths: list[str] = Field(min_length=1)
-    format: Literal["text", "json", "jsonl", "csv", "parquet"] | None = None  # None: from the suffix
-    text_field: str = "text"
-    sample_by: Literal["line", "paragraph", "document"] = "paragraph"  # for text files
-    encoding: str = "utf-8"  # of text, json, jsonl and csv files
-
-    _encoding_known = field_validator("encoding")(classmethod(lambda cls, v: _known_encoding(v)))
-
-
-class HubCorpus(_Strict):
-    name: str
-    config: str | None = None
-    split: str = "train"
-    revision: str | None = None
-    text_field: str = "text"
-
-
-class Cleaning(_Strict):
-    normalize: Literal["none", "nfc", "nfkc"] = "nfkc"
-    lowercase: bool = False
-    dedup: bool = True  # exact duplicates (after normalisation) are dropped
-    min_chars: Count = Field(default=1, ge=0)
-    max_chars: Count | None = Field(default=None, ge=1)
-
-
-class Validation(_Strict):
-    fraction: Real = Field(default=0.05, gt=0, le=0.5)
-    seed: Seed = 0
-
-
-class DataConfig(_Strict):
-    source: Literal["builtin", "files", "hub"] = "builtin"
-    builtin: BuiltinCorpus = BuiltinCorpus()
-    files: FilesCorpus | None = None
-    hub: HubCorpus | None = None
-    cleaning: Cleaning = Cleaning()
-    validation: Validation = Validation()
-
-    @model_validator(mode="after")
-    def _source_has_its_section(self) -> DataConfig:
-        if self.source == "files" and self.files is None:
-            raise ValueError("source 'files' needs a 'files' section (paths, format, text_field)")
-        if self.source == "hub" and self.hub is None:
-            raise ValueError("source 'hub' needs a 'hub' section (name, config, split, text_field)")
-        return self
-
-
-class TokenizerConfig(_Strict):
+class TokenizerConfig(Strict):
     kind: Literal["train", "path"] = "train"
     vocab_size: Count = Field(default=2048, ge=300)  # byte-level: 256 bytes + merges + specials
     min_frequency: Count = Field(default=2, ge=1)
@@ -134,7 +78,7 @@ class TokenizerConfig(_Strict):
 
 
 # ---- pretraining ----------------------------------------------------------------------------
-class Budget(_Strict):
+class Budget(Strict):
     tokens: Count | None = Field(default=None, ge=1)
     flops: Real | None = Field(default=None, gt=0, le=1e30)
     seconds: Real | None = Field(default=None, gt=0, le=1e8)
@@ -147,7 +91,7 @@ class Budget(_Strict):
         return self
 
 
-class Target(_Strict):
+class Target(Strict):
     """The full-training budget a trial predicts its held-out loss at (``predicted_val_loss``).
     Neither given: what `nas train` uses by default, ``tokens_per_param`` tokens per parameter.
     ``batch_tokens``: full training's tokens per optimizer step when it differs from the trial's
@@ -165,7 +109,7 @@ class Target(_Strict):
         return self
 
 
-class Optimizer(_Strict):
+class Optimizer(Strict):
     lr: Real = Field(default=3e-3, gt=0, le=10)
     betas: tuple[Real, Real] = (0.9, 0.95)
     weight_decay: Real = Field(default=0.1, ge=0, le=10)
@@ -179,7 +123,7 @@ class Optimizer(_Strict):
         return betas
 
 
-class Schedule(_Strict):
+class Schedule(Strict):
     kind: Literal["cosine", "linear", "wsd", "constant"] = "cosine"
     warmup_fraction: Real = Field(default=0.05, ge=0, lt=1)
     min_lr_ratio: Real = Field(default=0.1, ge=0, le=1)
@@ -201,7 +145,7 @@ class Schedule(_Strict):
         return self
 
 
-class Pretrain(_Strict):
+class Pretrain(Strict):
     seq_len: Count = Field(default=256, ge=8)
     batch_tokens: Count = Field(default=4096, ge=8)
     micro_batch_size: Count | None = Field(default=None, ge=1)  # sequences per forward pass
@@ -228,69 +172,14 @@ class Pretrain(_Strict):
         return self.batch_tokens // self.seq_len
 
 
-class Latency(_Strict):
+class Latency(Strict):
     prompt_tokens: Count = Field(default=32, ge=1)
     new_tokens: Count = Field(default=32, ge=1)
     repeats: Count = Field(default=5, ge=5)
 
 
 # ---- tasks ----------------------------------------------------------------------------------
-GRADE = Literal["near", "mid", "far"]  # nas.data.builtin.GRADE_WORDS: how far back the asked fact is
-
-
-class BuiltinTaskData(_Strict):
-    seed: Seed = 1
-    train: Count = Field(default=512, ge=1)
-    eval: Count = Field(default=128, ge=1)
-    # Examples take these grades in turn; each grade is scored apart too ("task.grade.metric").
-    grades: list[GRADE] = Field(default=["near", "mid", "far"], min_length=1)
-
-    @model_validator(mode="after")
-    def _distinct_grades(self) -> BuiltinTaskData:
-        if len(set(self.grades)) != len(self.grades):
-            raise ValueError(f"grades: each grade once, got {self.grades}")
-        return self
-
-
-class FilesTaskData(_Strict):
-    train: list[str] = Field(min_length=1)
-    eval: list[str] | None = None  # without it, eval_fraction of train is held out
-    format: Literal["text", "json", "jsonl", "csv", "parquet", "squad"] | None = None
-    line_pattern: str | None = None  # text files: a regex with named groups (text, label)
-    encoding: str = "utf-8"  # of text, json, jsonl, csv and squad files
-    text_field: str = "text"
-    label_field: str = "label"
-    prompt_field: str = "prompt"
-    completion_field: str = "completion"
-    eval_fraction: Real = Field(default=0.2, gt=0, lt=1)
-    split_by: Literal["example", "article"] = "example"  # qa: keep each article on one side
-    seed: Seed = 0
-    max_train: Count | None = Field(default=None, ge=1)
-    max_eval: Count | None = Field(default=None, ge=1)
-
-    _encoding_known = field_validator("encoding")(classmethod(lambda cls, v: _known_encoding(v)))
-
-    @field_validator("line_pattern")
-    @classmethod
-    def _pattern_compiles(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            compile_line_pattern(pattern, ("text", "label"))  # ValueError says what is wrong
-        return pattern
-
-
-class TaskData(_Strict):
-    source: Literal["builtin", "files"] = "builtin"
-    builtin: BuiltinTaskData = BuiltinTaskData()
-    files: FilesTaskData | None = None
-
-    @model_validator(mode="after")
-    def _files_given(self) -> TaskData:
-        if self.source == "files" and self.files is None:
-            raise ValueError("source 'files' needs a 'files' section (train, eval, format, fields)")
-        return self
-
-
-class Task(_Strict):
+class Task(Strict):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
     kind: Literal["classification", "qa", "generation"]
     # false: checked, but not run (not in TrialProtocol.tasks); `--set tasks.NAME.enabled=true` runs it
@@ -310,12 +199,12 @@ class Task(_Strict):
         return list(self.data.builtin.grades) if self.data.source == "builtin" else []
 
 
-class Objective(_Strict):
+class Objective(Strict):
     direction: Literal["minimize", "maximize"]
     weights: dict[str, Real] | None = None  # a weighted sum of metrics
 
 
-class TrialProtocol(_Strict):
+class TrialProtocol(Strict):
     name: str = "protocol"
     description: str = ""
     cache_dir: str = "runs/cache"

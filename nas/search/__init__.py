@@ -8,6 +8,7 @@ One concern per module (as Optuna lays out ``study/``, ``samplers/``, ``pruners/
 - ``samplers``: samplers and Optuna pruners by name, the grid, and the :class:`CurvePruner`;
 - ``study``: creating, resuming, warm-starting and joining a study;
 - ``loop``: the worker loop, ask → claim → dedupe → train → tell (→ requeue);
+- ``summary``: what a search reports (summary, last line, callbacks);
 - ``attrs``: the user-attribute keys of a trial and what each must hold;
 - ``records``: one typed :class:`TrialRecord` per trial and the leaderboard;
 - ``export``: which trials to export, and the export folder with its README and recipe;
@@ -18,7 +19,7 @@ One concern per module (as Optuna lays out ``study/``, ``samplers/``, ``pruners/
 from nas.search.config import SearchConfig, SearchPlan, SearchRequest, validate_search
 from nas.search.estimate import Estimate, estimate_search
 from nas.search.export import check_export_choice, export_from_study, export_targets
-from nas.search.loop import Callbacks, SearchInterrupted, SearchSummary, run_search, stopped_line, work
+from nas.search.loop import run_search, work
 from nas.search.records import Status, TrialRecord, leaderboard, study_records, trained_count
 from nas.search.samplers import (
     PRUNERS,
@@ -32,6 +33,7 @@ from nas.search.samplers import (
 )
 from nas.search.storage import StudyInfo, default_storage, find_study, open_storage, study_context, study_info
 from nas.search.study import create_or_resume, join_study, prepare_study, warm_start
+from nas.search.summary import Callbacks, SearchInterrupted, SearchSummary, stopped_line
 from nas.search.workers import Heartbeats, LocalWorkers
 
 __all__ = [

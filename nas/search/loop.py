@@ -30,9 +30,10 @@ from nas.search.records import Status
 from nas.search.samplers import CurvePruner, make_pruner, queue_unseen
 from nas.search.storage import record_stop, store_artifacts
 from nas.search.study import prepare_study
+from nas.search.summary import Callbacks, SearchInterrupted, SearchSummary
 from nas.search.workers import beating, fail_stale, holding_a_place, mark_worker, sigint, trial_place, worker_id
 
-__all__ = ["Callbacks", "SearchSummary", "SearchInterrupted", "run_search", "stopped_line", "work"]
+__all__ = ["run_search", "work"]
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 # nas's worker loop (ask/tell) beats and fails stale trials itself (nas.search.workers), as Study.optimize would
@@ -41,52 +42,6 @@ warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to b
 EXHAUSTED_AFTER = 100  # consecutive samples that are infeasible or duplicates: the space is exhausted
 FALLBACK_AFTER = 2  # duplicates in a row, then an unseen architecture is queued (a sampler that repeats itself)
 FAILURES_IN_A_ROW = 5
-
-
-@dataclass
-class SearchSummary:
-    study: optuna.Study
-    trained: int
-    new_trained: int
-    stopped_because: str
-    run_dir: Path
-    elapsed: float
-    n_trials: int = 0
-
-    @property
-    def complete(self) -> bool:
-        return self.trained >= self.n_trials
-
-    @property
-    def final_line(self) -> str:
-        """What the search did: "N trials trained (...)", or why it stopped short and how to go on."""
-        return (
-            self.stopped_because if self.complete else stopped_line(self.trained, self.n_trials, self.stopped_because)
-        )
-
-
-def stopped_line(trained: int, n_trials: int, reason: str) -> str:
-    """The last line of a search that stopped short of ``n_trials`` trained trials."""
-    return f"stopped after {trained} of {n_trials} trained trials: {reason}; re-run the same command to continue"
-
-
-class SearchInterrupted(KeyboardInterrupt):
-    """Ctrl-C ended the search (still a KeyboardInterrupt); ``summary`` says where the study stood."""
-
-    def __init__(self, summary: SearchSummary) -> None:
-        super().__init__(summary.final_line)
-        self.summary = summary
-
-
-@dataclass
-class Callbacks:
-    """What the CLI listens to (all optional)."""
-
-    trial_started: Callable[[int, str], None] = lambda number, summary: None
-    stage: Callable[[str], None] = lambda name: None
-    step: Callable[[int, float, float], None] = lambda step, loss, tps: None
-    trial_finished: Callable[[FrozenTrial, optuna.Study], None] = lambda trial, study: None
-    log: Callable[[str], None] = lambda line: None
 
 
 @dataclass

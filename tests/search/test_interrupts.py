@@ -24,8 +24,8 @@ import nas.search.loop as loop
 import nas.train.checkpoint as checkpoint
 import nas.trial
 from nas.protocol import load_protocol
-from nas.search import SearchConfig, prepare_study, records, work
-from nas.search.loop import SearchInterrupted, _surplus
+from nas.search import SearchConfig, SearchInterrupted, prepare_study, records, work
+from nas.search.loop import _surplus
 from nas.search.workers import WORKER_ATTR, Heartbeats, SigintGuard, fail_dead_here, holding_a_place, mark_worker
 from nas.space import load_space
 from tests.conftest import MICRO_OVERRIDES, micro_sets, run
