@@ -31,14 +31,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _gutenberg import FAR_FACTOR, LONG_FACTOR
 from gt_archs import SPLIT
 
-from nas.scaling import fit_beta, predict_loss
+from nas.scaling import StudyFit, fit_beta, predict_loss
 
 GT = Path(__file__).resolve().parent / "ground_truth_gutenberg.json"
 LR_SWEEP = GT.with_name("lr_sweep.json")
 TRIAL_DESIGN = GT.with_name("trial_design.json")
 HALVES = ("develop", "report", None)  # None: all
 RESAMPLES = 1000
-PRED = ("predicted 8T, own fit", "predicted 8T, study fit", "predicted 8T, develop-half beta")
+WEIGHTS = (0.0, 0.25, 0.5, 1.0)  # target.own_weight candidates, compared on the develop half
+TREND = tuple(f"predicted 8T, size trend, own weight {w:g}" for w in WEIGHTS)
+NAS = TREND[0]  # what nas computes by default (target.prediction: size-trend, own_weight: 0)
+PRED = ("predicted 8T, own fit", "predicted 8T, study fit", "predicted 8T, develop-half beta", *TREND)
 RANKERS = ("T loss", "non-embedding params", *PRED)
 CEILING = "ceiling: 8T seed 0 vs 8T seed 1"
 OTHER_TARGETS = (
@@ -85,21 +88,30 @@ def load_archs(data: dict[str, Any], design: str = "b2048") -> dict[str, dict[st
 
 
 def add_scores(archs: dict[str, dict[str, Any]], target: float) -> dict[str, Any]:
-    """Each T-run architecture's scores (lower predicts a lower 8T loss) and predictions; the halves' fits."""
-    curves = {h: [a["t_points"] for a in archs.values() if a["half"] == h and "t_points" in a] for h in HALVES[:2]}
-    fits = {h: fit_beta(c) for h, c in curves.items()}
+    """Each T-run architecture's scores (lower predicts a lower 8T loss) and predictions; the halves' fits
+    (beta over the half's curves, and nas.scaling.StudyFit's size trend per own weight)."""
+    curves = {
+        h: [(a["params"], a["t_points"]) for a in archs.values() if a["half"] == h and "t_points" in a]
+        for h in HALVES[:2]
+    }
+    fits = {h: fit_beta([c for _, c in cs]) for h, cs in curves.items()}
+    trends = {(h, w): StudyFit.of(cs, own_weight=w) for h, cs in curves.items() for w in WEIGHTS}
     for a in archs.values():
         if "t_points" not in a:
             continue
         own = fit_beta([a["t_points"]])
         a["pred"] = {
             name: predict_loss(a["t_points"], target, fit)
-            for name, fit in zip(PRED, (own, fits[a["half"]], fits["develop"]), strict=True)
+            for name, fit in zip(PRED[:3], (own, fits[a["half"]], fits["develop"]), strict=True)
+        }
+        a["pred"] |= {
+            name: trends[a["half"], w].predict(a["t_points"], a["params"], target)
+            for name, w in zip(TREND, WEIGHTS, strict=True)
         }
         a["own_beta"] = own.beta
         a["score"] = {"T loss": a["t"], "non-embedding params": -a["params"]}
         a["score"] |= {k: p.value for k, p in a["pred"].items() if p is not None}
-    return fits
+    return fits | {f"trend {h}": trends[h, 0.0] for h in HALVES[:2]}
 
 
 def _table(title: str, rows: dict[str, list[str]]) -> str:
@@ -194,10 +206,10 @@ def form_table(archs: dict[str, dict[str, Any]], short: int) -> str:
 
 
 def targets(rhos: dict, mdape: dict, n_report: int, n_half: int) -> str:
-    """Issue 13's targets, judged on the report half for the study-fit prediction (what nas computes)."""
+    """Issue 13's targets, judged on the report half for nas's default prediction (the size trend)."""
     partial = f" on partial data ({n_report} of {n_half} report architectures)" if n_report < n_half else ""
-    nas_rho, params, ceiling = (rhos.get((k, "report")) for k in (PRED[1], RANKERS[1], CEILING))
-    lines = ["Issue 13 targets (report half; the ranking nas uses = predicted 8T, study fit):"]
+    nas_rho, params, ceiling = (rhos.get((k, "report")) for k in (NAS, RANKERS[1], CEILING))
+    lines = [f"Issue 13 targets (report half; the ranking nas uses = {NAS}):"]
     if nas_rho is None or params is None:
         lines.append("- Spearman >= 0.9 (or ceiling - 0.05) and >= params + 0.15: not yet measurable")
     else:
@@ -205,29 +217,49 @@ def targets(rhos: dict, mdape: dict, n_report: int, n_half: int) -> str:
         verdict = ("met" if nas_rho >= need and nas_rho >= params + 0.15 else "missed") + partial
         note = "" if ceiling is not None else " (ceiling not yet measured)"
         lines.append(f"- Spearman {nas_rho:.3f} vs needed {need:.3f}{note} and params {params:.3f} + 0.15: {verdict}")
-    m = mdape.get((PRED[1], "report"))
+    m = mdape.get((NAS, "report"))
     verdict = "not yet measurable" if m is None else f"{m:.2f} %: " + ("met" if m <= 2 else "missed") + partial
     lines.append(f"- median abs error of predicted_val_loss at 8T <= 2 %: {verdict}")
     return "\n".join(lines + [f"- {t}: not yet measurable here" for t in OTHER_TARGETS])
 
 
 def fits_line(fits: dict[str, Any], archs: dict[str, dict[str, Any]]) -> str:
-    """The fitted betas and the spread of the T losses and of the study-fit predictions."""
+    """The fitted betas, the size trends, and the spread of the T losses and of nas's predictions."""
     text = "Beta over the T runs' annealed points: " + "; ".join(
-        f"{h} {f.beta:.3f} [{f.low:.3f}, {f.high:.3f}] ({f.n_curves} curves, dof {f.dof})" for h, f in fits.items()
+        f"{h} {f.beta:.3f} [{f.low:.3f}, {f.high:.3f}] ({f.n_curves} curves, dof {f.dof})"
+        for h, f in fits.items()
+        if not h.startswith("trend")
+    )
+    text += ". Size trend per half (nas.scaling.StudyFit): " + "; ".join(
+        f"{h.removeprefix('trend ')}: {f.describe()}" for h, f in fits.items() if h.startswith("trend")
     )
     if own := [a["own_beta"] for a in archs.values() if "own_beta" in a]:
         text += (
             f". Own fits: median beta {statistics.median(own):.3f}, {sum(b <= 0.0501 for b in own)} of "
             f"{len(own)} at the grid's lower edge 0.05 (the curve is not convex in log tokens)"
         )
-    if preds := [a["pred"][PRED[1]] for a in archs.values() if a.get("pred", {}).get(PRED[1])]:
+    if preds := [a["pred"][NAS] for a in archs.values() if a.get("pred", {}).get(NAS)]:
         values, losses = [p.value for p in preds], [a["t"] for a in archs.values() if "t" in a]
         text += (
-            f". Predicted 8T (study fit): {min(values):.3f}-{max(values):.3f}, median std "
+            f". Predicted 8T (nas default): {min(values):.3f}-{max(values):.3f}, median std "
             f"{statistics.median(p.std for p in preds):.3f}; T losses {min(losses):.3f}-{max(losses):.3f}"
         )
     return text + "."
+
+
+def weight_line(rhos: dict[tuple[str, str | None], float]) -> str:
+    """Which own weight the develop half picks (its best Spearman), and how that pick fares on report."""
+    dev = {w: rhos.get((name, "develop")) for w, name in zip(WEIGHTS, TREND, strict=True)}
+    if any(v is None for v in dev.values()):
+        return ""
+    pick = max(WEIGHTS, key=lambda w: (dev[w], -w))  # type: ignore[arg-type, return-value]
+    cells = ", ".join(f"{w:g}: {dev[w]:.3f}" for w in WEIGHTS)
+    report = rhos.get((TREND[WEIGHTS.index(pick)], "report"))
+    shown = "-" if report is None else f"{report:.3f}"
+    return (
+        f"Own weight (target.own_weight) by develop Spearman: {cells}; develop picks {pick:g} "
+        f"(report {shown}); nas's default is 0.\n\n"
+    )
 
 
 def build(data: dict[str, Any], n_total: int, design: str = "b2048") -> str:
@@ -252,8 +284,13 @@ def build(data: dict[str, Any], n_total: int, design: str = "b2048") -> str:
     if used:
         ranking, rhos = ranking_table(used)
         errors, mdape = error_table(used)
-        body += ranking + "\n\n" + errors + "\n\n"
-        body += "Scores oriented so +1 is a perfect ranking (params negated). Study fit: beta fitted per half.\n\n"
+        body += ranking + "\n\n" + errors + "\n\n" + weight_line(rhos)
+        body += (
+            "Scores oriented so +1 is a perfect ranking (params negated). Study fit: beta fitted per half, "
+            "each architecture's own curve. Size trend: L(N, D) = E + A·N^-alpha + B·D^-beta fitted per half "
+            "over non-embedding params and the T runs' points, plus the own weight times the architecture's "
+            "deviation from it at T.\n\n"
+        )
     else:
         body += "No 8T run yet: rankings and prediction errors are not measurable.\n\n"
     body += form_table(archs, short) + "\n\n"

@@ -95,12 +95,17 @@ class Target(Strict):
     """The full-training budget a trial predicts its held-out loss at (``predicted_val_loss``).
     Neither given: what `nas train` uses by default, ``tokens_per_param`` tokens per parameter.
     ``batch_tokens``: full training's tokens per optimizer step when it differs from the trial's
-    (a trial may take more, smaller steps from its few tokens: bench/trial_design.py)."""
+    (a trial may take more, smaller steps from its few tokens: bench/trial_design.py).
+    ``prediction``: ``size-trend`` (the study's fit over parameters and tokens, plus ``own_weight`` times
+    the trial's own deviation from it; the trial's own curve until 5 trials of 3 sizes are trained) or
+    ``own-curve`` (the trial's points alone, with the study's data exponent); see nas.scaling."""
 
     tokens: Count | None = Field(default=None, ge=1)
     flops: Real | None = Field(default=None, gt=0, le=1e30)
     tokens_per_param: Real = Field(default=20.0, gt=0, le=1e6)
     batch_tokens: Count | None = Field(default=None, ge=8)
+    prediction: Literal["size-trend", "own-curve"] = "size-trend"
+    own_weight: Real = Field(default=0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _at_most_one(self) -> Target:

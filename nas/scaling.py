@@ -15,21 +15,48 @@ With no spare degree of freedom (one curve of three points, or only two points p
 not identified: the prior range [0.15, 0.6] around Chinchilla's beta = 0.28 (Hoffmann et al., 2022)
 stands in.
 
+Across a study's trials (:func:`fit_size_trend`), the size trend
+
+    L(N, D) = E + A · N^(-alpha) + B · D^(-beta)
+
+(Hoffmann et al.'s form over non-embedding parameters N and tokens D) is fitted on every trial's points
+at once, and a trial's prediction is the trend at its N and the target budget plus ``own_weight`` times
+its own deviation from the trend at its last point (:func:`predict_with_trend`). On the Gutenberg ground
+truth the deviation at the trial budget did not carry to 8x (bench/RESULTS.md, prediction_fidelity:
+weights 0-1 compared on the develop half, 0 best), so ``target.own_weight`` defaults to 0. The
+uncertainty is then the spread of the trials' deviations from the trend: what the trend cannot see.
+
 Pure numpy: no torch, no Optuna.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BetaFit", "Prediction", "fit_beta", "predict_loss", "target_tokens", "PRIOR_BETA"]
+__all__ = [
+    "BetaFit",
+    "Prediction",
+    "SizeTrend",
+    "StudyFit",
+    "fit_beta",
+    "fit_size_trend",
+    "predict_loss",
+    "predict_with_trend",
+    "target_tokens",
+    "PRIOR_BETA",
+    "MIN_TREND_CURVES",
+]
 
 PRIOR_BETA = (0.28, 0.15, 0.6)  # (centre, low, high) when the points cannot tell
 BETAS = np.geomspace(0.05, 2.0, 81)
+
+ALPHAS = np.geomspace(0.02, 1.5, 41)
+MIN_TREND_CURVES = 5  # trials, of at least 3 distinct sizes, before the size trend is fitted
 
 Points = Sequence[Sequence[float]]  # [[tokens, loss], ...]
 
@@ -54,6 +81,7 @@ class Prediction:
     std: float
     beta: float
     n_points: int
+    trend_curves: int = 0  # trials the size trend was fitted on; 0: the trial's own curve alone
 
 
 def _design(tokens: np.ndarray, beta: float, ref: float) -> np.ndarray:
@@ -136,3 +164,108 @@ def target_tokens(
     if flops is not None:
         return flops / flops_per_token
     return tokens_per_param * params
+
+
+@dataclass(frozen=True)
+class SizeTrend:
+    """``L(N, D) = E + A·(N / n_ref)^-alpha + B·(D / d_ref)^-beta`` over a study's trials (module doc)."""
+
+    e: float
+    a: float
+    b: float
+    alpha: float
+    beta: float
+    n_ref: float
+    d_ref: float
+    spread: float  # RMS of the trials' deviations from the trend at their last point
+    sigma2: float  # residual variance per point
+    n_curves: int
+
+    def at(self, size: float, tokens: float) -> float:
+        return self.e + self.a * (size / self.n_ref) ** -self.alpha + self.b * (tokens / self.d_ref) ** -self.beta
+
+
+def _trend_columns(sizes: np.ndarray, tokens: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    return np.stack([np.ones_like(sizes), sizes**-alpha, tokens**-beta], axis=1)
+
+
+def fit_size_trend(curves: Sequence[tuple[float, Points]]) -> SizeTrend | None:
+    """The size trend over ``(non-embedding params, points)`` per trial; None with fewer than
+    :data:`MIN_TREND_CURVES` trials of two or more points, fewer than 3 distinct sizes, or no spare
+    degree of freedom (5 coefficients). (alpha, beta) on a grid, (E, A, B) >= 0 by least squares."""
+    from scipy.optimize import nnls
+
+    usable = [(float(n), c) for n, points in curves if n > 0 and len(c := _clean(points)) >= 2]
+    if len(usable) < MIN_TREND_CURVES or len({n for n, _ in usable}) < 3:
+        return None
+    sizes = np.concatenate([np.full(len(c), n) for n, c in usable])
+    points = np.concatenate([c for _, c in usable])
+    dof = len(points) - 5
+    if dof <= 0:
+        return None
+    n_ref, d_ref = float(np.exp(np.log(sizes).mean())), float(np.exp(np.log(points[:, 0]).mean()))
+    x_n, x_d, losses = sizes / n_ref, points[:, 0] / d_ref, points[:, 1]
+    best: tuple[float, float, float, np.ndarray] | None = None
+    for alpha in ALPHAS:
+        for beta in BETAS:
+            x = _trend_columns(x_n, x_d, alpha, beta)
+            coef, norm = nnls(x, losses)
+            if best is None or norm < best[0]:
+                best = (norm, float(alpha), float(beta), coef)
+    assert best is not None
+    norm, alpha, beta, (e, a, b) = best
+    trend = SizeTrend(float(e), float(a), float(b), alpha, beta, n_ref, d_ref, 0.0, norm**2 / dof, len(usable))
+    last = [c[-1, 1] - trend.at(n, c[-1, 0]) for n, c in usable]
+    spread = math.sqrt(statistics.fmean(d * d for d in last))
+    return SizeTrend(trend.e, trend.a, trend.b, alpha, beta, n_ref, d_ref, spread, trend.sigma2, len(usable))
+
+
+def predict_with_trend(
+    points: Points, size: float, tokens: float, trend: SizeTrend, own_weight: float
+) -> Prediction | None:
+    """The trend at ``size`` and ``tokens`` plus ``own_weight`` x the trial's deviation from the trend at
+    its last point; the std adds the part of the trials' spread around the trend that is not carried
+    (``(1 - own_weight)·spread``) to the per-point residual variance. None without a finite point."""
+    clean = _clean(points)
+    if not len(clean) or not tokens > 0 or not size > 0:
+        return None
+    deviation = clean[-1, 1] - trend.at(size, clean[-1, 0])
+    value = trend.at(size, tokens) + own_weight * deviation
+    std = math.sqrt(trend.sigma2 + ((1 - own_weight) * trend.spread) ** 2)
+    return Prediction(float(value), std, trend.beta, len(clean), trend.n_curves)
+
+
+@dataclass(frozen=True)
+class StudyFit:
+    """What a study's trials say about the target budget: the size trend (None when it is not fitted)
+    and the shared data exponent; :meth:`predict` is the one prediction rule (module doc)."""
+
+    trend: SizeTrend | None
+    beta: BetaFit
+    own_weight: float
+
+    @classmethod
+    def of(cls, curves: Sequence[tuple[float, Points]], size_trend: bool = True, own_weight: float = 0.0) -> StudyFit:
+        trend = fit_size_trend(curves) if size_trend else None
+        return cls(trend, fit_beta([points for _, points in curves]), own_weight)
+
+    def predict(self, points: Points, size: float, tokens: float) -> Prediction | None:
+        if self.trend is not None and len(_clean(points)) >= 2:
+            return predict_with_trend(points, size, tokens, self.trend, self.own_weight)
+        return predict_loss(points, tokens, self.beta)
+
+    def describe(self) -> str:
+        """One line for a report title."""
+        beta = self.beta
+        if self.trend is None:
+            shared = f"refitted on {beta.n_curves} trials" if beta.identified else "prior range: the points cannot tell"
+            return (
+                f"data exponent beta = {beta.beta:.3f} [{beta.low:.3f}, {beta.high:.3f}] ({shared}; "
+                f"residual sd {math.sqrt(beta.sigma2):.3g}, {beta.dof} spare points)"
+            )
+        t = self.trend
+        return (
+            f"size trend L(N, D) = {t.e:.3g} + {t.a:.3g}·(N/{t.n_ref:.3g})^-{t.alpha:.2f} + "
+            f"{t.b:.3g}·(D/{t.d_ref:.3g})^-{t.beta:.2f} over {t.n_curves} trials, spread {t.spread:.3f}; "
+            f"own weight {self.own_weight:g}"
+        )

@@ -21,7 +21,7 @@ from nas.arch import ArchConfig
 from nas.model import build_model, fit_vocab
 from nas.protocol import Pretrain, TrialProtocol
 from nas.proxy import zero_cost_scores
-from nas.scaling import Points, fit_beta, predict_loss, target_tokens
+from nas.scaling import Points, StudyFit, target_tokens
 from nas.train.checkpoint import Checkpoint
 from nas.train.pretrain import (
     EvalPoint,
@@ -281,11 +281,13 @@ def _record_pretraining(result: TrialResult, outcome: PretrainOutcome, seq_len: 
         result.status = "pruned" if outcome.cause.startswith("pruned") else "failed"
 
 
-def add_prediction(result: TrialResult, protocol: TrialProtocol, others: Sequence[Points] = ()) -> None:
-    """``predicted_val_loss`` (with ``predicted_val_loss_std`` and ``target_tokens``) at the protocol's
-    target budget, from the trial's annealed points (its cool-downs and its end; see nas.scaling), the
-    data exponent fitted on them and on ``others``, other trials' annealed points. A trial with
-    cool-downs in its schedule always reports the three (NaN when it has fewer than two points)."""
+def add_prediction(result: TrialResult, protocol: TrialProtocol, others: Sequence[tuple[float, Points]] = ()) -> None:
+    """``predicted_val_loss`` (with ``predicted_val_loss_std``, ``target_tokens`` and
+    ``prediction_trend_trials``) at the protocol's target budget, from the trial's annealed points (its
+    cool-downs and its end) and ``others``, other trials' (non-embedding params, annealed points): the
+    study's size trend when ``target.prediction`` is ``size-trend`` and it can be fitted, else the
+    trial's own curve with the data exponent fitted on every curve (see nas.scaling). A trial with
+    cool-downs in its schedule always reports them (NaN when it has fewer than two points)."""
     if not protocol.pretrain.schedule.cooldowns:
         return
     target = protocol.target
@@ -297,10 +299,14 @@ def add_prediction(result: TrialResult, protocol: TrialProtocol, others: Sequenc
         target.flops,
         target.tokens_per_param,
     )
-    prediction = predict_loss(result.annealed, tokens, fit_beta([result.annealed, *others]))
+    size = float(result.arch.non_embedding_params())
+    curves = [(size, result.annealed), *others]
+    fit = StudyFit.of(curves, target.prediction == "size-trend", target.own_weight)
+    prediction = fit.predict(result.annealed, size, tokens)
     metrics["target_tokens"] = tokens
     metrics["predicted_val_loss"] = prediction.value if prediction else math.nan
     metrics["predicted_val_loss_std"] = prediction.std if prediction else math.nan
+    metrics["prediction_trend_trials"] = prediction.trend_curves if prediction else 0
 
 
 @torch.no_grad()

@@ -293,3 +293,34 @@ def test_the_proxy_check_ranks_the_prediction_unless_it_is_the_objective():
         TrialRecord(r.number, r.state, r.status, [r.metrics["predicted_val_loss"]], metrics=r.metrics) for r in done
     ]
     assert "predicted_val_loss" not in proxy_scores(as_objective, minimize=True)[0]
+
+
+def test_the_prediction_figure_uses_the_studys_size_trend_and_its_rule():
+    """Six trained trials of six sizes: the figure's title is the size trend with the study's own weight,
+    its diamonds are StudyFit's predictions at the target; with own-curve, the shared exponent."""
+    from nas.report.fidelity import prediction
+    from nas.scaling import StudyFit
+    from nas.search.records import TrialRecord
+
+    truth = lambda n, d: 2.5 + 40 * n**-0.3 + 300 * d**-0.4  # noqa: E731
+    sizes = (5e4, 1e5, 2.5e5, 6e5, 1.5e6, 4e6)
+    records = [
+        TrialRecord(
+            i,
+            "complete",
+            "trained",
+            [1.0],
+            counts={"non_embedding_params": n},
+            metrics={"target_tokens": 1.6e6},
+            annealed=[[d, truth(n, d) + 0.01 * (-1) ** i] for d in (5e4, 1e5, 2e5)],
+        )
+        for i, n in enumerate(sizes)
+    ]
+    fig = prediction(records, size_trend=True, own_weight=0.5)
+    assert fig.layout.title.text.startswith("size trend L(N, D)") and "own weight 0.5" in fig.layout.title.text
+    fit = StudyFit.of([(n, r.annealed) for n, r in zip(sizes, records, strict=True)], own_weight=0.5)
+    diamonds = [t for t in fig.data if t.marker.symbol == "diamond"]
+    expected = [fit.predict(r.annealed, n, 1.6e6) for n, r in zip(sizes, records, strict=True)]
+    assert [t.y[0] for t in diamonds] == pytest.approx([p.value for p in expected if p is not None])
+    own = prediction(records, size_trend=False)
+    assert own.layout.title.text.startswith("data exponent beta = ")

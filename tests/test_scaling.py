@@ -7,7 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from nas.scaling import PRIOR_BETA, fit_beta, predict_loss, target_tokens
+from nas.scaling import (
+    MIN_TREND_CURVES,
+    PRIOR_BETA,
+    StudyFit,
+    fit_beta,
+    fit_size_trend,
+    predict_loss,
+    predict_with_trend,
+    target_tokens,
+)
 
 
 def _curves(beta=0.35, noise=0.0, seed=0, budgets=(60e3, 120e3, 200e3)):
@@ -66,3 +75,75 @@ def test_the_fit_never_predicts_a_negative_loss_or_one_that_rises_with_data():
     steep = [[1e4, 9.0], [2e4, 5.0], [4e4, 2.0]]  # unconstrained, E would be far below zero
     prediction = predict_loss(steep, 1e8, fit_beta([steep]))
     assert prediction is not None and prediction.value >= 0
+
+
+SIZES = (5e4, 1e5, 2.5e5, 6e5, 1.5e6, 4e6)
+
+
+def _trend_curves(deviations=(0.0,) * 6, noise=0.0, seed=0, budgets=(5e4, 1e5, 2e5)):
+    """Losses from L(N, D) = 2.5 + 40·N^-0.3 + 300·D^-0.4, each architecture offset by its deviation."""
+    rng = np.random.default_rng(seed)
+    truth = lambda n, d: 2.5 + 40 * n**-0.3 + 300 * d**-0.4  # noqa: E731
+    curves = [
+        (n, [[d, truth(n, d) + dev + noise * rng.standard_normal()] for d in budgets])
+        for n, dev in zip(SIZES, deviations, strict=True)
+    ]
+    return truth, curves
+
+
+def test_the_size_trend_is_recovered_and_predicts_a_larger_model_at_8x():
+    truth, curves = _trend_curves()
+    trend = fit_size_trend(curves)
+    assert trend is not None and trend.n_curves == 6
+    assert abs(trend.alpha - 0.3) < 0.06 and abs(trend.beta - 0.4) < 0.06 and trend.spread < 1e-3
+    for n, points in curves:
+        prediction = predict_with_trend(points, n, 1.6e6, trend, own_weight=0.0)
+        assert prediction is not None and prediction.trend_curves == 6
+        assert abs(prediction.value - truth(n, 1.6e6)) / truth(n, 1.6e6) < 0.003
+    bigger = predict_with_trend(curves[-1][1], 1e7, 1.6e6, trend, 0.0)  # a size the study has not trained
+    assert bigger is not None and abs(bigger.value - truth(1e7, 1.6e6)) / truth(1e7, 1.6e6) < 0.01
+
+
+def test_own_weight_carries_a_trials_deviation_from_the_trend_and_its_std_the_rest():
+    deviations = (0.05, -0.05, 0.1, -0.1, 0.0, 0.0)
+    truth, curves = _trend_curves(deviations)
+    trend = fit_size_trend(curves)
+    assert trend is not None and 0.04 < trend.spread < 0.1  # the deviations the trend cannot see
+    n, points = curves[2]  # 0.1 above the trend
+    at = {w: predict_with_trend(points, n, 1.6e6, trend, w) for w in (0.0, 0.5, 1.0)}
+    deviation = points[-1][1] - trend.at(n, points[-1][0])
+    assert all(p is not None for p in at.values())
+    assert at[1.0].value - at[0.0].value == pytest.approx(deviation)  # type: ignore[union-attr]
+    assert at[0.5].value - at[0.0].value == pytest.approx(deviation / 2)  # type: ignore[union-attr]
+    assert at[0.0].std == pytest.approx(math.sqrt(trend.sigma2 + trend.spread**2))  # type: ignore[union-attr]
+    assert at[1.0].std == pytest.approx(math.sqrt(trend.sigma2))  # type: ignore[union-attr]
+    # the same architecture at another size than its own ranks by the trend: bigger predicted better
+    assert predict_with_trend(points, 1e7, 1.6e6, trend, 0.0).value < at[0.0].value  # type: ignore[union-attr]
+
+
+def test_the_trend_needs_enough_trials_of_enough_sizes():
+    _, curves = _trend_curves()
+    assert fit_size_trend(curves[: MIN_TREND_CURVES - 1]) is None
+    same_sizes = [(SIZES[i % 2], points) for i, (_, points) in enumerate(curves)]
+    assert fit_size_trend(same_sizes) is None  # 2 distinct sizes cannot tell alpha
+    unknown = [(math.nan, points) for _, points in curves]  # a damaged count is left out
+    assert fit_size_trend(unknown) is None
+    one_point = [(n, points[-1:]) for n, points in curves]
+    assert fit_size_trend(one_point) is None
+
+
+def test_study_fit_falls_back_to_each_trials_own_curve_and_says_which_it_used():
+    _, curves = _trend_curves(noise=0.002)
+    fit = StudyFit.of(curves)
+    assert fit.trend is not None and "size trend" in fit.describe() and "own weight 0" in fit.describe()
+    prediction = fit.predict(curves[0][1], curves[0][0], 1.6e6)
+    assert prediction is not None and prediction.trend_curves == 6
+    own = StudyFit.of(curves, size_trend=False)
+    assert own.trend is None and "data exponent beta" in own.describe() and "spare points" in own.describe()
+    alone = own.predict(curves[0][1], curves[0][0], 1.6e6)
+    assert alone is not None and alone.trend_curves == 0
+    assert alone == predict_loss(curves[0][1], 1.6e6, fit_beta([c for _, c in curves]))
+    few = StudyFit.of(curves[:3])  # too few trials for a trend: the own-curve rule
+    assert few.trend is None and few.predict(curves[0][1], curves[0][0], 1.6e6) == predict_loss(
+        curves[0][1], 1.6e6, fit_beta([c for _, c in curves[:3]])
+    )

@@ -132,3 +132,36 @@ def test_nan_loss_fails_the_trial_with_its_cause(monkeypatch, micro_protocol, mi
     result = run_trial(micro_arch, micro_protocol())
     assert result.status == "failed" and result.cause == "nan_loss at step 5"
     assert "qa.f1" not in result.metrics and result.metrics["tokens_trained"] == 4 * 512
+
+
+def test_add_prediction_uses_the_studys_size_trend_once_it_can_be_fitted(micro_protocol, micro_arch):
+    """No trial is trained: the annealed points of six "trials" follow a size trend; the prediction of a
+    trial with 0.1 more loss than the trend is the trend's (own_weight 0), half the deviation more with
+    own_weight 0.5, and its own curve's with too few others or with prediction: own-curve."""
+    from nas.scaling import StudyFit
+    from nas.trial import TrialResult, add_prediction
+
+    base = ["pretrain.schedule.kind=wsd", "pretrain.schedule.cooldowns=[0.25, 0.5]", "target.tokens=1600000"]
+    truth = lambda n, d: 2.5 + 40 * n**-0.3 + 300 * d**-0.4  # noqa: E731
+    budgets = (5e4, 1e5, 2e5)
+    size = micro_arch.non_embedding_params()
+    others = [(size * k, [[d, truth(size * k, d)] for d in budgets]) for k in (0.1, 0.3, 3, 10, 30, 100)]
+    points = [[d, truth(size, d) + 0.1] for d in budgets]
+
+    def predict(*extra: str, with_others=others) -> dict[str, float]:
+        result = TrialResult(arch=micro_arch, status="complete", annealed=points)
+        add_prediction(result, micro_protocol(*base, *extra), with_others)
+        return result.metrics
+
+    trend = predict()
+    assert trend["target_tokens"] == 1.6e6 and trend["prediction_trend_trials"] == 7
+    fit = StudyFit.of([(size, points), *others])
+    expected = fit.predict(points, size, 1.6e6)
+    assert fit.trend is not None and expected is not None
+    assert trend["predicted_val_loss"] == pytest.approx(expected.value)
+    assert abs(trend["predicted_val_loss"] - truth(size, 1.6e6)) < 0.05  # the deviation (0.1) is not carried
+    deviation = points[-1][1] - fit.trend.at(size, points[-1][0])
+    half = predict("target.own_weight=0.5")
+    assert deviation > 0.03 and half["predicted_val_loss"] - trend["predicted_val_loss"] == pytest.approx(deviation / 2)
+    for own in (predict("target.prediction=own-curve"), predict(with_others=others[:3])):
+        assert own["prediction_trend_trials"] == 0 and own["predicted_val_loss"] > trend["predicted_val_loss"] + 0.05

@@ -79,29 +79,31 @@ def _early_loss(r: TrialRecord) -> float:
 
 
 # ---- the prediction at the target budget ---------------------------------------------------------
-def prediction(records: list[TrialRecord]) -> Any:
-    """Each trained trial's annealed losses (its cool-downs and its end), L(D) = E + B·D^-beta refitted
-    now on all of them (the trials the search's fit uses: completed and pruned), out to the target
-    budget with the prediction there and its std; None when no trial has two points. A trial's stored
-    ``predicted_val_loss`` (its objective value) used the trials trained before it."""
+def prediction(records: list[TrialRecord], size_trend: bool = True, own_weight: float = 0.0) -> Any:
+    """Each trained trial's annealed losses (its cool-downs and its end), the study's fit (nas.scaling:
+    the size trend with ``own_weight`` when ``size_trend`` and it can be fitted, else each trial's own
+    curve with the shared data exponent) refitted now on all of them (the trials the search's fit uses:
+    completed and pruned), out to the target budget with the prediction there and its std; None when
+    no trial has two points. A trial's stored ``predicted_val_loss`` (its objective value) used the
+    trials trained before it."""
     import numpy as np
     import plotly.graph_objects as go
 
-    from nas.scaling import fit_beta, predict_loss
+    from nas.scaling import StudyFit
 
     with_points = [r for r in records if r.trained and len(r.annealed) >= 2]
     if not with_points:
         return None
-    fit = fit_beta([r.annealed for r in with_points])
+    fit = StudyFit.of([(r.metric("non_embedding_params"), r.annealed) for r in with_points], size_trend, own_weight)
     fig = go.Figure()
     for r in with_points:
-        target = r.metric("target_tokens")
+        target, size = r.metric("target_tokens"), r.metric("non_embedding_params")
         xs = [p[0] for p in r.annealed]
         fig.add_trace(go.Scatter(x=xs, y=[p[1] for p in r.annealed], mode="markers", name=f"trial {r.number}"))
         if not math.isfinite(target):
             continue
         grid = np.geomspace(min(xs), max(target, max(xs)), 24)
-        line = [predict_loss(r.annealed, float(d), fit) for d in grid]
+        line = [fit.predict(r.annealed, size, float(d)) for d in grid]
         fig.add_trace(
             go.Scatter(
                 x=grid,
@@ -112,7 +114,7 @@ def prediction(records: list[TrialRecord]) -> Any:
                 hoverinfo="skip",
             )
         )
-        at = predict_loss(r.annealed, target, fit)
+        at = fit.predict(r.annealed, size, target)
         if at is not None:
             fig.add_trace(
                 go.Scatter(
@@ -125,10 +127,8 @@ def prediction(records: list[TrialRecord]) -> Any:
                     text=[f"trial {r.number}: {at.value:.4g} ± {at.std:.2g}"],
                 )
             )
-    shared = f"refitted now on {fit.n_curves} trials" if fit.identified else "prior range: the points cannot tell"
     fig.update_layout(
-        title=f"data exponent beta = {fit.beta:.3f} [{fit.low:.3f}, {fit.high:.3f}] ({shared}; "
-        f"residual sd {math.sqrt(fit.sigma2):.3g}, {fit.dof} spare points)",
+        title=fit.describe(),
         xaxis={"type": "log", "title": "training tokens"},
         yaxis={"title": "held-out loss (annealed)"},
         height=420,

@@ -324,12 +324,12 @@ def _checkpoint(config: SearchConfig, arch: Any) -> Any:
 
 
 def _predict(worker: _Worker, trial: optuna.Trial, result: Any) -> None:
-    """Refit the prediction at the target budget with every trained trial's annealed points: the
-    shared data exponent sharpens as the study grows (see nas.scaling)."""
+    """Refit the prediction at the target budget with every trained trial's size and annealed points:
+    the size trend and the shared data exponent sharpen as the study grows (see nas.scaling)."""
     from nas.trial import add_prediction
 
     others = [
-        r.annealed
+        (r.metric("non_embedding_params"), r.annealed)
         for r in records.study_records(worker.study)
         if r.trained and len(r.annealed) >= 2 and r.number != trial.number
     ]
