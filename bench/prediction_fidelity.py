@@ -152,6 +152,22 @@ def ranking_table(used: list[dict[str, Any]]) -> tuple[str, dict[tuple[str, str 
     return _table("vs mean 8T loss: Spearman [90 % CI] / Kendall [90 % CI] (n)", rows), rhos
 
 
+def pick_table(used: list[dict[str, Any]], spread: float | None) -> str:
+    """Each ranking's pick with every architecture trained at T: its regret (mean 8T loss over the best,
+    minus 1) per half and all, and whether it lies within the seed spread of the best (*)."""
+    rows: dict[str, list[str]] = {}
+    for name in RANKERS:
+        for half in HALVES:
+            pool = [a for a in used if half in (None, a["half"]) and name in a["score"]]
+            if not pool:
+                rows.setdefault(name, []).append("-")
+                continue
+            best, pick = min(a["mean"] for a in pool), min(pool, key=lambda a: a["score"][name])
+            mark = "*" if spread is not None and pick["mean"] - best <= spread else ""
+            rows.setdefault(name, []).append(f"{100 * (pick['mean'] / best - 1):.2f} %{mark}")
+    return _table("regret of the pick, all trained at T (* within the seed spread)", rows)
+
+
 def error_table(used: list[dict[str, Any]]) -> tuple[str, dict[tuple[str, str | None], float]]:
     """Median |predicted - mean 8T| / mean 8T and the share with |error| <= 2 predicted std, per half."""
     rows: dict[str, list[str]] = {}
@@ -284,7 +300,15 @@ def build(data: dict[str, Any], n_total: int, design: str = "b2048") -> str:
     if used:
         ranking, rhos = ranking_table(used)
         errors, mdape = error_table(used)
+        gaps = [abs(a["long"][0] - a["long"][1]) for a in used if {0, 1} <= set(a["long"])]
+        spread = statistics.median(gaps) if gaps else None
         body += ranking + "\n\n" + errors + "\n\n" + weight_line(rhos)
+        body += pick_table(used, spread) + "\n\n"
+        body += (
+            f"Seed spread: median |8T seed 0 - seed 1| = {spread:.4f} over {len(gaps)} architectures.\n\n"
+            if spread
+            else ""
+        )
         body += (
             "Scores oriented so +1 is a perfect ranking (params negated). Study fit: beta fitted per half, "
             "each architecture's own curve. Size trend: L(N, D) = E + A·N^-alpha + B·D^-beta fitted per half "
