@@ -7,10 +7,12 @@ truth is its mean 8T loss over the seeds available (trial_design.long_losses: th
 sweep's recipe-lr runs). Design `b2048` is the ground truth's own T runs; the others, bench/trial_design.json's.
 
 The samplers see all of bench/gt_space.yaml (depth, width, kv sharing, FFN, attention, window, global_every),
-restricted by one more constraint to the parameter values that give a table architecture: any other sample is
+restricted by more constraints to the parameter values that give a table architecture: any other sample is
 infeasible, told FAIL at no compute. Compute is trained tokens, as a fraction of the exhaustive cost (every
 table architecture at the trial budget). Single objective (held-out loss): random without pruning vs TPE +
-Hyperband; two (held-out loss, non-embedding params): random vs NSGA-II + successive halving (hypervolume).
+Hyperband, and TPE + Hyperband on nas's default prediction at 8T (`predicted_val_loss`, the study's size trend
+over the replayed cool-down points; each search picks by its own objective values); two (held-out loss,
+non-embedding params): random vs NSGA-II + successive halving (hypervolume).
 Caveat: a sampler's model ignores FAIL trials, so the replay rejection-samples its proposals onto the table;
 proposals next to the incumbents, which the real space would train, are rejected for free here. TPE stalls
 once its proposals miss the table (see the per-search line), and NSGA-II moves on mostly through the loop's
@@ -39,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import optuna  # noqa: E402
 import yaml  # noqa: E402
-from _gutenberg import SHORT_TOKENS, gutenberg_protocol  # noqa: E402
+from _gutenberg import LONG_FACTOR, SHORT_TOKENS, gutenberg_protocol  # noqa: E402
 from _results import record  # noqa: E402
 from gt_archs import SPACE, enumerate_space, load_split  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
@@ -60,20 +62,22 @@ import nas.search.loop  # noqa: E402
 import nas.search.study  # noqa: E402
 import nas.trial  # noqa: E402
 from nas.search import SearchConfig, run_search  # noqa: E402
+from nas.search.records import TrialRecord, refitted_predictions  # noqa: E402
 from nas.space import load_space  # noqa: E402
 
 Table = dict[str, dict[str, Any]]
-Traj = list[tuple[int, list[str]]]
+Traj = list[tuple[int, dict[str, float]]]  # (tokens spent, {hash: objective value} completed so far)
 Results = dict[str, list[Traj]]  # strategy -> one trajectory per seed
 Score = Callable[[list[str]], float]  # trained hashes -> regret or hypervolume fraction
 Fmt = Callable[[float], str]
 STRATEGIES = {
     "random, no pruning": ("random", "none", ["val_loss"]),
     "TPE + Hyperband": ("tpe", "hyperband", ["val_loss"]),
+    "TPE, predicted 8T, no pruning": ("tpe", "none", ["predicted_val_loss"]),
     "random, no pruning (2 objectives)": ("random", "none", ["val_loss", "non_embedding_params"]),
     "NSGA-II + successive halving (2 objectives)": ("nsga2", "sha", ["val_loss", "non_embedding_params"]),
 }
-SINGLE, DOUBLE = list(STRATEGIES)[:2], list(STRATEGIES)[2:]
+SINGLE, DOUBLE = list(STRATEGIES)[:3], list(STRATEGIES)[3:]
 AT = 0.2  # the compute fraction of points 3 and 4
 # Only ~40 of the space's ~1,510 feasible architectures are in the table, so most samples are infeasible here
 # although the real space would train them: the loop's stop after 100 infeasible or duplicate samples in a row
@@ -129,7 +133,12 @@ def build_table(design: str, long: dict[str, dict[int, float]]) -> Table:
         if long.get(h):
             curve = [[int(row[0]), int(row[1]), row[2]] for row in run["curve"] if row[2] is not None]
             table[h] = {
-                "short": {"curve": curve, "val_loss": run["val_loss"], "tokens": run.get("tokens") or curve[-1][1]},
+                "short": {
+                    "curve": curve,
+                    "val_loss": run["val_loss"],
+                    "tokens": run.get("tokens") or curve[-1][1],
+                    "annealed": run.get("annealed") or [],
+                },
                 "long": {"val_loss": statistics.fmean(long[h].values())},
                 "non_embedding_params": split[h]["non_embedding_params"],
                 "summary": split[h]["summary"],
@@ -143,8 +152,10 @@ def seed_spread(long: dict[str, dict[int, float]]) -> tuple[float | None, int]:
     return (statistics.median(gaps) if gaps else None), len(gaps)
 
 
-def restriction(table: Table) -> str:
-    """A constraint that admits exactly the parameter values (inactive ones None) giving a table architecture."""
+def restriction(table: Table) -> list[str]:
+    """Constraints that admit exactly the parameter values (inactive ones None) giving a table architecture:
+    the first two varied parameters' pairs, and per pair the rest's tuples (split so that each stays within
+    nas.expr's bounds on an expression's size)."""
     space = load_space(SPACE)
     names = [p.name for p in space.params]
     varied = [p.name for p in space.params if len(p.possible_values() or []) > 1]
@@ -153,13 +164,21 @@ def restriction(table: Table) -> str:
         sample = space.sample(optuna.trial.FixedTrial(dict(zip(names, combo, strict=True))))
         if sample.arch is not None and sample.arch.arch_hash() in table:
             keep.add(tuple(sample.values.get(n) for n in varied))
-    return f"({', '.join(varied)}) in {tuple(sorted(keep, key=repr))!r}"
+    head, rest = varied[:2], varied[2:]
+    groups: dict[tuple, set[tuple]] = {}
+    for values in keep:
+        groups.setdefault(values[:2], set()).add(values[2:])
+    pairs = f"({', '.join(head)}) in {tuple(sorted(groups, key=repr))!r}"
+    return [pairs] + [
+        f"({', '.join(head)}) != {key!r} or ({', '.join(rest)},) in {tuple(sorted(group, key=repr))!r}"
+        for key, group in sorted(groups.items(), key=lambda kv: repr(kv[0]))
+    ]
 
 
 def replay_space(table: Table, folder: Path) -> Path:
-    """gt_space.yaml plus the restriction, written to ``folder``; checked to give exactly the table."""
+    """gt_space.yaml plus the restrictions, written to ``folder``; checked to give exactly the table."""
     raw = yaml.safe_load(SPACE.read_text())
-    raw["constraints"].append(restriction(table))
+    raw["constraints"] += restriction(table)
     path = folder / "gt_replay_space.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False, width=1_000_000))
     found = {a.arch_hash() for a in enumerate_space(path)}
@@ -174,6 +193,12 @@ def search(table: Table, space: Path, design: str, strategy: str, seed: int, fol
     batch, lr = DESIGNS[design]
     every = min(row[0] for e in table.values() for row in e["short"]["curve"] if row[0] > 0)  # the pruners' rungs
     extra = [f"pretrain.batch_tokens={batch}"] + [f"objectives.{n}.direction=minimize" for n in objectives[1:]]
+    if objectives == ["predicted_val_loss"]:  # nas's default prediction at 8T from the replayed cool-downs
+        extra += [
+            "pretrain.schedule.cooldowns=[0.25, 0.5]",
+            f"target.tokens={LONG_FACTOR * SHORT_TOKENS}",
+            "objectives={predicted_val_loss: minimize}",
+        ]
     name = f"{design}-{sampler}-{pruner}-{seed}-{len(objectives)}"
     config = SearchConfig(
         space=load_space(space, feasibility_probe=0),
@@ -188,8 +213,25 @@ def search(table: Table, space: Path, design: str, strategy: str, seed: int, fol
     )
     summary = run_search(config)
     traj = trajectory(summary.study, table)
+    if objectives == ["predicted_val_loss"]:
+        traj = refitted(summary.study, traj)
     changes = [p for i, p in enumerate(traj) if i == 0 or p != traj[i - 1]]  # at_fraction reads the last <= f
     return changes, len(summary.study.get_trials(deepcopy=False, states=tuple(TrialState))), summary.trained
+
+
+def refitted(study: optuna.Study, traj: Traj) -> Traj:
+    """The trajectory with each step's values refitted on the trials trained so far, as `nas status` and
+    `nas export` rank a study whose objective is the prediction (nas.search.records.refitted_predictions)."""
+    rows = [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
+    assert len(rows) == len(traj)
+    out: Traj = []
+    for i, (spent, done) in enumerate(traj):
+        if i and done.keys() == out[-1][1].keys():
+            out.append((spent, out[-1][1]))
+            continue
+        refit = refitted_predictions(study, rows[: i + 1])
+        out.append((spent, {r.arch_hash: refit[r.number][0] for r in rows[: i + 1] if r.number in refit}))
+    return out
 
 
 def first_hit(traj: Traj, table: Table, best: float, target: float, exhaustive: int) -> float:
@@ -217,11 +259,13 @@ def fraction_table(results: Results, labels: list[str], ex: int, score: Score, w
 
 def hit_lines(results: Results, table: Table, best: float, targets: dict[str, float], ex: int) -> str:
     """Points 2 and 3: median compute to the first good pick (random / TPE), and the seeds good at AT."""
-    lines = ["| first pick | " + " | ".join(SINGLE) + " | random / TPE |", "|---|---|---|---|"]
+    head = " | ".join(SINGLE[1:])
+    lines = ["| first pick | " + " | ".join(SINGLE) + f" | random / ({head}) |", "|---|" + "---|" * (len(SINGLE) + 1)]
     for name, target in targets.items():
         med = [statistics.median(first_hit(t, table, best, target, ex) for t in results[s]) for s in SINGLE]
-        ratio = f"{med[0] / med[1]:.2f}" if all(math.isfinite(m) and m > 0 for m in med) else "-"
-        lines.append(f"| {name} (regret <= {100 * target:.2f} %) | {pct(med[0])} | {pct(med[1])} | {ratio} |")
+        ratios = [f"{med[0] / m:.2f}" if math.isfinite(med[0]) and math.isfinite(m) and m > 0 else "-" for m in med[1:]]
+        cells = " | ".join(pct(m) for m in med)
+        lines.append(f"| {name} (regret <= {100 * target:.2f} %) | {cells} | {' / '.join(ratios)} |")
     name, target = list(targets.items())[-1]
     good = []
     for s in SINGLE:

@@ -59,7 +59,8 @@ def tabular_run_trial(table: dict[str, dict]):
                 metrics.update(val_loss=loss, tokens_trained=tokens)
                 return TrialResult(arch, "pruned", metrics, points, cause=f"pruned at step {step}")
         metrics.update(val_loss=curve[-1][2], tokens_trained=curve[-1][1])
-        return TrialResult(arch, "complete", metrics, points)
+        annealed = [list(p) for p in entry["short"].get("annealed", [])]  # its cool-downs, for a prediction
+        return TrialResult(arch, "complete", metrics, points, annealed=annealed)
 
     return run_trial
 
@@ -83,23 +84,28 @@ def search(table, sampler: str, pruner: str, seed: int, objectives: list[str], f
     return run_search(config).study
 
 
-def trajectory(study: optuna.Study, table: dict[str, dict]) -> list[tuple[int, list[str]]]:
-    """(cumulative tokens, hashes of the completed trials so far) after each trial."""
-    spent, done, out = 0, [], []
+def trajectory(study: optuna.Study, table: dict[str, dict]) -> list[tuple[int, dict[str, float]]]:
+    """(cumulative tokens, {hash: first objective value} of the completed trials so far) after each trial."""
+    spent, done, out = 0, {}, []
     for t in study.get_trials(deepcopy=False):
         metrics = t.user_attrs.get("metrics") or {}
         if t.user_attrs.get("nas_status") == "trained":
             spent += int(metrics.get("tokens_trained", 0))
             if t.state == optuna.trial.TrialState.COMPLETE:
-                done.append(t.user_attrs["arch_hash"])
-        out.append((spent, list(done)))
+                done[t.user_attrs["arch_hash"]] = t.values[0]
+        out.append((spent, dict(done)))
     return out
 
 
-def regret(hashes: list[str], table: dict[str, dict], best_long: float) -> float:
-    if not hashes:
+def regret(seen: dict[str, float] | list[str], table: dict[str, dict], best_long: float) -> float:
+    """The long-budget regret of the pick: the lowest objective value the search saw (a list of hashes:
+    the lowest trial-budget loss)."""
+    if not seen:
         return math.inf
-    pick = min(hashes, key=lambda h: table[h]["short"]["val_loss"])
+    if isinstance(seen, dict):
+        pick = min(seen, key=lambda h: seen[h])
+    else:
+        pick = min(seen, key=lambda h: table[h]["short"]["val_loss"])
     return table[pick]["long"]["val_loss"] / best_long - 1
 
 

@@ -13,6 +13,11 @@ from typing import Any
 __all__ = ["Attrs", "SHAPES", "STATUSES", "Status", "is_count", "is_finite", "is_number", "rows_of", "trial_number"]
 
 # ---- the keys ---------------------------------------------------------------------------------
+# on the study (written by nas.search.storage when a study is created)
+SPACE_TEXT = "nas.space_text"
+PROTOCOL_TEXT = "nas.protocol_text"
+OBJECTIVES = "nas.objectives"
+# on a trial
 STATUS = "nas_status"  # one of the Status values below
 ARCH = "arch"  # ArchConfig.to_dict()
 ARCH_HASH = "arch_hash"

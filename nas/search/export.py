@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 
 from nas.errors import NasInputError
-from nas.search.records import TrialRecord, leaderboard, read_trials
+from nas.search.records import TrialRecord, leaderboard, read_trials, refitted_predictions
 from nas.search.storage import study_context, study_info
 
 __all__ = ["check_export_choice", "export_targets", "export_from_study", "damaged_notes"]
@@ -108,6 +108,10 @@ def _exportable(study: optuna.Study, number: int, runs_dir: Path) -> TrialRecord
         raise NasInputError("--trial", f"trial {number} cannot be exported: {record.shown_cause()}")
     if not record.arch:
         raise NasInputError("--trial", f"trial {number} has no architecture ({record.cause or 'not sampled'})")
+    refit = refitted_predictions(study, [TrialRecord.from_trial(t) for t in trials])
+    if number in refit:  # the prediction refitted on every trained trial, as the leaderboard ranks by
+        value, std = refit[number]
+        record.metrics = record.metrics | {"predicted_val_loss": value, "predicted_val_loss_std": std}
     if record.artifact_weights:
         try:
             _store(study, runs_dir).open_reader(record.artifact_weights).close()
@@ -191,6 +195,6 @@ def _prediction(metrics: dict[str, Any]) -> str:
     return (
         f"\nThe search predicted a held-out loss of {value:.4f} ± {std:.4f} at the target budget of "
         f"{tokens:,.0f} tokens (the trial measured {at}). The prediction extrapolates the trial's "
-        "annealed points with a data exponent fitted on the study's trials (`nas.scaling`); `nas train` "
+        "annealed points with the study's fit refitted on all its trained trials (`nas.scaling`); `nas train` "
         "at that budget writes the measured loss and `prediction_error` beside it in `metrics.json`.\n"
     )

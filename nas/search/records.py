@@ -36,7 +36,9 @@ from nas.search.attrs import (  # noqa: F401  (COUNT_KEYS and Status are also re
     METRICS,
     NOT_REQUEUED,
     NOTES,
+    OBJECTIVES,
     PHASE_SECONDS,
+    PROTOCOL_TEXT,
     RESUMED_FROM_STEP,
     RETRY_HISTORY,
     RETRY_OF,
@@ -61,6 +63,7 @@ __all__ = [
     "TrialRecord",
     "Status",
     "leaderboard",
+    "refitted_predictions",
     "read_trials",
     "study_records",
     "is_trained",
@@ -274,12 +277,21 @@ def baselines_line(records: Iterable[TrialRecord], names: Iterable[str]) -> str:
 
 def leaderboard(study: optuna.Study) -> list[TrialRecord]:
     """Trained, undamaged trials ranked (single objective by value; multi-objective Pareto set first), then
-    the rest in number order (damaged ones with their damage as the cause)."""
+    the rest in number order (damaged ones with their damage as the cause). With ``predicted_val_loss`` as
+    the only objective, by :func:`refitted_predictions` (shown as the rows' ``predicted_val_loss``): a
+    trial's stored value used only the trials trained before it."""
     trials, unreadable = read_trials(study)
     records = {t.number: TrialRecord.from_trial(t) for t in trials}
     signs = [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in study.directions]
     complete = [t for t in trials if t.state == TrialState.COMPLETE and records[t.number].usable and t.values]
     points = {t.number: [s * v for s, v in zip(signs, t.values, strict=True)] for t in complete}
+    for number, (value, std) in refitted_predictions(study, list(records.values())).items():
+        if number in points:  # ranked by the prediction refitted on every trained trial, as the report shows
+            points[number] = [value]
+            records[number].metrics = records[number].metrics | {
+                "predicted_val_loss": value,
+                "predicted_val_loss_std": std,
+            }
     pareto = _pareto_front(points)
     ranked = sorted(complete, key=lambda t: (t.number not in pareto, points[t.number][0]))
     rows = []
@@ -296,6 +308,30 @@ def leaderboard(study: optuna.Study) -> list[TrialRecord]:
         if row.state == "running" and not row.damage:
             row.cause = None  # a running trial's cause is only what it would be if its worker died
     return rows
+
+
+def refitted_predictions(study: optuna.Study, rows: list[TrialRecord]) -> dict[int, tuple[float, float]]:
+    """{trial number: (predicted_val_loss, its std) refitted now on every trained trial} when the study's only
+    objective is ``predicted_val_loss`` (nas.scaling.StudyFit, the study protocol's target rule); else {}."""
+    if list(study.user_attrs.get(OBJECTIVES) or {}) != ["predicted_val_loss"]:
+        return {}
+    from nas.errors import NasInputError
+    from nas.protocol import Target, parse_protocol
+    from nas.scaling import StudyFit
+
+    try:
+        target = parse_protocol(str(study.user_attrs.get(PROTOCOL_TEXT)), source="study protocol").target
+    except NasInputError:
+        target = Target()
+    trained = [r for r in rows if r.trained and not r.damage and len(r.annealed) >= 2]
+    curves = [(r.metric("non_embedding_params"), r.annealed) for r in trained]
+    fit = StudyFit.of(curves, target.prediction == "size-trend", target.own_weight)
+    out = {}
+    for r in trained:
+        p = fit.predict(r.annealed, r.metric("non_embedding_params"), r.metric("target_tokens"))
+        if r.state == "complete" and p is not None and math.isfinite(p.value):
+            out[r.number] = (p.value, p.std)
+    return out
 
 
 def _pareto_front(points: dict[int, list[float]]) -> set[int]:

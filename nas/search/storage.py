@@ -27,6 +27,7 @@ from nas import __version__
 from nas.errors import NasInputError, did_you_mean
 from nas.protocol import TrialProtocol, parse_protocol
 from nas.search import records
+from nas.search.attrs import OBJECTIVES, PROTOCOL_TEXT, SPACE_TEXT
 from nas.search.workers import HeartbeatJournalStorage, Heartbeats
 from nas.space import SearchSpace, parse_space
 
@@ -50,9 +51,6 @@ __all__ = [
 
 SCHEMES = ("sqlite", "postgresql", "mysql")
 SEARCH_ATTR = "nas.search"  # the search settings a joining worker reads (SearchConfig.search_attrs)
-SPACE_TEXT = "nas.space_text"
-PROTOCOL_TEXT = "nas.protocol_text"
-OBJECTIVES = "nas.objectives"
 STOPPED_ATTR = "nas.stopped"  # why the last worker loop on the study stopped, and when
 MAX_NAME = 100
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

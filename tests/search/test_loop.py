@@ -81,7 +81,16 @@ def test_predicted_val_loss_as_the_objective_refits_on_the_study(in_tmp, micro_c
     assert expected is not None and last.metrics["predicted_val_loss"] == pytest.approx(expected.value)
     alone = predict_loss(last.annealed, 200000, fit_beta([last.annealed]))
     assert alone is not None and (alone.value, alone.std) != (expected.value, expected.std)  # the study's fit counts
-    assert leaderboard(study)[0].values[0] == min(r.values[0] for r in rows)
+    board = [r for r in leaderboard(study) if r.rank is not None]  # ranked by the prediction refitted on all 3
+    refit = [r.metrics["predicted_val_loss"] for r in board]
+    assert (
+        len(board) == 3
+        and refit == sorted(refit)
+        and refit[[r.number for r in board].index(last.number)]
+        == (
+            pytest.approx(last.metrics["predicted_val_loss"])  # the last trial's own prediction was fitted on all 3
+        )
+    )
 
     from nas import cli
 
