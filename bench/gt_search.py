@@ -10,8 +10,10 @@ The samplers see all of bench/gt_space.yaml (depth, width, kv sharing, FFN, atte
 restricted by more constraints to the parameter values that give a table architecture: any other sample is
 infeasible, told FAIL at no compute. Compute is trained tokens, as a fraction of the exhaustive cost (every
 table architecture at the trial budget). Single objective (held-out loss): random without pruning vs TPE +
-Hyperband, and TPE + Hyperband on nas's default prediction at 8T (`predicted_val_loss`, the study's size trend
-over the replayed cool-down points; each search picks by its own objective values); two (held-out loss,
+Hyperband, and TPE on nas's default prediction at 8T (`predicted_val_loss`, the study's size trend over the
+replayed cool-down points; picks by the prediction refitted on the trials so far, as `nas status` ranks),
+without pruning and with Hyperband (whose curve pruner then compares a trial only with trials at least as
+large); two (held-out loss,
 non-embedding params): random vs NSGA-II + successive halving (hypervolume).
 Caveat: a sampler's model ignores FAIL trials, so the replay rejection-samples its proposals onto the table;
 proposals next to the incumbents, which the real space would train, are rejected for free here. TPE stalls
@@ -74,10 +76,11 @@ STRATEGIES = {
     "random, no pruning": ("random", "none", ["val_loss"]),
     "TPE + Hyperband": ("tpe", "hyperband", ["val_loss"]),
     "TPE, predicted 8T, no pruning": ("tpe", "none", ["predicted_val_loss"]),
+    "TPE + Hyperband, predicted 8T": ("tpe", "hyperband", ["predicted_val_loss"]),  # size-matched pruning
     "random, no pruning (2 objectives)": ("random", "none", ["val_loss", "non_embedding_params"]),
     "NSGA-II + successive halving (2 objectives)": ("nsga2", "sha", ["val_loss", "non_embedding_params"]),
 }
-SINGLE, DOUBLE = list(STRATEGIES)[:3], list(STRATEGIES)[3:]
+SINGLE, DOUBLE = list(STRATEGIES)[:4], list(STRATEGIES)[4:]
 AT = 0.2  # the compute fraction of points 3 and 4
 # Only ~40 of the space's ~1,510 feasible architectures are in the table, so most samples are infeasible here
 # although the real space would train them: the loop's stop after 100 infeasible or duplicate samples in a row

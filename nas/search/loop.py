@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.search import records
 from nas.search.config import SearchConfig
 from nas.search.records import Status
-from nas.search.samplers import CurvePruner, make_pruner, queue_unseen
+from nas.search.samplers import SIZE, CurvePruner, make_pruner, queue_unseen
 from nas.search.storage import record_stop, store_artifacts
 from nas.search.study import prepare_study
 from nas.search.summary import Callbacks, SearchInterrupted, SearchSummary
@@ -339,7 +339,8 @@ def _predict(worker: _Worker, trial: optuna.Trial, result: Any) -> None:
 def _reporter(worker: _Worker, trial: optuna.Trial, arch: Any) -> Callable[[Any], bool]:
     """Each held-out eval: store the curve so far, then ask the pruner."""
     study, pruner = worker.study, worker.curve_pruner
-    costs = {k: v for k, v in arch.counts().items() if pruner and k in pruner.cost_names}
+    wanted = set(pruner.cost_names) | ({SIZE} if pruner.size_matched else set()) if pruner else set()
+    costs = {k: v for k, v in arch.counts().items() if k in wanted}
     curve: list[list[float]] = []
     checked: set[int] = set()
 

@@ -51,6 +51,9 @@ SAMPLERS: tuple[str, ...] = get_args(SamplerName)
 PRUNERS: tuple[str, ...] = get_args(PrunerName)
 
 
+SIZE = "non_embedding_params"
+
+
 def loss_at(curve: list[list[float]], step: int) -> float | None:
     """The loss of a curve at ``step``: its last eval at or before ``step``, if it got that far."""
     if not curve or curve[-1][0] < step:
@@ -70,6 +73,9 @@ class CurvePruner:
     min_resource: int = 10  # sha: the first rung, in steps
     reduction_factor: int = 3
     cost_names: tuple[str, ...] = ()  # minimised count objectives: compare only with trials costing no more
+    # the objective is the prediction at the target budget: compare only with trials at least as large
+    # (non-embedding params), which start no faster, so a larger model is not cut for its slow start
+    size_matched: bool = False
 
     def rung_of(self, step: int) -> int | None:
         """The highest rung reached at ``step`` (sha), or None before the first rung."""
@@ -95,6 +101,9 @@ class CurvePruner:
         ``costs`` are this trial's values of ``cost_names`` (see the module doc).
         """
         peers = [t for t in trials if self._costs_no_more(t, costs)] if self.cost_names and costs else trials
+        size = (costs or {}).get(SIZE)
+        if self.size_matched and size is not None:
+            peers = [t for t in peers if counts_of(t).get(SIZE, -math.inf) >= size]
         if step < self.n_warmup_steps or not math.isfinite(loss):
             return False
         if self.kind == "median":
@@ -197,7 +206,11 @@ def make_pruner(
     kind = "median" if name == "median" else "sha"  # hyperband's first bracket is successive halving
     costs = tuple(k for k, o in objectives.items() if k in COUNT_NAMES and o.direction == "minimize")
     return optuna.pruners.NopPruner(), CurvePruner(
-        kind=kind, n_warmup_steps=every if kind == "median" else 0, min_resource=every, cost_names=costs
+        kind=kind,
+        n_warmup_steps=every if kind == "median" else 0,
+        min_resource=every,
+        cost_names=costs,
+        size_matched="predicted_val_loss" in objectives,
     )
 
 

@@ -198,3 +198,25 @@ def test_with_cost_objectives_a_trial_is_judged_only_by_trials_that_cost_no_more
     assert plain.should_prune(trials, JUDGED, 10, 3.9, set(), costs={"params": 1000})  # loss alone: pruned
     multi = load_protocol("cpu-tiny", ["objectives.params.direction=minimize"])
     assert make_pruner("sha", multi, multi=True)[1].cost_names == ("params",)
+
+
+def test_with_the_prediction_as_objective_a_trial_is_judged_only_by_trials_at_least_as_large():
+    """Larger models start slower on the trial-budget curve and are predicted better at the target: a
+    large trial is not cut by faster-starting small ones, and a small one is cut by larger ones ahead."""
+    study = optuna.create_study()
+    for loss, size in ((3.0, 1000), (3.1, 2000), (3.3, 8000), (3.4, 9000)):
+        attrs = {"curve": flat(loss), "non_embedding_params": size}
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=loss, user_attrs=attrs))
+    trials = study.get_trials(deepcopy=False)
+    wsd = ["pretrain.schedule.kind=wsd", "pretrain.schedule.cooldowns=[0.25, 0.5]"]
+    protocol = load_protocol("cpu-tiny", [*wsd, "objectives={predicted_val_loss: minimize}"])
+    pruner = make_pruner("median", protocol, multi=False)[1]
+    assert pruner is not None and pruner.size_matched and not pruner.cost_names
+    pruner.n_startup_trials = 1
+    big = {"non_embedding_params": 7000}  # peers 8000 and 9000 (median 3.35)
+    assert not pruner.should_prune(trials, JUDGED, 10, 3.3, set(), costs=big)  # behind the small ones only
+    assert pruner.should_prune(trials, JUDGED, 10, 3.5, set(), costs=big)  # behind the larger ones too
+    assert pruner.should_prune(trials, JUDGED, 10, 3.25, set(), costs={"non_embedding_params": 500})  # all four
+    plain = CurvePruner(kind="median", n_startup_trials=1)
+    assert plain.should_prune(trials, JUDGED, 10, 3.3, set(), costs=big)  # by loss alone the big one is cut
+    assert not make_pruner("median", load_protocol("cpu-tiny"), multi=False)[1]  # val_loss: Optuna's own
