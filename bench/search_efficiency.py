@@ -46,7 +46,9 @@ FRACTIONS = (0.05, 0.1, 0.2, 0.4, 0.6, 1.0)
 def tabular_run_trial(table: dict[str, dict]):
     """A run_trial that replays the recorded trial-budget curve of each architecture."""
 
-    def run_trial(arch, protocol, reporter=None, on_step=None, on_stage=None, keep_model=False, checkpoint=None):
+    def run_trial(
+        arch, protocol, reporter=None, on_step=None, on_stage=None, keep_model=False, checkpoint=None, task_gate=None
+    ):
         entry = table[arch.arch_hash()]
         curve = entry["short"]["curve"]
         final = curve[-1][0]

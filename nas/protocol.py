@@ -209,6 +209,15 @@ class Objective(Strict):
     weights: dict[str, Real] | None = None  # a weighted sum of metrics
 
 
+class TaskGate(Strict):
+    """Fine-tune only promising trials: a trial runs the tasks when its held-out loss is at most the
+    ``quantile`` of the held-out losses of the study's completed trials so far; the first ``min_trials``
+    always do. Not with a task metric in the objectives (a skipped trial would have no value)."""
+
+    quantile: Real = Field(gt=0, le=1)
+    min_trials: Count = Field(default=3, ge=0, le=1_000_000)
+
+
 class TrialProtocol(Strict):
     name: str = "protocol"
     description: str = ""
@@ -220,6 +229,7 @@ class TrialProtocol(Strict):
     tasks: list[Task] = []
     objectives: dict[str, Objective] = {"val_loss": Objective(direction="minimize")}
     target: Target = Target()
+    task_gate: TaskGate | None = None
 
     source: str = Field(default="<string>", exclude=True)
     text: str = Field(default="", exclude=True)
@@ -253,15 +263,28 @@ class TrialProtocol(Strict):
             for ref in refs:
                 if ref not in known:
                     problems.append(f"objectives.{name}: unknown metric '{ref}'{did_you_mean(ref, known)}")
+        if self.task_gate is not None and self.tasks:
+            task_metrics = set(known) - set(self.pretraining_metric_names())
+            for name, objective in self.objectives.items():
+                if used := sorted(set(objective.weights or {name: 1}) & task_metrics):
+                    problems.append(
+                        f"task_gate: objectives.{name} uses task metric '{used[0]}', which a gated trial skips"
+                    )
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
+    def pretraining_metric_names(self) -> list[str]:
+        """The metrics a trial reports without its tasks."""
+        return (
+            list(TRIAL_METRICS)
+            + list(COUNT_NAMES)
+            + (list(PREDICTED_METRICS) if self.pretrain.schedule.cooldowns else [])
+        )
+
     def metric_names(self) -> list[str]:
         """Every metric a trial of this protocol reports."""
-        names = list(TRIAL_METRICS) + list(COUNT_NAMES)
-        if self.pretrain.schedule.cooldowns:
-            names += list(PREDICTED_METRICS)
+        names = self.pretraining_metric_names()
         for task in self.tasks:
             names += [f"{task.name}.{m}" for m in KIND_METRICS[task.kind]]
             names += [f"{task.name}.{g}.{m}" for g in task.grades() for m in KIND_METRICS[task.kind]]
@@ -280,8 +303,14 @@ class TrialProtocol(Strict):
         content = self.model_dump(mode="json")
         if not content["pretrain"]["schedule"]["cooldowns"]:
             del content["pretrain"]["schedule"]["cooldowns"]
-        if content["target"] == Target().model_dump(mode="json"):
+        default = Target().model_dump(mode="json")
+        for key in ("prediction", "own_weight"):  # added since: hashed only when set
+            if content["target"][key] == default[key]:
+                del content["target"][key], default[key]
+        if content["target"] == default:
             del content["target"]
+        if content["task_gate"] is None:
+            del content["task_gate"]
         for task in content["tasks"]:  # every task left is enabled
             del task["enabled"]
         return {**content, "measure": MEASURE}

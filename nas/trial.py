@@ -86,8 +86,13 @@ def run_trial(
     on_stage: Callable[[str], None] | None = None,
     keep_model: bool = False,
     checkpoint: Checkpoint | None = None,
+    task_gate: Callable[[float], bool] | None = None,
 ) -> TrialResult:
     """Pretrain ``arch`` under ``protocol``, measure it, fine-tune it on every task, and report.
+
+    ``task_gate(val_loss)`` (the protocol's ``task_gate``, judged on the study by the search loop) says
+    whether the pretrained model is fine-tuned on the tasks; a skipped trial reports no task metric and
+    notes why.
 
     ``reporter(point)`` is called at each held-out eval; returning True stops the trial (pruned).
     A NaN/inf loss stops it with cause ``nan_loss at step k``; CUDA out-of-memory is retried once
@@ -117,7 +122,10 @@ def run_trial(
     _record_pretraining(result, outcome, protocol.pretrain.seq_len)
     add_prediction(result, protocol)
     if outcome.cause is None:
-        _measure(result, model, protocol, tokens, stage, phases)
+        tasks = task_gate is None or not protocol.tasks or task_gate(result.metrics["val_loss"])
+        if not tasks:
+            result.notes.append("tasks skipped: held-out loss above the study's task_gate quantile")
+        _measure(result, model, protocol, tokens, stage, phases, tasks)
     result.metrics["peak_memory_mb"] = peak_memory_mb(device)
     result.metrics.setdefault("latency_ms_per_token", math.nan)
     phases.close(result)
@@ -229,9 +237,10 @@ def _measure(
     tokens: TokenData,
     stage: Callable[[str], None],
     phases: _Phases,
+    tasks: bool = True,
 ) -> None:
-    """Latency, then every task fine-tuned from the pretrained model, each timed from its start to the next's,
-    then the tasks' baselines (timed as "data")."""
+    """Latency, then (with ``tasks``) every task fine-tuned from the pretrained model, each timed from its
+    start to the next's, then the tasks' baselines (timed as "data")."""
     from nas.train.baselines import protocol_baselines
     from nas.train.finetune import evaluate_tasks
 
@@ -243,6 +252,8 @@ def _measure(
     with phases.timing("latency"):
         result.latency_ms = measure_latency(model, protocol, tokens.val)
     result.metrics["latency_ms_per_token"] = result.latency_ms["median"]
+    if not tasks:
+        return
     result.metrics.update(evaluate_tasks(protocol, model, result.arch, tokens.tokenizer, on_task=task_started))
     if protocol.tasks:
         with phases.timing("data"):  # the tasks' no-model baselines (computed once per process)

@@ -148,3 +148,14 @@ tasks:
         parse_protocol(text.replace("steps: 3", "steps: 0"), source="p.yaml")
     with pytest.raises(NasInputError, match="unknown metric 'q.f1'"):
         parse_protocol(text + "objectives: {q.f1: maximize}\n", source="p.yaml")
+
+
+def test_a_task_gate_cannot_skip_what_an_objective_needs():
+    gate = "task_gate={quantile: 0.5}"
+    protocol = load_protocol("cpu-tiny", [gate])
+    assert protocol.task_gate is not None and protocol.task_gate.min_trials == 3
+    assert protocol.content_hash != load_protocol("cpu-tiny").content_hash  # a gated trial reports less
+    score = "objectives={score: {direction: maximize, weights: {val_loss: -1, qa.near.f1: 1}}}"
+    with pytest.raises(NasInputError, match="task_gate: objectives.score uses task metric 'qa.near.f1'"):
+        load_protocol("cpu-tiny", [gate, score])
+    assert load_protocol("cpu-tiny", [gate, "tasks=[]"]).task_gate is not None  # nothing to gate: fine

@@ -165,3 +165,15 @@ def test_add_prediction_uses_the_studys_size_trend_once_it_can_be_fitted(micro_p
     assert deviation > 0.03 and half["predicted_val_loss"] - trend["predicted_val_loss"] == pytest.approx(deviation / 2)
     for own in (predict("target.prediction=own-curve"), predict(with_others=others[:3])):
         assert own["prediction_trend_trials"] == 0 and own["predicted_val_loss"] > trend["predicted_val_loss"] + 0.05
+
+
+def test_a_gated_trial_pretrains_and_skips_its_tasks(micro_protocol, micro_arch):
+    """task_gate gets the held-out loss; False: latency is measured, no task runs or reports, and it is noted."""
+    seen = []
+    protocol = micro_protocol()
+    result = run_trial(micro_arch, protocol, task_gate=lambda loss: seen.append(loss) or False)
+    assert result.status == "complete" and seen == [result.metrics["val_loss"]]
+    assert not any(k.split(".")[0] in {t.name for t in protocol.tasks} for k in result.metrics)
+    assert not any(name.startswith("task ") for name in result.phase_seconds) and result.phase_seconds["latency"] > 0
+    assert "tasks skipped: held-out loss above the study's task_gate quantile" in result.notes
+    assert math.isfinite(result.metrics["latency_ms_per_token"]) and not result.task_baselines

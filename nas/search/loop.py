@@ -292,6 +292,7 @@ def _train_and_tell(worker: _Worker, trial: optuna.Trial, arch: Any) -> str:
                 on_stage=cb.stage,
                 keep_model=config.keep_weights,
                 checkpoint=checkpoint,
+                task_gate=_task_gate(worker, trial),
             )
     except optuna.exceptions.UpdateFinishedTrialError:
         raise
@@ -321,6 +322,32 @@ def _checkpoint(config: SearchConfig, arch: Any) -> Any:
     every = config.protocol.pretrain.eval_every if config.checkpoint_every is None else config.checkpoint_every
     key = f"{arch.arch_hash()}-{config.protocol.content_hash}"
     return HeldCheckpoint(config.run_dir / "checkpoints" / key, every, key=key) if every else None
+
+
+def _task_gate(worker: _Worker, trial: optuna.Trial) -> Callable[[float], bool] | None:
+    """The protocol's ``task_gate`` judged on the study when the trial has pretrained: fine-tune when
+    fewer than ``min_trials`` trials have completed, or when the held-out loss is at most the
+    ``quantile`` of theirs (nas.protocol.TaskGate)."""
+    gate = worker.config.protocol.task_gate
+    if gate is None:
+        return None
+
+    def judge(val_loss: float) -> bool:
+        losses = [
+            loss
+            for r in records.study_records(worker.study)
+            if r.state == "complete"
+            and r.trained
+            and r.number != trial.number
+            and math.isfinite(loss := r.metric("val_loss"))
+        ]
+        if len(losses) < gate.min_trials:
+            return True
+        import numpy as np
+
+        return val_loss <= float(np.quantile(losses, gate.quantile))
+
+    return judge
 
 
 def _predict(worker: _Worker, trial: optuna.Trial, result: Any) -> None:

@@ -1,5 +1,6 @@
 """nas.search.loop: the worker loop, called directly (run_search) and through `nas search` as a user runs it."""
 
+import dataclasses
 import json
 import signal
 import time
@@ -378,3 +379,32 @@ def test_dashboard_api_lists_study_trials_notes_and_artifacts(in_tmp, micro_cach
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_the_task_gate_fine_tunes_only_trials_at_or_below_the_studys_quantile(in_tmp, micro_cache, monkeypatch):
+    """The loop hands run_trial a gate judged on the study's completed trials: the first min_trials always
+    fine-tune, later ones only at or below the quantile of the losses before them."""
+    import numpy as np
+
+    import nas.trial
+
+    judged = []
+
+    def fake_trial(arch, protocol, task_gate=None, **kwargs):  # instant: the loss is a function of the architecture
+        loss = 5.0 - 0.3 * arch.n_layers - 0.05 * arch.n_heads - 0.01 * arch.ffn_dim / arch.d_model
+        ran = task_gate(loss)
+        judged.append((loss, ran))
+        return nas.trial.TrialResult(arch, "complete", metrics={"val_loss": loss} | ({"qa.f1": 0.5} if ran else {}))
+
+    monkeypatch.setattr(nas.trial, "run_trial", fake_trial)
+    config = micro_config(in_tmp, micro_cache, "gated", n_trials=8)
+    gated = load_protocol(
+        "cpu-tiny", [f"cache_dir={micro_cache}", *MICRO_OVERRIDES, "task_gate={quantile: 0.5, min_trials: 2}"]
+    )
+    config = dataclasses.replace(config, protocol=gated)
+    run_search(config)
+    assert len(judged) >= 6
+    for i, (loss, ran) in enumerate(judged):
+        before = [x for x, _ in judged[:i]]
+        assert ran == (i < 2 or loss <= np.quantile(before, 0.5)), (i, loss, before)
+    assert {ran for _, ran in judged} == {True, False}  # both happen on this space
