@@ -24,7 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.search import records
+from nas.search import feedback, records
 from nas.search.config import SearchConfig
 from nas.search.records import Status
 from nas.search.samplers import SIZE, CurvePruner, make_pruner, queue_unseen
@@ -292,7 +292,7 @@ def _train_and_tell(worker: _Worker, trial: optuna.Trial, arch: Any) -> str:
                 on_stage=cb.stage,
                 keep_model=config.keep_weights,
                 checkpoint=checkpoint,
-                task_gate=_task_gate(worker, trial),
+                task_gate=feedback.task_gate(worker.study, config.protocol, trial.number),
             )
     except optuna.exceptions.UpdateFinishedTrialError:
         raise
@@ -301,7 +301,7 @@ def _train_and_tell(worker: _Worker, trial: optuna.Trial, arch: Any) -> str:
         return Status.FAILED
     if result.resumed_from_step is not None:
         cb.log(f"trial {trial.number}: resumed from the checkpoint at step {result.resumed_from_step}")
-    _predict(worker, trial, result)
+    feedback.add_study_prediction(worker.study, worker.config.protocol, trial.number, result)
     records.write_result(trial, result)
     store_artifacts(trial, result, worker.artifacts, worker.config.keep_weights)
     outcome = _tell(worker, trial, result)
@@ -322,45 +322,6 @@ def _checkpoint(config: SearchConfig, arch: Any) -> Any:
     every = config.protocol.pretrain.eval_every if config.checkpoint_every is None else config.checkpoint_every
     key = f"{arch.arch_hash()}-{config.protocol.content_hash}"
     return HeldCheckpoint(config.run_dir / "checkpoints" / key, every, key=key) if every else None
-
-
-def _task_gate(worker: _Worker, trial: optuna.Trial) -> Callable[[float], bool] | None:
-    """The protocol's ``task_gate`` judged on the study when the trial has pretrained: fine-tune when
-    fewer than ``min_trials`` trials have completed, or when the held-out loss is at most the
-    ``quantile`` of theirs (nas.protocol.TaskGate)."""
-    gate = worker.config.protocol.task_gate
-    if gate is None:
-        return None
-
-    def judge(val_loss: float) -> bool:
-        losses = [
-            loss
-            for r in records.study_records(worker.study)
-            if r.state == "complete"
-            and r.trained
-            and r.number != trial.number
-            and math.isfinite(loss := r.metric("val_loss"))
-        ]
-        if len(losses) < gate.min_trials:
-            return True
-        import numpy as np
-
-        return val_loss <= float(np.quantile(losses, gate.quantile))
-
-    return judge
-
-
-def _predict(worker: _Worker, trial: optuna.Trial, result: Any) -> None:
-    """Refit the prediction at the target budget with every trained trial's size and annealed points:
-    the size trend and the shared data exponent sharpen as the study grows (see nas.scaling)."""
-    from nas.trial import add_prediction
-
-    others = [
-        (r.metric("non_embedding_params"), r.annealed)
-        for r in records.study_records(worker.study)
-        if r.trained and len(r.annealed) >= 2 and r.number != trial.number
-    ]
-    add_prediction(result, worker.config.protocol, others)
 
 
 def _reporter(worker: _Worker, trial: optuna.Trial, arch: Any) -> Callable[[Any], bool]:
