@@ -126,6 +126,8 @@ def status(
         f"protocol {info.protocol_name} ({info.protocol_hash}), nas {info.version}",
         highlight=False,
     )
+    for line in info.damage:
+        console.print(f"[yellow]study metadata {line}[/yellow]", highlight=False)
     render_leaderboard(found, limit=None if all_rows else 30)
     records = study_records(found)
     if shares := time_shares(time_by_phase(records)):

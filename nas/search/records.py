@@ -313,7 +313,8 @@ def leaderboard(study: optuna.Study) -> list[TrialRecord]:
 def refitted_predictions(study: optuna.Study, rows: list[TrialRecord]) -> dict[int, tuple[float, float]]:
     """{trial number: (predicted_val_loss, its std) refitted now on every trained trial} when the study's only
     objective is ``predicted_val_loss`` (nas.scaling.StudyFit, the study protocol's target rule); else {}."""
-    if list(study.user_attrs.get(OBJECTIVES) or {}) != ["predicted_val_loss"]:
+    objectives = study.user_attrs.get(OBJECTIVES)
+    if not isinstance(objectives, dict) or list(objectives) != ["predicted_val_loss"]:
         return {}
     from nas.errors import NasInputError
     from nas.protocol import Target, parse_protocol

@@ -234,22 +234,43 @@ class StudyInfo:
     objectives: list[str] = field(default_factory=list)
     minimize: list[bool] = field(default_factory=list)
     search: dict[str, Any] = field(default_factory=dict)
+    damage: list[str] = field(default_factory=list)  # metadata keys that did not read back
+
+
+TEXT_KEYS = ("nas.space_name", "nas.space_hash", "nas.protocol_name", "nas.protocol_hash", "nas.version", PROTOCOL_TEXT)
 
 
 def study_info(study: optuna.Study) -> StudyInfo:
+    """The study's metadata; a damaged value (not of the shape nas writes) reads as absent and its key is
+    listed in ``damage``, so status, report and export still work."""
     attrs = study.user_attrs
     minimize = [d == optuna.study.StudyDirection.MINIMIZE for d in study.directions]
+    damage: list[str] = []
+
+    def read(key: str, shape: type, default: Any) -> Any:
+        value = attrs.get(key, default)
+        if value is default or isinstance(value, shape):
+            return value
+        damage.append(f"{key}: damaged (not a {shape.__name__})")
+        return default
+
+    objectives = read(OBJECTIVES, dict, {})
+    if not all(isinstance(k, str) for k in objectives):
+        damage.append(f"{OBJECTIVES}: damaged (not a mapping of metric names)")
+        objectives = {}
+    texts = {key: read(key, str, None) for key in TEXT_KEYS}
     return StudyInfo(
         name=study.study_name,
-        space_name=attrs.get("nas.space_name"),
-        space_hash=attrs.get("nas.space_hash"),
-        protocol_name=attrs.get("nas.protocol_name"),
-        protocol_hash=attrs.get("nas.protocol_hash"),
-        version=attrs.get("nas.version"),
-        protocol_text=attrs.get(PROTOCOL_TEXT),
-        objectives=list(attrs.get(OBJECTIVES, {})),
+        space_name=texts["nas.space_name"],
+        space_hash=texts["nas.space_hash"],
+        protocol_name=texts["nas.protocol_name"],
+        protocol_hash=texts["nas.protocol_hash"],
+        version=texts["nas.version"],
+        protocol_text=texts[PROTOCOL_TEXT],
+        objectives=list(objectives),
         minimize=minimize,
-        search=attrs.get(SEARCH_ATTR, {}),
+        search=read(SEARCH_ATTR, dict, {}),
+        damage=damage,
     )
 
 

@@ -357,3 +357,33 @@ def test_report_overwrites_an_earlier_report(template, tmp_path, capsys):
     ok(["report", NAME, "-o", str(tmp_path / "old.html"), "--runs-dir", str(tmp_path / "runs")], capsys)
     ok(["report", NAME, "-o", str(tmp_path / "old.html"), "--runs-dir", str(tmp_path / "runs")], capsys)
     assert "id='leaderboard-table'" in (tmp_path / "old.html").read_text()
+
+
+STUDY_DAMAGES = {
+    "objectives a number": ("nas.objectives", j(5), "nas.objectives: damaged (not a dict)"),
+    "objectives a list": ("nas.objectives", j(["val_loss"]), "nas.objectives: damaged (not a dict)"),
+    "protocol name a mapping": ("nas.protocol_name", j({"x": 1}), "nas.protocol_name: damaged (not a str)"),
+    "version a number": ("nas.version", j(3), "nas.version: damaged (not a str)"),
+    "search settings a string": ("nas.search", j("fast"), "nas.search: damaged (not a dict)"),
+}
+
+
+@pytest.mark.parametrize("name", STUDY_DAMAGES)
+def test_damaged_study_metadata_is_noted_and_the_study_still_reads(name, template, tmp_path, capsys):
+    """A study-level attribute of the wrong shape reads as absent: status names it and ranks the trials,
+    the report and `export --best` still work."""
+    key, raw, shown = STUDY_DAMAGES[name]
+    db = copy_of(template, tmp_path)
+    with sqlite3.connect(db) as con:
+        (study_id,) = con.execute("SELECT study_id FROM studies").fetchone()
+        con.execute("DELETE FROM study_user_attributes WHERE key = ?", (key,))
+        insert = "INSERT INTO study_user_attributes (study_id, key, value_json) VALUES (?, ?, ?)"
+        con.execute(insert, (study_id, key, raw))
+    con.close()
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    out, _ = ok(["status", NAME, *runs], capsys)
+    assert f"study metadata {shown}" in " ".join(out.split())
+    trials = json.loads(ok(["status", NAME, *runs, "--json"], capsys)[0])["trials"]
+    assert [t["number"] for t in trials if t["rank"]] == [1, 2, 0]
+    ok(["report", NAME, *runs, "-o", str(tmp_path / "r.html")], capsys)
+    ok(["export", NAME, *runs, "--best", "-o", str(tmp_path / "out")], capsys)
