@@ -112,6 +112,7 @@ SHAPES: dict[str, tuple[Callable[[Any], bool], str]] = {  # key: (valid, what it
     RETRY_OF: (is_count, "a trial number"),
     DUPLICATE_OF: (is_count, "a trial number"),
     ARTIFACT_WEIGHTS: (is_text, "an artifact id"),
+    NOTES: (lambda v: isinstance(v, list) and all(is_text(x) for x in v), "a list of strings"),
 }
 
 

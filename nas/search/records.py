@@ -100,6 +100,7 @@ class TrialRecord:
     retry_of: int | None = None
     duplicate_of: int | None = None
     artifact_weights: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the trial noted (a vocab fitted, tasks skipped, ...)
     damage: list[str] = field(default_factory=list)  # stored attributes that did not read back
     rank: int | None = None
     pareto: bool = False
@@ -158,6 +159,7 @@ class TrialRecord:
             retry_of=attrs.get(RETRY_OF),
             duplicate_of=attrs.get(DUPLICATE_OF),
             artifact_weights=attrs.get(ARTIFACT_WEIGHTS),
+            notes=attrs.get(NOTES, []),
             damage=attrs.damage,
         )
 

@@ -399,7 +399,8 @@ def test_the_task_gate_fine_tunes_only_trials_at_or_below_the_studys_quantile(in
         loss = 5.0 - 0.3 * arch.n_layers - 0.05 * arch.n_heads - 0.01 * arch.ffn_dim / arch.d_model
         ran = task_gate(loss)
         judged.append((loss, ran))
-        return nas.trial.TrialResult(arch, "complete", metrics={"val_loss": loss} | ({"qa.f1": 0.5} if ran else {}))
+        metrics = {"val_loss": loss} | ({"qa.f1": 0.5} if ran else {})
+        return nas.trial.TrialResult(arch, "complete", metrics=metrics, notes=[] if ran else ["tasks skipped"])
 
     monkeypatch.setattr(nas.trial, "run_trial", fake_trial)
     config = micro_config(in_tmp, micro_cache, "gated", n_trials=8)
@@ -407,9 +408,12 @@ def test_the_task_gate_fine_tunes_only_trials_at_or_below_the_studys_quantile(in
         "cpu-tiny", [f"cache_dir={micro_cache}", *MICRO_OVERRIDES, "task_gate={quantile: 0.5, min_trials: 2}"]
     )
     config = dataclasses.replace(config, protocol=gated)
-    run_search(config)
+    study = run_search(config).study
     assert len(judged) >= 6
     for i, (loss, ran) in enumerate(judged):
         before = [x for x, _ in judged[:i]]
         assert ran == (i < 2 or loss <= np.quantile(before, 0.5)), (i, loss, before)
     assert {ran for _, ran in judged} == {True, False}  # both happen on this space
+    trained = [r for r in study_records(study) if r.trained]  # the skip is noted where status shows it
+    assert sorted("qa.f1" not in r.metrics for r in trained) == sorted(r.notes == ["tasks skipped"] for r in trained)
+    assert all(("qa.f1" in r.metrics) == (not r.notes) for r in trained)
