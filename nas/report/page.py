@@ -14,10 +14,9 @@ from typing import Any
 import optuna
 
 from nas.errors import NasInputError
-from nas.protocol import Target
 from nas.report import fidelity, figures, tables
-from nas.search.records import TrialRecord, study_records
-from nas.search.storage import study_context, study_info
+from nas.search.records import TrialRecord, prediction_rule, study_records
+from nas.search.storage import study_info
 
 __all__ = ["build_report", "check_report_path", "Report"]
 
@@ -85,16 +84,6 @@ def build_report(study: optuna.Study, out: str | Path, png_dir: str | Path | Non
     return report
 
 
-def _prediction_rule(study: optuna.Study) -> tuple[bool, float]:
-    """The study's ``target.prediction`` rule (size trend?, own weight); the defaults when its protocol
-    does not read back."""
-    try:
-        target = study_context(study)[1].target
-    except NasInputError:
-        target = Target()
-    return target.prediction == "size-trend", target.own_weight
-
-
 def _figure_sections(
     study: optuna.Study,
     report: Report,
@@ -112,7 +101,7 @@ def _figure_sections(
         ("Pareto fronts: quality vs cost", lambda: figures.pareto(done, objectives[0], minimize[0])),
         ("Hypervolume history", lambda: figures.hypervolume(done, minimize) if len(minimize) == 2 else None),
         ("Top 10 % vs all: knob distributions", lambda: figures.top_vs_all(done, minimize[0])),
-        ("Prediction at the target budget", lambda: fidelity.prediction(records, *_prediction_rule(study))),
+        ("Prediction at the target budget", lambda: fidelity.prediction(records, *prediction_rule(study))),
         ("Proxy check", lambda: _proxy(done, minimize[0], report)),
         (TIME_TITLE, lambda: figures.time_figure(records)),
     ]

@@ -63,6 +63,7 @@ __all__ = [
     "TrialRecord",
     "Status",
     "leaderboard",
+    "prediction_rule",
     "refitted_predictions",
     "read_trials",
     "study_records",
@@ -312,23 +313,30 @@ def leaderboard(study: optuna.Study) -> list[TrialRecord]:
     return rows
 
 
+def prediction_rule(study: optuna.Study) -> tuple[bool, float]:
+    """The study protocol's ``target.prediction`` rule: (size trend?, own weight); the defaults when its
+    protocol does not read back."""
+    from nas.errors import NasInputError
+    from nas.protocol import Target, parse_protocol
+
+    try:
+        target = parse_protocol(str(study.user_attrs.get(PROTOCOL_TEXT)), source="study protocol").target
+    except NasInputError:
+        target = Target()
+    return target.prediction == "size-trend", target.own_weight
+
+
 def refitted_predictions(study: optuna.Study, rows: list[TrialRecord]) -> dict[int, tuple[float, float]]:
     """{trial number: (predicted_val_loss, its std) refitted now on every trained trial} when the study's only
     objective is ``predicted_val_loss`` (nas.scaling.StudyFit, the study protocol's target rule); else {}."""
     objectives = study.user_attrs.get(OBJECTIVES)
     if not isinstance(objectives, dict) or list(objectives) != ["predicted_val_loss"]:
         return {}
-    from nas.errors import NasInputError
-    from nas.protocol import Target, parse_protocol
     from nas.scaling import StudyFit
 
-    try:
-        target = parse_protocol(str(study.user_attrs.get(PROTOCOL_TEXT)), source="study protocol").target
-    except NasInputError:
-        target = Target()
     trained = [r for r in rows if r.trained and not r.damage and len(r.annealed) >= 2]
     curves = [(r.metric("non_embedding_params"), r.annealed) for r in trained]
-    fit = StudyFit.of(curves, target.prediction == "size-trend", target.own_weight)
+    fit = StudyFit.of(curves, *prediction_rule(study))
     out = {}
     for r in trained:
         p = fit.predict(r.annealed, r.metric("non_embedding_params"), r.metric("target_tokens"))
