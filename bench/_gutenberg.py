@@ -76,15 +76,24 @@ def gutenberg_protocol(
     return protocol.model_copy(update={"tasks": []})
 
 
-def budget_protocol(factor: int, seed: int = 0, lr: float | None = None) -> TrialProtocol:
+def budget_protocol(
+    factor: int, seed: int = 0, lr: float | None = None, extra: list[str] | None = None
+) -> TrialProtocol:
     """The ground truth's protocol at ``factor`` x the trial budget (1, 8 or 16), with its eval interval."""
     every = EVAL_EVERY_SHORT if factor == 1 else EVAL_EVERY_LONG
-    return gutenberg_protocol(SHORT_TOKENS * factor, seed=seed, lr=lr, eval_every=every)
+    return gutenberg_protocol(SHORT_TOKENS * factor, seed=seed, lr=lr, eval_every=every, extra=extra)
 
 
-def recipe_lr() -> float:
-    """The peak learning rate of the shipped text-files protocol (the recipe every trial uses)."""
-    return load_protocol("text-files").pretrain.optimizer.lr
+def recipe_lr(d_model: int | None = None) -> float:
+    """The peak learning rate the shipped text-files protocol (the recipe every trial uses) gives a model
+    of width ``d_model``: its lr, scaled down above its lr_width_base (nas.protocol.Optimizer.peak_lr);
+    None: the unscaled lr."""
+    return load_protocol("text-files").pretrain.optimizer.peak_lr(d_model)
+
+
+def fixed_lr(lr: float) -> list[str]:
+    """Overrides that train at peak learning rate ``lr`` whatever the model's width (a swept point)."""
+    return [f"pretrain.optimizer.lr={lr}", "pretrain.optimizer.lr_width_base=null"]
 
 
 def _documents(ids: Any, eos: int) -> list[Any]:

@@ -1,12 +1,14 @@
 """The ground truth of issue 13 on the Gutenberg books: every architecture of bench/gt_split.json trained at
-the recipe's learning rate (bench/_gutenberg.py, WSD) with cool-downs that record the loss a shorter WSD
+the recipe's peak learning rate for its width (bench/_gutenberg.py, text-files' optimizer: lr scaled by
+lr_width_base / d_model above lr_width_base; WSD) with cool-downs that record the loss a shorter WSD
 run would end with (nas.train.schedule). Runs go in the order that informs soonest: all at T (seed 0,
 cool-downs at 1/4, 1/2: 3 annealed points), all at 8T seed 0 (cool-downs at 1/8, 1/4, 1/2: annealed at
 about 1.25T, 2.5T, 5T, 8T), all at 8T seed 1, the 8 "far" ones at 16T seed 0, the 8 "sweep" ones at 8T
-seed 2. An 8T run in bench/lr_sweep.json with the same architecture, seed, lr, protocol (cool-downs aside)
-and nas code counts for its final loss (`reused_from: lr_sweep`). Results: bench/ground_truth_gutenberg.json,
-rewritten atomically after every run; a restart skips finished runs. --report: the ceiling (8T seed 0 vs
-seed 1), the pairs tied within the seed spread, and rank correlations against the mean 8T loss.
+seed 2. An 8T run in bench/lr_sweep.json with the same architecture, seed, lr and protocol (cool-downs
+aside) counts for its final loss (`reused_from: lr_sweep`). Results: bench/ground_truth_gutenberg.json,
+rewritten atomically after every run; a restart skips finished runs, and redoes a run made at another lr
+than the recipe's now (the old one is kept under "superseded", out of the figures). --report: the ceiling
+(8T seed 0 vs seed 1), the pairs tied within the seed spread, and rank correlations against the mean 8T loss.
 
     python bench/gt_train.py --plan                                       # runs and core-hours per phase
     nice -n 19 python bench/gt_train.py --threads 1                       # all runs, one core
@@ -27,6 +29,7 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +55,25 @@ PHASES = [
 SOURCE = "?"  # nas_source() at start, recorded with every run
 
 
-def planned_runs(split: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every run of the ground truth, in the order that informs soonest."""
+def planned_runs(split: dict[str, Any], recipe: Callable[[int], float] = recipe_lr) -> list[dict[str, Any]]:
+    """Every run of the ground truth, in the order that informs soonest (within a phase, the lr sweep's
+    architectures last: the sweep may have trained them already); ``lr``: the recipe's peak lr at the
+    architecture's width."""
     runs = []
     for phase, factor, seed, subset in PHASES:
         hashes = [e["hash"] for e in split["archs"]] if subset == "archs" else split[subset]
-        for h in hashes:
+        for h in sorted(hashes, key=lambda h: h in split["sweep"]):
+            entry = split["by_hash"][h]
             key = f"{h}/x{factor}/seed={seed}"
-            runs.append({"key": key, "entry": split["by_hash"][h], "phase": phase, "factor": factor, "seed": seed})
+            lr = recipe(entry["arch"].d_model)
+            runs.append({"key": key, "entry": entry, "phase": phase, "factor": factor, "seed": seed, "lr": lr})
     return runs
+
+
+def current(run: dict[str, Any], data: dict[str, Any]) -> bool:
+    """Whether ``data`` holds ``run`` at its planned lr (a run at an earlier recipe's lr is stale)."""
+    have = data["runs"].get(run["key"])
+    return have is not None and math.isclose(have["lr"], run["lr"])
 
 
 def est_seconds(run: dict[str, Any]) -> float:
@@ -78,17 +91,20 @@ def print_plan(runs: list[dict[str, Any]]) -> None:
     print(f"total       {len(runs):3d} runs  {total / 3600:5.2f} core-hours; --part K/N needs N >= {parts}")
 
 
-def protocols(run: dict[str, Any], lr: float, tokens: int | None) -> tuple[Any, str]:
-    """The run's protocol (its budget's, with its cool-downs) and the hash of the same protocol without them."""
+def protocols(run: dict[str, Any], tokens: int | None) -> tuple[Any, str]:
+    """The run's protocol (the recipe at its budget, with its cool-downs) and the hash of the same protocol
+    without them."""
     factor, seed = run["factor"], run["seed"]
     if tokens is None:
-        base = budget_protocol(factor, seed=seed, lr=lr)
+        base = budget_protocol(factor, seed=seed)
     else:
         total = tokens * factor
-        base = gutenberg_protocol(total, seed=seed, lr=lr, eval_every=max(1, total // 2048 // 4))
+        base = gutenberg_protocol(total, seed=seed, eval_every=max(1, total // 2048 // 4))
+    if not math.isclose(base.pretrain.optimizer.peak_lr(run["entry"]["arch"].d_model), run["lr"]):
+        raise SystemExit(f"{run['key']}: the recipe's peak lr is not the planned {run['lr']:g}")
     extra = [f"pretrain.schedule.cooldowns={json.dumps(COOLDOWNS[factor])}"]
     pretrain = base.pretrain
-    protocol = gutenberg_protocol(pretrain.budget.tokens, seed=seed, lr=lr, eval_every=pretrain.eval_every, extra=extra)
+    protocol = gutenberg_protocol(pretrain.budget.tokens, seed=seed, eval_every=pretrain.eval_every, extra=extra)
     schedule = protocol.pretrain.schedule.model_copy(update={"cooldowns": []})
     bare = protocol.model_copy(update={"pretrain": protocol.pretrain.model_copy(update={"schedule": schedule})})
     if bare.content_hash != base.content_hash:
@@ -96,43 +112,44 @@ def protocols(run: dict[str, Any], lr: float, tokens: int | None) -> tuple[Any, 
     return protocol, base.content_hash
 
 
-def header(run: dict[str, Any], lr: float) -> dict[str, Any]:
+def header(run: dict[str, Any]) -> dict[str, Any]:
     entry, arch = run["entry"], run["entry"]["arch"]
     described = {k: entry[k] for k in ("summary", "half", "non_embedding_params", "flops_per_token")}
     return {"arch_hash": entry["hash"], **described, "d_model": arch.d_model, "n_layers": arch.n_layers} | {
         "factor": run["factor"],
         "seed": run["seed"],
-        "lr": lr,
+        "lr": run["lr"],
     }
 
 
-def reused(run: dict[str, Any], lr: float, base_hash: str, sweep_path: Path) -> dict[str, Any] | None:
+def reused(run: dict[str, Any], base_hash: str, sweep_path: Path) -> dict[str, Any] | None:
     """The lr sweep's finished run of this architecture, seed and lr under the same protocol (cool-downs
-    aside) and the same nas code, as a ground-truth record; None if there is none."""
-    want = (run["entry"]["hash"], run["seed"], base_hash, SOURCE, "complete")
+    aside; its hash names how a trial measures, nas.protocol.MEASURE), as a ground-truth record; None if
+    there is none. The sweep's nas code version goes with it."""
+    want = (run["entry"]["hash"], run["seed"], base_hash, "complete")
     sweep = json.loads(sweep_path.read_text())["runs"].values() if sweep_path.exists() else []
-    found = [r for r in sweep if (r["arch_hash"], r["seed"], r["protocol_hash"], r["nas_source"], r["status"]) == want]
-    r = next((r for r in found if math.isclose(r["lr"], lr) and r["val_loss"] is not None), None)
+    found = [r for r in sweep if (r["arch_hash"], r["seed"], r["protocol_hash"], r["status"]) == want]
+    r = next((r for r in found if math.isclose(r["lr"], run["lr"]) and r["val_loss"] is not None), None)
     if r is None:
         return None
     keep = ("status", "cause", "val_loss", "tokens", "curve", "train_seconds", "tokens_per_second", "wall_seconds")
     keep += ("protocol_hash", "nas_source", "finished")
     # the sweep's run has no cool-downs: its only annealed point is its own end
     own = {"annealed": [[r["tokens"], r["val_loss"]]], "cooldown_seconds": None, "reused_from": "lr_sweep"}
-    return header(run, lr) | {k: r[k] for k in keep} | own | {"base_hash": base_hash}
+    return header(run) | {k: r[k] for k in keep} | own | {"base_hash": base_hash}
 
 
-def train(run: dict[str, Any], lr: float, tokens: int | None, sweep_path: Path = LR_SWEEP) -> dict[str, Any]:
+def train(run: dict[str, Any], tokens: int | None, sweep_path: Path = LR_SWEEP) -> dict[str, Any]:
     from nas.trial import run_trial
 
-    protocol, base_hash = protocols(run, lr, tokens)
-    found = reused(run, lr, base_hash, sweep_path)
+    protocol, base_hash = protocols(run, tokens)
+    found = reused(run, base_hash, sweep_path)
     if found is not None:
         return found
     started = time.perf_counter()
     result = run_trial(run["entry"]["arch"], protocol)
     loss = result.metrics.get("val_loss", math.nan)
-    return header(run, lr) | {
+    return header(run) | {
         "status": result.status,
         "cause": result.cause,
         "val_loss": finite_or_none(loss),
@@ -185,7 +202,7 @@ def cell(pairs: list[tuple[float, float]]) -> str:
 def report(data: dict[str, Any], runs: list[dict[str, Any]]) -> str:
     """The ceiling, the ties within the seed spread and the rank correlations against the mean 8T loss."""
     rows = by_arch(data)
-    done = {p: sum(r["key"] in data["runs"] for r in runs if r["phase"] == p) for p, *_ in PHASES}
+    done = {p: sum(current(r, data) for r in runs if r["phase"] == p) for p, *_ in PHASES}
     planned = {p: sum(r["phase"] == p for r in runs) for p, *_ in PHASES}
 
     def vs_mean(key: str, sign: float = 1.0) -> Any:
@@ -236,7 +253,7 @@ def load(out: Path, tokens: int | None, recipe: float) -> dict[str, Any]:
         {
             "what": "ground truth of issue 13 on the Gutenberg books (bench/gt_train.py)",
             "split": SPLIT.name,
-            "recipe_lr": recipe,
+            "recipe_lr": recipe,  # the peak lr up to the recipe's lr_width_base; each run records its own
             "short_tokens": tokens or SHORT_TOKENS,
             "cooldowns": {str(f): c for f, c in COOLDOWNS.items()},
             "data": "20 Gutenberg books (../shared/data/gutenberg), 2 held out; text-files protocol, WSD decay 0.2",
@@ -260,11 +277,13 @@ def run_all(data: dict[str, Any], todo: list[dict[str, Any]], out: Path, args: a
     data["meta"].update(machine=machine(), threads=torch.get_num_threads())
     done = 0
     for i, run in enumerate(todo):
-        if run["key"] in data["runs"]:
+        if current(run, data):
             continue
         if args.limit is not None and done >= args.limit:
             break
-        entry = train(run, data["meta"]["recipe_lr"], args.tokens)
+        entry = train(run, args.tokens)
+        if run["key"] in data["runs"]:  # at an earlier recipe's lr: kept aside, out of the figures
+            data.setdefault("superseded", {}).setdefault(run["key"], []).append(data["runs"][run["key"]])
         data["runs"][run["key"]] = entry
         save(data, out)
         done += 1
@@ -319,7 +338,7 @@ def main() -> None:
             print(body)
         return
     run_all(data, part_of(runs, *part, est_seconds) if part else runs, out, args)
-    if not args.part and all(r["key"] in data["runs"] for r in runs):
+    if not args.part and all(current(r, data) for r in runs):
         data["meta"]["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         save(data, out)
     print(report(data, runs))

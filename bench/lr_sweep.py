@@ -2,15 +2,16 @@
 
 The 8 "sweep" architectures of bench/gt_split.json (widths 64-256, a shallow and a deep one per width)
 are trained on the Gutenberg books at the long budget (8T, bench/_gutenberg.py: WSD schedule, 2 books
-held out) at the recipe's learning rate (text-files' pretrain.optimizer.lr), at lr/3 and at lr*3, and
-at the recipe's lr with seeds 1 and 2 for the seed spread. Runs go in the order that informs soonest:
-every architecture at the recipe lr, then seed 1, then lr/3 and lr*3 per architecture, then seed 2. The
-recipe-lr runs use exactly the ground truth's 8T protocol, so the ground truth reuses them.
+held out) at the recipe's peak learning rate for their width (text-files' pretrain.optimizer: lr, scaled
+by lr_width_base / d_model above lr_width_base) with seeds 0 and 1 (the seed spread), and at the fixed
+grid 1e-3, 3e-3, 9e-3 (the first recipe's lr/3, lr, lr*3, at any width). Runs go in the order that
+informs soonest: the recipe's seed 0, its seed 1, the grid's lower point, its upper point, the recipe's
+seed 2. The recipe runs use exactly the ground truth's 8T protocol, so the ground truth reuses them.
 Results go to bench/lr_sweep.json, rewritten atomically after every run; a restarted sweep skips the
-runs already there. --report prints, per architecture, the loss at each lr, the best lr, the gap best vs
-recipe and the seed spread, and the verdict.
+runs already there. --report prints, per architecture, the loss at each lr, the recipe's lr, the best
+lr, the gap (recipe's mean over seeds minus the best other lr's) against the seed spread, and the verdict.
 
-    nice -n 19 python bench/lr_sweep.py --threads 1                   # all runs (about 3.7 h on one core)
+    nice -n 19 python bench/lr_sweep.py --threads 1                   # all runs (about 5 h on one core)
     nice -n 19 python bench/lr_sweep.py --threads 1 --part 1/2        # -> bench/lr_sweep.part1of2.json
     python bench/lr_sweep.py --merge bench/lr_sweep.part1of2.json --merge bench/lr_sweep.part2of2.json
     python bench/lr_sweep.py --report [--record]                      # --record appends it to RESULTS.md
@@ -32,25 +33,63 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _gutenberg import EVAL_EVERY_LONG, LONG_FACTOR, SHORT_TOKENS, budget_protocol, gutenberg_protocol, recipe_lr
+from _gutenberg import (
+    EVAL_EVERY_LONG,
+    LONG_FACTOR,
+    SHORT_TOKENS,
+    budget_protocol,
+    fixed_lr,
+    gutenberg_protocol,
+    recipe_lr,
+)
 from gt_archs import SPLIT, load_split, run_seconds
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "lr_sweep.json"
-LR_FACTORS = (1 / 3, 3.0)
+LR_GRID = (1e-3, 3e-3, 9e-3)  # fixed points at every width; the grid's lower side runs first (it informs most)
 EXTRA_SEEDS = (1, 2)
 PART_LIMIT_S = 2 * 3600
 SOURCE = "?"  # nas_source() at start, recorded with every run
 
 
-def planned_runs(split: dict[str, Any], lr: float) -> list[dict[str, Any]]:
-    """Every run of the sweep, in the order that informs soonest."""
+def planned_runs(
+    split: dict[str, Any], recipe: Callable[[int], float] = recipe_lr, done: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Every run of the sweep, in the order that informs soonest; ``recipe(d_model)`` is the recipe's
+    peak lr at that width (the runs at it carry ``recipe: True``). A grid lr whose seed-0 run in ``done``
+    (the runs so far, by key) beats the recipe's mean by more than its seed spread gets a seed 1 too."""
     archs = [split["by_hash"][h] for h in split["sweep"]]
-    runs = [(e, lr, 0) for e in archs]
-    runs += [(e, lr, EXTRA_SEEDS[0]) for e in archs]  # a seed pair per architecture: the spread, soonest
-    runs += [(e, lr * f, 0) for e in archs for f in LR_FACTORS]
-    runs += [(e, lr, s) for s in EXTRA_SEEDS[1:] for e in archs]
-    return [{"key": f"{e['hash']}/lr={x:.4g}/seed={s}", "entry": e, "lr": x, "seed": s} for e, x, s in runs]
+    at = {e["hash"]: recipe(e["arch"].d_model) for e in archs}
+    runs = [(e, at[e["hash"]], 0) for e in archs]
+    runs += [(e, at[e["hash"]], EXTRA_SEEDS[0]) for e in archs]  # a seed pair per architecture: the spread, soonest
+    grid = sorted(LR_GRID, key=lambda x: (x > min(LR_GRID) * 1.01, x))
+    runs += [(e, x, 0) for x in grid for e in archs if not math.isclose(x, at[e["hash"]])]
+    runs += [(e, x, EXTRA_SEEDS[0]) for e, x in challengers(done or {}, at, archs)]
+    runs += [(e, at[e["hash"]], s) for s in EXTRA_SEEDS[1:] for e in archs]
+    return [
+        {"key": f"{e['hash']}/lr={x:.4g}/seed={s}", "entry": e, "lr": x, "seed": s, "recipe": x == at[e["hash"]]}
+        for e, x, s in runs
+    ]
+
+
+def challengers(
+    done: dict[str, Any], at: dict[str, float], archs: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], float]]:
+    """(architecture, lr) of the single-seed grid runs in ``done`` that beat the recipe's mean (``at``: the
+    recipe's lr by architecture hash) by more than the recipe's seed spread: each one is checked with a
+    second seed before it counts."""
+    found = []
+    for e in archs:
+        runs = [r for r in done.values() if r["arch_hash"] == e["hash"] and r["val_loss"] is not None]
+        own = [r["val_loss"] for r in runs if math.isclose(r["lr"], at[e["hash"]])]
+        if len(own) < 2:
+            continue
+        bar = statistics.fmean(own) - (max(own) - min(own))
+        for x in sorted({r["lr"] for r in runs if not math.isclose(r["lr"], at[e["hash"]])}):
+            seeds = [r for r in runs if math.isclose(r["lr"], x)]
+            if len(seeds) == 1 and seeds[0]["seed"] == 0 and seeds[0]["val_loss"] < bar:
+                found.append((e, x))
+    return found
 
 
 def part_of(
@@ -83,10 +122,13 @@ def train(run: dict[str, Any], tokens: int | None) -> dict[str, Any]:
     from nas.trial import run_trial
 
     arch, lr, seed = run["entry"]["arch"], run["lr"], run["seed"]
+    extra = [] if run["recipe"] else fixed_lr(lr)  # the recipe's own protocol (as the ground truth's), or lr fixed
     if tokens is None:
-        protocol = budget_protocol(LONG_FACTOR, seed=seed, lr=lr)
+        protocol = budget_protocol(LONG_FACTOR, seed=seed, extra=extra)
     else:
-        protocol = gutenberg_protocol(tokens, seed=seed, lr=lr, eval_every=max(1, tokens // 2048 // 4))
+        protocol = gutenberg_protocol(tokens, seed=seed, eval_every=max(1, tokens // 2048 // 4), extra=extra)
+    if not math.isclose(protocol.pretrain.optimizer.peak_lr(arch.d_model), lr):
+        raise SystemExit(f"{run['key']}: the protocol's peak lr is not the run's")
     started = time.perf_counter()
     result = run_trial(arch, protocol)
     loss = result.metrics.get("val_loss", math.nan)
@@ -137,56 +179,70 @@ def save(data: dict[str, Any], out: Path) -> None:
     tmp.replace(out)
 
 
-def report(data: dict[str, Any], recipe: float) -> str:
-    """Per architecture: loss at each lr, the best lr, the gap best vs recipe, the seed spread; the verdict."""
+def report(data: dict[str, Any], recipe: Callable[[int], float] = recipe_lr) -> str:
+    """Per architecture: the loss at each lr (mean over its seeds), the recipe's lr at its width, the best
+    lr, the gap (the recipe's mean minus the best other lr's) and the recipe's seed spread; the verdict."""
     by_arch: dict[str, list[dict[str, Any]]] = {}
     for run in data["runs"].values():
         by_arch.setdefault(run["arch_hash"], []).append(run)
-    lrs = sorted({r["lr"] for r in data["runs"].values()})
+    lrs = sorted({round(r["lr"], 10) for r in data["runs"].values()})
     head = " | ".join(f"lr {x:.2g}" for x in lrs)
     rows = [
-        f"| architecture | non-emb params | {head} | best lr | gap best vs recipe | seed spread (n) |",
-        "|---" * (5 + len(lrs)) + "|",
+        f"| architecture | non-emb params | {head} | recipe lr | best lr | gap recipe - best | seed spread (n) |",
+        "|---" * (6 + len(lrs)) + "|",
     ]
     gaps, spreads, verdicts = [], [], []
     for runs in sorted(by_arch.values(), key=lambda rs: (rs[0]["d_model"], rs[0]["n_layers"])):
         first = runs[0]
-        seed0 = {r["lr"]: r["val_loss"] for r in runs if r["seed"] == 0}
-        seeds = [r["val_loss"] for r in runs if math.isclose(r["lr"], recipe) and r["val_loss"] is not None]
-        cells = [f"{seed0[x]:.4f}" if seed0.get(x) is not None else ("diverged" if x in seed0 else "-") for x in lrs]
-        done = {x: v for x, v in seed0.items() if v is not None}
-        recipe_loss = next((v for x, v in done.items() if math.isclose(x, recipe)), None)
+        own = recipe(first["d_model"])
+        losses: dict[float, list[float]] = {}
+        for r in runs:
+            losses.setdefault(round(r["lr"], 10), []).append(r["val_loss"] if r["val_loss"] is not None else math.inf)
+        mean = {x: statistics.fmean(v) for x, v in losses.items()}
+        at = next((x for x in mean if math.isclose(x, own)), None)
+        seeds = [v for v in losses.get(at, []) if math.isfinite(v)] if at is not None else []
+        cells = [
+            "-"
+            if x not in mean
+            else ("diverged" if not math.isfinite(mean[x]) else f"{mean[x]:.4f}")
+            + (f" ({len(losses[x])})" if len(losses.get(x, [])) > 1 else "")
+            for x in lrs
+        ]
+        others = {x: v for x, v in mean.items() if x != at}
         spread = max(seeds) - min(seeds) if len(seeds) >= 2 else None
-        best = min(done, key=lambda x: done[x]) if done else None
-        gap = recipe_loss - done[best] if best is not None and recipe_loss is not None else None
-        if gap is not None and len(done) == len(lrs):
+        best = min(mean, key=lambda x: mean[x]) if mean else None
+        gap = mean[at] - min(others.values()) if at is not None and others else None
+        complete = at is not None and len(others) >= 2 and spread is not None and gap is not None
+        if complete and gap is not None and spread is not None:
             gaps.append(gap)
-            if spread is not None:
-                spreads.append(spread)
-                verdicts.append((first["summary"], gap, spread))
+            spreads.append(spread)
+            verdicts.append((first["summary"], gap, spread))
         rows.append(
-            f"| {first['summary']} | {first['non_embedding_params']:,} | {' | '.join(cells)} | "
-            f"{f'{best:.2g}' if best is not None else '-'} | {f'{gap:.4f}' if gap is not None else '-'} | "
+            f"| {first['summary']} | {first['non_embedding_params']:,} | {' | '.join(cells)} | {own:.2g} | "
+            f"{f'{best:.2g}' if best is not None else '-'} | {f'{gap:+.4f}' if gap is not None else '-'} | "
             f"{f'{spread:.4f}' if spread is not None else '-'} ({len(seeds)}) |"
         )
-    text = "\n".join(rows)
+    text = "\n".join(rows) + (
+        "\n\nEach cell: the mean held-out loss at 8T over that lr's seeds (their count in brackets when > 1). "
+        "Gap > 0: another lr beat the recipe's."
+    )
     if not verdicts:
-        return text + "\n\nVerdict: not enough runs yet (each architecture needs all lrs and >= 2 recipe seeds)."
+        return text + "\n\nVerdict: not enough runs yet (an architecture needs 2 other lrs and >= 2 recipe seeds)."
     pooled = statistics.median(spreads)
     beaten = [(s, g, sp) for s, g, sp in verdicts if g > sp]
     beaten_pooled = [(s, g, sp) for s, g, sp in verdicts if g > pooled]
     text += (
-        f"\n\nRecipe lr {recipe:g}; {len(verdicts)} architectures complete. Gap best vs recipe: median "
-        f"{statistics.median(gaps):.4f}, max {max(gaps):.4f}; seed spread (max - min over the recipe's seeds): "
+        f"\n\n{len(verdicts)} architectures complete. Gap recipe - best other lr: median "
+        f"{statistics.median(gaps):+.4f}, max {max(gaps):+.4f}; seed spread (max - min over the recipe's seeds): "
         f"median {pooled:.4f}, max {max(spreads):.4f}.\n"
     )
     if beaten:
         text += (
-            "Verdict: the recipe is NOT fair to every shape: a swept lr beats it by more than the seed spread for "
+            "Verdict: the recipe is NOT fair to every shape: another lr beats it by more than the seed spread for "
             + ("; ".join(f"{s} (gap {g:.4f} > spread {sp:.4f})" for s, g, sp in beaten) + ".")
         )
     else:
-        text += "Verdict: the recipe is fair: no swept lr beats it by more than that architecture's seed spread."
+        text += "Verdict: the recipe is fair: no other lr beats it by more than that architecture's seed spread."
     text += f" Against the median spread {pooled:.4f}: {len(beaten_pooled)} of {len(verdicts)} beaten."
     return text
 
@@ -210,15 +266,13 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    recipe = recipe_lr()
     data = json.loads(out.read_text()) if out.exists() else {}
     data.setdefault(
         "meta",
         {
             "what": "learning-rate fairness sweep of issue 13 (bench/lr_sweep.py)",
             "split": SPLIT.name,
-            "recipe_lr": recipe,
-            "lr_factors": [1.0, *LR_FACTORS],
+            "recipe_lr": recipe_lr(),
             "tokens": args.tokens or SHORT_TOKENS * LONG_FACTOR,
             "eval_every": EVAL_EVERY_LONG if not args.tokens else None,
             "data": "20 Gutenberg books (../shared/data/gutenberg), 2 held out; text-files protocol, WSD schedule",
@@ -232,7 +286,7 @@ def main() -> None:
     if args.merge:
         save(data, out)
     if args.report:
-        body = report(data, recipe)
+        body = report(data)
         if args.record:
             from _results import record
 
@@ -245,7 +299,10 @@ def main() -> None:
     global SOURCE
     SOURCE = nas_source()
     data["meta"].update(machine=machine(), threads=torch.get_num_threads())
-    runs = planned_runs(load_split(), recipe)
+    optimizer = budget_protocol(LONG_FACTOR).pretrain.optimizer
+    data["meta"].pop("lr_factors", None)  # the first design: lr/3, lr, lr*3 around one lr for every width
+    data["meta"].update(recipe_lr=optimizer.lr, lr_width_base=optimizer.lr_width_base, lr_grid=list(LR_GRID))
+    runs = planned_runs(load_split(), done=data["runs"])
     todo = part_of(runs, *part) if part else runs
     done = 0
     for i, run in enumerate(todo):
@@ -266,7 +323,7 @@ def main() -> None:
     if not args.part and all(r["key"] in data["runs"] for r in runs):
         data["meta"]["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         save(data, out)
-    print(report(data, recipe))
+    print(report(data))
 
 
 if __name__ == "__main__":

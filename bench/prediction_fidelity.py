@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import warnings
@@ -28,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _gutenberg import FAR_FACTOR, LONG_FACTOR
+from _gutenberg import FAR_FACTOR, LONG_FACTOR, recipe_lr
 from gt_archs import SPLIT
 
 from nas.scaling import StudyFit, fit_beta, predict_loss
@@ -72,9 +73,8 @@ def load_archs(data: dict[str, Any], design: str = "b2048") -> dict[str, dict[st
             a["long"][r["seed"]], a["long_points"][r["seed"]] = r["val_loss"], _points(r)
         elif r["factor"] == FAR_FACTOR and r["seed"] == 0:
             a["far"] = r["val_loss"]
-    recipe = data["meta"]["recipe_lr"]
     for r in json.loads(LR_SWEEP.read_text())["runs"].values() if LR_SWEEP.exists() else []:
-        if r["arch_hash"] in archs and r["val_loss"] is not None and abs(r["lr"] / recipe - 1) < 1e-6:
+        if r["arch_hash"] in archs and r["val_loss"] is not None and math.isclose(r["lr"], recipe_lr(r["d_model"])):
             archs[r["arch_hash"]]["long"].setdefault(r["seed"], r["val_loss"])  # an 8T run at the recipe lr
     if design != "b2048":  # the trial is another design's T-budget run (bench/trial_design.py)
         for a in archs.values():

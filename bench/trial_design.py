@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _gutenberg import SHORT_TOKENS, gutenberg_protocol
+from _gutenberg import SHORT_TOKENS, gutenberg_protocol, recipe_lr
 from gt_archs import load_split
 from lr_sweep import curve_rows, finite_or_none, nas_source, save
 from prediction_fidelity import rank_cell
@@ -73,6 +73,7 @@ def train(entry: dict[str, Any], design: str, seed: int) -> dict[str, Any]:
         "non_embedding_params": entry["non_embedding_params"],
         "design": design,
         "seed": seed,
+        "lr": proto.pretrain.optimizer.peak_lr(arch.d_model),
         "status": result.status,
         "cause": result.cause,
         "val_loss": finite_or_none(result.metrics.get("val_loss", math.nan)),
@@ -90,13 +91,13 @@ def long_losses() -> dict[str, dict[int, float]]:
     """arch hash -> {seed: final 8T loss} from the ground truth and the lr sweep's recipe-lr runs."""
     out: dict[str, dict[int, float]] = {}
     gt = json.loads(GROUND_TRUTH.read_text())
-    recipe = gt["meta"]["recipe_lr"]
     for r in gt["runs"].values():
         if r["factor"] == 8 and r["status"] == "complete" and r["val_loss"] is not None:
             out.setdefault(r["arch_hash"], {})[r["seed"]] = r["val_loss"]
     if LR_SWEEP.exists():
         for r in json.loads(LR_SWEEP.read_text())["runs"].values():
-            if math.isclose(r["lr"], recipe) and r["status"] == "complete" and r["val_loss"] is not None:
+            recipe = math.isclose(r["lr"], recipe_lr(r["d_model"]))
+            if recipe and r["status"] == "complete" and r["val_loss"] is not None:
                 out.setdefault(r["arch_hash"], {}).setdefault(r["seed"], r["val_loss"])
     return out
 
@@ -180,9 +181,12 @@ def main() -> None:
     for design in designs:
         for entry in entries:
             key = f"{entry['hash']}/{design}/seed={args.seed}"
-            if key in data["runs"]:
+            lr = protocol(design, args.seed).pretrain.optimizer.peak_lr(entry["arch"].d_model)
+            if key in data["runs"] and math.isclose(data["runs"][key]["lr"], lr):
                 continue
             run = train(entry, design, args.seed)
+            if key in data["runs"]:  # at an earlier recipe's lr: kept aside, out of the figures
+                data.setdefault("superseded", {}).setdefault(key, []).append(data["runs"][key])
             data["runs"][key] = run
             save(data, OUT)
             print(f"{design:12s} {run['summary']:56s} {run['val_loss']} ({run['wall_seconds']:.0f}s)", flush=True)

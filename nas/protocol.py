@@ -115,10 +115,22 @@ class Target(Strict):
 
 
 class Optimizer(Strict):
+    """AdamW's settings. ``lr`` is the peak learning rate of a model of width (d_model) at most
+    ``lr_width_base``; a wider model peaks at ``lr * lr_width_base / d_model`` (Adam's 1/width rule from
+    µP, applied to the whole model), so that one recipe is fair to narrow and wide shapes alike
+    (bench/lr_sweep.py measured the need). ``null``: the same ``lr`` for every width."""
+
     lr: Real = Field(default=3e-3, gt=0, le=10)
     betas: tuple[Real, Real] = (0.9, 0.95)
     weight_decay: Real = Field(default=0.1, ge=0, le=10)
     eps: Real = Field(default=1e-8, gt=0, le=1)
+    lr_width_base: Count | None = Field(default=None, ge=1)
+
+    def peak_lr(self, width: int | None) -> float:
+        """The peak learning rate of a model of this width (d_model; None: unknown, ``lr``)."""
+        if self.lr_width_base is None or width is None or width <= self.lr_width_base:
+            return self.lr
+        return self.lr * self.lr_width_base / width
 
     @field_validator("betas")
     @classmethod
@@ -309,6 +321,8 @@ class TrialProtocol(Strict):
                 del content["target"][key], default[key]
         if content["target"] == default:
             del content["target"]
+        if content["pretrain"]["optimizer"]["lr_width_base"] is None:  # added since: hashed only when set
+            del content["pretrain"]["optimizer"]["lr_width_base"]
         if content["task_gate"] is None:
             del content["task_gate"]
         for task in content["tasks"]:  # every task left is enabled

@@ -178,3 +178,17 @@ def test_data_parallel_batch_must_split_over_the_processes():
         pretrain(model, train, val, _config(), 1.0, parallel=DataParallel(rank=0, world=3))
     single = pretrain(model, train, val, _config(budget={"tokens": 256 * 2}), 1.0, parallel=DataParallel())
     assert single.steps == 2 and single.micro_batch_size == 8  # one process: the whole batch
+
+
+@pytest.mark.parametrize(("width_base", "peak"), [(None, 1e-2), (64, 1e-2), (16, 1e-2 * 16 / 32)])
+def test_a_model_wider_than_lr_width_base_peaks_at_a_proportionally_smaller_lr(width_base, peak):
+    arch, model, train, val = _setup()  # d_model 32
+    config = _config(
+        optimizer={"lr": 1e-2, "lr_width_base": width_base},
+        schedule=Schedule(kind="wsd", warmup_fraction=0.1, decay_fraction=0.2, cooldowns=[0.5]),
+    )
+    outcome = pretrain(model, train, val, config, arch.flops_per_token(32))
+    stable = [p.lr for p in outcome.curve if 0 < p.step <= 20]  # evals at steps 10 and 20: the stable phase
+    assert stable == pytest.approx([peak, peak])
+    assert max(p.lr for p in outcome.curve) == pytest.approx(peak)
+    assert len(outcome.annealed) == 2  # the cool-down branch ran too (it decays from the same peak)

@@ -164,6 +164,12 @@ def make_optimizer(model: torch.nn.Module, config: Pretrain, lr: float, device: 
     return torch.optim.AdamW(groups, lr=lr, betas=opt.betas, eps=opt.eps, fused=device.type == "cuda" or None)
 
 
+def model_width(model: torch.nn.Module) -> int | None:
+    """The model's width (a transformers config's hidden_size), or None for a module without one."""
+    width = getattr(getattr(model, "config", None), "hidden_size", None)
+    return int(width) if isinstance(width, int) else None
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak CUDA memory allocated, or on CPU the process's peak resident set size."""
     if device.type == "cuda":
@@ -188,6 +194,7 @@ class _Run:
     model: torch.nn.Module
     step_model: Callable[..., Any]  # what a training step calls: the model, DDP-wrapped and/or compiled
     optimizer: torch.optim.Optimizer
+    peak_lr: float  # the schedule's peak: the protocol's lr, scaled for the model's width (Optimizer.peak_lr)
     config: Pretrain
     device: torch.device
     parallel: DataParallel
@@ -229,7 +236,7 @@ def pretrain(
     if outcome.cause is not None:  # pruned on the restored evals
         return outcome
     while (progress := _progress(run, step)) is not None:
-        lr = config.optimizer.lr * lr_multiplier(progress, config.schedule)
+        lr = run.peak_lr * lr_multiplier(progress, config.schedule)
         train_loss = _train_step(run, train_ids, step, lr)
         step += 1
         if not math.isfinite(train_loss):
@@ -267,12 +274,14 @@ def _start(
     local = batch // parallel.world
     micro = min(micro_batch_size or config.micro_batch_size or local, local)
     total_tokens = budget_tokens(config, flops_per_token)
-    optimizer = make_optimizer(model, config, config.optimizer.lr, device)
+    peak_lr = config.optimizer.peak_lr(model_width(model))
+    optimizer = make_optimizer(model, config, peak_lr, device)
     step_model: Callable[..., Any] = parallel.model if parallel.model is not None else model
     run = _Run(
         model=model,
         step_model=torch.compile(step_model) if config.compile else step_model,
         optimizer=optimizer,
+        peak_lr=peak_lr,
         config=config,
         device=device,
         parallel=parallel,
@@ -411,7 +420,7 @@ def _cooldown(run: _Run, train_ids: np.ndarray, val_ids: np.ndarray, step: int) 
     seconds = outcome.train_seconds
     total = step + cooldown_length(step, config.schedule)
     for branch_step in range(step, total):
-        lr = config.optimizer.lr * lr_multiplier(branch_step / total, config.schedule)
+        lr = run.peak_lr * lr_multiplier(branch_step / total, config.schedule)
         if not math.isfinite(_train_step(run, train_ids, branch_step, lr)):
             break
     val_loss = _timed_eval(run, val_ids)
