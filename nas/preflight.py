@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from nas.errors import NasInputError
-from nas.userfiles import check_file
+from nas.userfiles import check_file, expand_paths
 
 if TYPE_CHECKING:
     from nas.arch import ArchConfig
@@ -61,8 +61,9 @@ def check_inputs(
         archs = [s.arch for s in random_samples(space, PROBE, 0) if s.arch is not None]
         check_seq_len(protocol, archs, f"architectures of space '{space.name}' ({space.source})")
     if protocol.data.files is not None and protocol.data.source == "files":
-        for path in protocol.data.files.paths:  # before the cache key, which reads their sizes
-            check_file(path, protocol.source, "data.files.paths")
+        key = "data.files.paths"
+        for path in expand_paths(protocol.data.files.paths, protocol.source, key):  # before the cache key
+            check_file(path, protocol.source, key)
     for task in protocol.tasks:
         load_task_set(task, protocol.source)
     tokens = prepare_tokens(protocol)

@@ -5,6 +5,7 @@
 - YAML is parsed safely, and its size after alias expansion and its nesting depth are bounded before a
   Python object is built: a 2 KB "billion laughs" file is refused in milliseconds instead of expanding
   into 10^9 nodes, and a self-referencing alias is refused instead of building a cycle.
+- File lists may hold glob patterns (:func:`expand_paths`): ``books/*.txt`` reads every match, in order.
 - User line patterns (regular expressions) are compiled and checked when the file loads, and matched
   with a time limit (catastrophic backtracking cannot stall a run).
 """
@@ -13,12 +14,14 @@ from __future__ import annotations
 
 import codecs
 import errno
+import glob
 from pathlib import Path
 from typing import Any
 
 from nas.errors import NasInputError
 
 __all__ = [
+    "expand_paths",
     "MAX_YAML_DEPTH",
     "MAX_YAML_NODES",
     "check_encoding",
@@ -62,6 +65,25 @@ def _fail(path: Path, source: str | None, key: str, message: str) -> NasInputErr
     return NasInputError(
         source, [(key, f"no such file: {path}" if message == "no such file" else f"{path}: {message}")]
     )
+
+
+GLOB_CHARS = frozenset("*?[")
+
+
+def expand_paths(paths: list[str], source: str | None = None, key: str = "") -> list[str]:
+    """The files ``paths`` names: an entry as written, or, when it holds a glob pattern (``*``, ``?``,
+    ``[...]``; ``**`` for any depth), the files that match it in sorted order. A pattern that matches
+    no file is a NasInputError naming ``key``; a plain entry is checked where it is read."""
+    files: list[str] = []
+    for entry in paths:
+        if not GLOB_CHARS & set(entry):
+            files.append(entry)
+            continue
+        matches = sorted(p for p in glob.glob(entry, recursive=True) if Path(p).is_file())
+        if not matches:
+            raise _fail(Path(entry), source, key, "no file matches this pattern")
+        files += matches
+    return files
 
 
 def check_file(path: str | Path, source: str | None = None, key: str = "") -> Path:

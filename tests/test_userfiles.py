@@ -8,7 +8,7 @@ import pytest
 
 from nas.errors import NasInputError
 from nas.expr import Expr, ExprError
-from nas.userfiles import check_decodes, compile_line_pattern, parse_yaml, parse_yaml_value, read_text
+from nas.userfiles import check_decodes, compile_line_pattern, expand_paths, parse_yaml, parse_yaml_value, read_text
 
 
 def test_read_text_names_the_byte_offset_and_honours_an_encoding(tmp_path):
@@ -90,3 +90,15 @@ def test_costly_values_are_refused_when_evaluated():
     with pytest.raises(ExprError, match="larger than 128-bit"):
         expr.evaluate({"x": 3, "y": 10**9})
     assert Expr.parse("x if x else 1/0").evaluate({"x": 3}) == 3  # a constant error under a branch is not refused early
+
+
+def test_file_lists_expand_glob_patterns_in_sorted_order(tmp_path):
+    for name in ("b.txt", "a.txt", "notes.md", "sub/c.txt", "sub/deeper/d.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    (tmp_path / "folder.txt").mkdir()  # a folder that matches is not a file
+    plain = str(tmp_path / "missing.txt")  # a plain entry stays as written: it is checked where it is read
+    got = expand_paths([str(tmp_path / "*.txt"), plain, str(tmp_path / "**" / "[cd].txt")])
+    assert got == [str(tmp_path / n) for n in ("a.txt", "b.txt", "missing.txt", "sub/c.txt", "sub/deeper/d.txt")]
+    with pytest.raises(NasInputError, match=r"data.files.paths: .*\*\.csv: no file matches this pattern"):
+        expand_paths([str(tmp_path / "*.csv")], "p.yaml", "data.files.paths")

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from nas.errors import NasInputError
 from nas.protocol import Cleaning, DataConfig, Validation
-from nas.userfiles import check_decodes, check_file
+from nas.userfiles import check_decodes, check_file, expand_paths
 
 __all__ = ["corpus_identity", "load_documents", "clean", "split", "load_table", "infer_format"]
 
@@ -36,7 +36,7 @@ def corpus_identity(data: DataConfig) -> dict[str, Any]:
     if data.source == "files":
         assert data.files is not None
         stats = []
-        for path in data.files.paths:
+        for path in expand_paths(data.files.paths, key="data.files.paths"):
             p = Path(path).resolve()
             st = p.stat() if p.is_file() else None
             stats.append([str(p), st.st_size if st else None, st.st_mtime_ns if st else None])
@@ -94,8 +94,9 @@ def load_documents(data: DataConfig, source: str = "<protocol>") -> list[str]:
     if data.source == "files":
         files = data.files
         assert files is not None
-        fmt = infer_format(files.paths[0], files.format)
-        table = load_table(files.paths, fmt, source, "data.files.paths", files.sample_by, files.encoding)
+        paths = expand_paths(files.paths, source, "data.files.paths")
+        fmt = infer_format(paths[0], files.format)
+        table = load_table(paths, fmt, source, "data.files.paths", files.sample_by, files.encoding)
         return [str(t) for t in _column(table, files.text_field, source, "data.files.text_field") if t is not None]
     return _load_hub(data, source)
 

@@ -16,7 +16,7 @@ from typing import Any
 from nas.data.corpus import infer_format, load_table
 from nas.errors import NasInputError
 from nas.protocol import FilesTaskData, Task
-from nas.userfiles import compile_line_pattern, match_lines, read_text
+from nas.userfiles import compile_line_pattern, expand_paths, match_lines, read_text
 
 __all__ = ["TaskSet", "load_task_set", "read_squad"]
 
@@ -94,7 +94,9 @@ def _hold_out(examples: list[dict], files: FilesTaskData) -> tuple[list[dict], l
 
 
 def _read(task: Task, files: FilesTaskData, paths: list[str], source: str, key: str) -> list[dict]:
-    """Examples from ``paths``; ``key`` is the protocol key naming them (...files.train or ...files.eval)."""
+    """Examples from ``paths`` (glob patterns expanded); ``key`` is the protocol key naming them (...files.train
+    or ...files.eval)."""
+    paths = expand_paths(paths, source, key)
     section = key.rsplit(".", 1)[0]
     squad = task.kind == "qa" and Path(paths[0]).suffix.lower() == ".json"
     fmt = files.format or ("squad" if squad else infer_format(paths[0], None))

@@ -282,6 +282,12 @@ SQUAD_OFFSET_STRING = SQUAD_BAD_OFFSET.replace(b'"answer_start": 3', b'"answer_s
 DATA: list[tuple[str, dict[str, str], object, tuple[str, ...]]] = [
     ("corpus missing", {"CORPUS": "{tmp}/none.txt"}, _good_data, ("data.files.paths: no such file",)),
     (
+        "corpus pattern matches nothing",
+        {"CORPUS": "{tmp}/books/*.txt"},
+        _good_data,
+        ("data.files.paths: {tmp}/books/*.txt: no file matches this pattern",),
+    ),
+    (
         "corpus latin-1",
         {},
         _damage("corpus.txt", "café au lait\n\n".encode("latin-1") * 50),
