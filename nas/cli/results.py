@@ -114,7 +114,7 @@ def status(
     Example: nas status tiny-cpu-tiny
     """
     from nas.search import find_study, study_info, study_records
-    from nas.search.records import time_by_phase, time_shares
+    from nas.search.usage import by_placement, placement_lines, time_by_phase, time_shares
 
     found = find_study(study, storage, runs_dir)
     info = study_info(found)
@@ -132,6 +132,8 @@ def status(
     records = study_records(found)
     if shares := time_shares(time_by_phase(records)):
         console.print(f"time: {shares}", highlight=False, soft_wrap=True)
+    for line in placement_lines(by_placement(records)):
+        console.print(f"workers: {line}", highlight=False, soft_wrap=True)
     print_best(found)
     failed = [r for r in records if r.traceback]
     for record in failed[-5:]:
@@ -143,7 +145,7 @@ def _status_json(study: Any, info: Any) -> dict[str, Any]:
     """The study's metadata, its trials in leaderboard order (each a TrialRecord, with its phase_seconds)
     and ``time_by_phase``, the seconds of each phase summed over the trained trials."""
     from nas.search import leaderboard
-    from nas.search.records import time_by_phase
+    from nas.search.usage import by_placement, time_by_phase
 
     rows = leaderboard(study)
     return {
@@ -154,6 +156,7 @@ def _status_json(study: Any, info: Any) -> dict[str, Any]:
         "objectives": {o: "min" if m else "max" for o, m in zip(info.objectives, info.minimize, strict=False)},
         "trials": [asdict(row) for row in rows],
         "time_by_phase": time_by_phase(rows),
+        "placement": [asdict(u) | {"trials_per_hour": u.trials_per_hour} for u in by_placement(rows)],
     }
 
 

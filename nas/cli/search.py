@@ -30,10 +30,12 @@ from nas.cli.common import (
     progress_bars,
 )
 from nas.cli.results import best_text, print_next
+from nas.errors import NasInputError
 from nas.search.samplers import PRUNERS, SAMPLERS, PrunerName, SamplerName
 
 if TYPE_CHECKING:
     from nas.search import Callbacks, SearchConfig
+    from nas.search.config import Placement
 
 # Ranges are checked by nas.search.validate_search (every problem at once), not by the parser.
 HeartbeatOption = Annotated[
@@ -134,7 +136,15 @@ def search(
         int | None, typer.Option(help="Local worker processes, 1-128 (default 1, or one per --devices entry).")
     ] = None,
     devices: Annotated[
-        str | None, typer.Option(help="GPUs to use, one worker each: --devices 0,1,2,3 (sets CUDA_VISIBLE_DEVICES).")
+        str | None,
+        typer.Option(
+            help="Devices to use, one worker each: --devices 0,1,2,3 (sets CUDA_VISIBLE_DEVICES); an entry given "
+            "twice (0,0) or cpu shares that device."
+        ),
+    ] = None,
+    workers_per_device: Annotated[
+        int | None,
+        typer.Option(help="Workers on each --devices entry, 1-64 (small trials: several fill one GPU)."),
     ] = None,
     heartbeat: HeartbeatOption = 10,
     grace: GraceOption = 60,
@@ -247,6 +257,23 @@ def _search_here(config: SearchConfig, quiet: bool) -> None:
     console.print(f"[bold]{escape(summary.final_line)}[/bold]", highlight=False, soft_wrap=True)
 
 
+def worker_placement(device: str | None, sharing: int | None) -> Placement | None:
+    """The placement `nas search` gave a worker it started (--device, --sharing); None when not given."""
+    from nas.search.config import Placement, device_list, range_problems
+
+    problems = range_problems({"--sharing": sharing})
+    if problems:
+        raise NasInputError(None, problems)
+    if device is None:
+        if sharing is not None:
+            raise NasInputError("--sharing", "needs --device: the device that is shared")
+        return None
+    found = device_list(device)
+    if len(found) != 1:
+        raise NasInputError("--device", f"'{device}': one device, a GPU index or cpu")
+    return Placement(found[0], sharing or 1)
+
+
 def _search_with_workers(config: SearchConfig, n_workers: int, devices: list[str], quiet: bool) -> None:
     """Create the study here, then run ``n_workers`` `nas worker` processes on it and follow them."""
     from nas.search import LocalWorkers, default_storage, prepare_study, stopped_line, trained_count
@@ -310,6 +337,12 @@ def worker(
     timeout: Annotated[float | None, typer.Option(help="Start no new trial after this many seconds.")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads for this worker.")] = None,
     index: Annotated[int | None, typer.Option(help="This worker's index (seeds its sampler).")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="The device this worker runs on (a GPU index or cpu), recorded per trial.")
+    ] = None,
+    sharing: Annotated[
+        int | None, typer.Option(help="How many workers share this worker's device (1-128), recorded per trial.")
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Join an existing study and run its trials until it has enough (run one per GPU or machine).
@@ -325,7 +358,9 @@ def worker(
 
         configure(threads)  # a fixed count: the load check steps aside
     with _interruptible():
+        placement = worker_placement(device, sharing)
         found, config = join_study(study, storage, runs_dir, n_trials, timeout, index)
+        config.placement = placement
     prefix = f"[worker {index if index is not None else os.getpid()}] "
     view = SearchView(config.n_trials, quiet, config.run_dir, prefix)
     try:

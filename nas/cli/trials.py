@@ -93,7 +93,7 @@ def trials_run(
     from nas.export import load_architecture
     from nas.preflight import check_inputs
     from nas.protocol import load_protocol
-    from nas.search.records import time_shares
+    from nas.search.usage import time_shares
     from nas.space import load_space, random_samples
     from nas.train.baselines import baseline_text
     from nas.trial import run_trial

@@ -7,6 +7,7 @@ nothing to draw. The proxy check and the prediction's figure live in nas.report.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import warnings
@@ -16,7 +17,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from nas.search.records import TrialRecord, is_trained, read_trials, time_by_phase, time_shares
+from nas.search.records import TrialRecord, is_trained, read_trials
+from nas.search.usage import by_placement, placement_lines, time_by_phase, time_shares
 
 __all__ = [
     "COSTS",
@@ -329,4 +331,8 @@ def time_text(records: list[TrialRecord]) -> str:
     trained = [r for r in records if r.trained and r.phase_seconds]
     seconds = time_by_phase(trained)
     minutes = sum(seconds.values()) / 60
-    return f"<p>{minutes:,.1f} trial-minutes over {len(trained)} trained trials: {time_shares(seconds)}</p>"
+    text = f"<p>{minutes:,.1f} trial-minutes over {len(trained)} trained trials: {time_shares(seconds)}</p>"
+    lines = placement_lines(by_placement(records))
+    if lines:  # workers nas search started: which device each ran on, shared by how many
+        text += "<p>Where the trials ran:</p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"
+    return text

@@ -24,6 +24,7 @@ ARCH_HASH = "arch_hash"
 SUMMARY = "summary"
 COUNT_KEYS = ("params", "non_embedding_params", "flops_per_token", "kv_cache_bytes_per_token")
 WORKER = "worker"
+PLACEMENT = "placement"  # {"device": a GPU index or "cpu", "sharing": workers on that device}, from nas search
 CAUSE = "cause"
 RETRY_OF = "retry_of"
 DUPLICATE_OF = "duplicate_of"
@@ -47,7 +48,7 @@ RETRY_HISTORY = "retry_history"
 FAILED_TRIAL = "failed_trial"
 FIXED_PARAMS = "fixed_params"
 # Kept when a trial's parameters go back in the queue: the rest describe one run only.
-NOT_REQUEUED = (STATUS, CAUSE, CURVE)
+NOT_REQUEUED = (STATUS, CAUSE, CURVE, PLACEMENT)
 
 
 class Status:
@@ -113,6 +114,16 @@ SHAPES: dict[str, tuple[Callable[[Any], bool], str]] = {  # key: (valid, what it
     DUPLICATE_OF: (is_count, "a trial number"),
     ARTIFACT_WEIGHTS: (is_text, "an artifact id"),
     NOTES: (lambda v: isinstance(v, list) and all(is_text(x) for x in v), "a list of strings"),
+    PLACEMENT: (
+        lambda v: (
+            isinstance(v, dict)
+            and set(v) == {"device", "sharing"}
+            and is_text(v["device"])
+            and is_count(v["sharing"])
+            and v["sharing"] >= 1
+        ),
+        "a mapping {device: text, sharing: count >= 1}",
+    ),
 }
 
 

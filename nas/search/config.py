@@ -24,7 +24,16 @@ from nas.search.storage import check_study_name, open_storage, study_dir
 from nas.search.workers import Heartbeats
 from nas.space import SearchSpace, load_space
 
-__all__ = ["SearchConfig", "SearchRequest", "SearchPlan", "validate_search", "range_problems", "LIMITS"]
+__all__ = [
+    "Placement",
+    "SearchConfig",
+    "SearchRequest",
+    "SearchPlan",
+    "validate_search",
+    "range_problems",
+    "device_list",
+    "LIMITS",
+]
 
 DEFAULT_N_TRIALS = 10
 DEFAULT_TIMEOUT = 540.0  # seconds: the no-argument search's cap only
@@ -33,11 +42,25 @@ LIMITS: dict[str, tuple[float, float]] = {
     "--seed": (0, 2**32 - 1),  # what numpy's and Optuna's samplers accept
     "--n-trials": (1, 1_000_000),
     "--workers": (1, 128),
+    "--workers-per-device": (1, 64),
+    "--sharing": (1, 128),
     "--timeout": (1, 10 * 365 * 86400),
     "--heartbeat": (1, 3600),
     "--grace": (2, 7 * 86400),
     "--checkpoint-every": (0, 10**9),
 }
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a worker that `nas search` started runs: its ``device`` (a GPU index, or "cpu") and how many
+    of the search's workers share that device (``sharing``), recorded with each trial it runs."""
+
+    device: str
+    sharing: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "sharing": self.sharing}
 
 
 @dataclass
@@ -56,6 +79,7 @@ class SearchConfig:
     warm_start: str | None = None
     heartbeats: Heartbeats = field(default_factory=Heartbeats)
     checkpoint_every: int | None = None  # steps between trial checkpoints; None: eval_every; 0: none
+    placement: Placement | None = None  # where this worker runs, when nas search started it (recorded per trial)
 
     @property
     def run_dir(self) -> Path:
@@ -94,6 +118,7 @@ class SearchRequest:
     warm_start: str | None = None
     workers: int | None = None
     devices: str | None = None
+    workers_per_device: int | None = None
     heartbeat: int = 10
     grace: int = 60
     checkpoint_every: int | None = None
@@ -131,6 +156,7 @@ def validate_search(request: SearchRequest, dry_run: bool = False) -> SearchPlan
             "--seed": request.seed,
             "--n-trials": request.n_trials,
             "--workers": request.workers,
+            "--workers-per-device": request.workers_per_device,
             "--timeout": request.timeout,
             "--heartbeat": request.heartbeat,
             "--grace": request.grace,
@@ -152,7 +178,7 @@ def validate_search(request: SearchRequest, dry_run: bool = False) -> SearchPlan
     storage = request.storage
     if storage is not None and not dry_run:
         check(lambda: open_storage(storage))  # unreachable or unknown: exit 2 before anything is written
-    devices = check(lambda: _device_list(request.devices)) or []
+    devices = check(lambda: device_list(request.devices, request.workers_per_device)) or []
     beat_ok = not any(flag in ("--heartbeat", "--grace") for flag, _ in problems)
     heartbeats = check(lambda: _heartbeats(request.heartbeat, request.grace)) if beat_ok else None
     study_name = request.study
@@ -210,17 +236,25 @@ def _name_problems(request: SearchRequest) -> list[tuple[str, str]]:
     ]
 
 
-def _device_list(devices: str | None) -> list[str]:
+def device_list(devices: str | None, per_device: int | None = None) -> list[str]:
+    """The devices of ``--devices`` (GPU indices or ``cpu``; an entry given twice runs two workers there),
+    each repeated ``per_device`` times (``--workers-per-device``): one entry per worker."""
     if not devices:
+        if per_device is not None:
+            raise NasInputError("--workers-per-device", "needs --devices: the devices to share, e.g. 0 or cpu")
         return []
-    items = [d.strip() for d in devices.split(",") if d.strip()]
-    if not items or not all(d.isascii() and d.isdigit() and len(d) <= 4 for d in items):
-        raise NasInputError("--devices", f"'{devices}': give GPU indices separated by commas, e.g. 0,1,2,3")
-    if len(items) > LIMITS["--workers"][1]:
+    items = [d.strip().lower() for d in devices.split(",") if d.strip()]
+    if not items or not all(d == "cpu" or (d.isascii() and d.isdigit() and len(d) <= 4) for d in items):
         raise NasInputError(
-            "--devices", f"{len(items)} devices: at most {LIMITS['--workers'][1]:.0f} (one worker each)"
+            "--devices", f"'{devices}': give GPU indices or cpu separated by commas, e.g. 0,1,2,3 or 0,0 or cpu"
         )
-    return items
+    expanded = [d for d in items for _ in range(per_device or 1)]
+    if len(expanded) > LIMITS["--workers"][1]:
+        raise NasInputError(
+            "--devices",
+            f"{len(expanded)} workers ({len(items)} devices x {per_device or 1}): at most {LIMITS['--workers'][1]:.0f}",
+        )
+    return expanded
 
 
 def _heartbeats(heartbeat: int, grace: int) -> Heartbeats:

@@ -235,7 +235,8 @@ def _claim(worker: _Worker, trial: optuna.Trial) -> Any:
         f"killed: worker {worker_id()} stopped beating (no heartbeat for {config.heartbeats.grace}s); "
         "retried from its checkpoint"
     )
-    records.write_claim(trial, sample.arch, worker_id(), killed, retry_of)
+    placement = config.placement.to_dict() if config.placement is not None else None
+    records.write_claim(trial, sample.arch, worker_id(), killed, retry_of, placement)
     return sample.arch
 
 

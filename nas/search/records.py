@@ -38,6 +38,7 @@ from nas.search.attrs import (  # noqa: F401  (COUNT_KEYS and Status are also re
     NOTES,
     OBJECTIVES,
     PHASE_SECONDS,
+    PLACEMENT,
     PROTOCOL_TEXT,
     RESUMED_FROM_STEP,
     RETRY_HISTORY,
@@ -69,8 +70,6 @@ __all__ = [
     "study_records",
     "is_trained",
     "trained_count",
-    "time_by_phase",
-    "time_shares",
     "baselines_line",
     "COUNT_KEYS",
 ]
@@ -102,6 +101,9 @@ class TrialRecord:
     duplicate_of: int | None = None
     artifact_weights: str | None = None
     notes: list[str] = field(default_factory=list)  # what the trial noted (a vocab fitted, tasks skipped, ...)
+    placement: dict[str, Any] | None = None  # {"device", "sharing"}: where a worker nas search started ran it
+    started: float | None = None  # wall-clock times (seconds since the epoch) of the trial's start and end
+    finished: float | None = None
     damage: list[str] = field(default_factory=list)  # stored attributes that did not read back
     rank: int | None = None
     pareto: bool = False
@@ -161,6 +163,9 @@ class TrialRecord:
             duplicate_of=attrs.get(DUPLICATE_OF),
             artifact_weights=attrs.get(ARTIFACT_WEIGHTS),
             notes=attrs.get(NOTES, []),
+            placement=attrs.get(PLACEMENT),
+            started=trial.datetime_start.timestamp() if trial.datetime_start else None,
+            finished=trial.datetime_complete.timestamp() if trial.datetime_complete else None,
             damage=attrs.damage,
         )
 
@@ -242,28 +247,6 @@ def counts_of(trial: FrozenTrial) -> dict[str, float]:
 def curve_of(trial: FrozenTrial) -> list[list[float]]:
     curve = trial.user_attrs.get(CURVE)
     return curve if curve and rows_of(3)(curve) else []
-
-
-def time_by_phase(records: Iterable[TrialRecord]) -> dict[str, float]:
-    """Where the search's time went: each phase's seconds summed over the trained trials ("other" last)."""
-    total: dict[str, float] = {}
-    for record in records:
-        if record.trained:
-            for name, seconds in record.phase_seconds.items():
-                total[name] = total.get(name, 0.0) + seconds
-    if "other" in total:
-        total["other"] = total.pop("other")
-    return total
-
-
-def time_shares(phase_seconds: dict[str, float]) -> str:
-    """ "pretrain 61 % · task qa 20 % · …": the phases by their share of the total, largest first (under
-    0.5 % left out); "" when no time was recorded."""
-    total = sum(phase_seconds.values())
-    if total <= 0:
-        return ""
-    ranked = sorted(phase_seconds.items(), key=lambda item: -item[1])
-    return " · ".join(f"{name} {100 * seconds / total:.0f} %" for name, seconds in ranked if seconds >= total / 200)
 
 
 def baselines_line(records: Iterable[TrialRecord], names: Iterable[str]) -> str:
@@ -364,9 +347,17 @@ def set_status(trial: optuna.Trial, status: str, cause: str | None = None) -> No
         trial.set_user_attr(CAUSE, cause)
 
 
-def write_claim(trial: optuna.Trial, arch: Any, worker: str, killed_cause: str, retry_of: int | None) -> None:
+def write_claim(
+    trial: optuna.Trial,
+    arch: Any,
+    worker: str,
+    killed_cause: str,
+    retry_of: int | None,
+    placement: dict[str, Any] | None = None,
+) -> None:
     """The architecture and the claim: other workers now see it as taken. The cause is what stays if
-    this worker dies; every ending overwrites it."""
+    this worker dies; every ending overwrites it. ``placement``: the worker's device and how many
+    workers share it."""
     trial.set_user_attr(ARCH, arch.to_dict())
     trial.set_user_attr(ARCH_HASH, arch.arch_hash())
     trial.set_user_attr(SUMMARY, arch.summary())
@@ -374,6 +365,8 @@ def write_claim(trial: optuna.Trial, arch: Any, worker: str, killed_cause: str, 
         trial.set_user_attr(name, value)
     set_status(trial, Status.RUNNING, killed_cause)
     trial.set_user_attr(WORKER, worker)
+    if placement is not None:
+        trial.set_user_attr(PLACEMENT, placement)
     if retry_of is not None:
         trial.set_user_attr(RETRY_OF, retry_of)
 

@@ -339,8 +339,11 @@ def _awaiting_retry(trial: FrozenTrial, retried: set[int], now: float) -> bool:
 @dataclass
 class LocalWorkers:
     """``n`` `nas worker` processes on one study, on this machine; their output goes to
-    ``run_dir/worker-<i>.log``. On CPU each gets an equal share of the cores (``threads``); with
-    ``devices`` each is pinned to one GPU through CUDA_VISIBLE_DEVICES."""
+    ``run_dir/worker-<i>.log``. Each gets an equal share of the CPU cores (``threads``). With ``devices``
+    (one entry per worker, round-robin when fewer: a GPU index, or "cpu"), worker ``i`` sees only its
+    GPU through CUDA_VISIBLE_DEVICES (none for "cpu"); an entry listed K times puts K workers, each with
+    its own CUDA context, on that device. Each worker records its device and how many workers share it
+    (``nas worker --device D --sharing K``) with every trial it runs."""
 
     study_name: str
     storage: str
@@ -353,30 +356,48 @@ class LocalWorkers:
 
     @property
     def threads(self) -> int:
-        return 0 if self.devices else max(1, available_cpus() // self.n)
+        return max(1, available_cpus() // self.n)
 
     @property
     def run_dir(self) -> Path:
         return self.runs_dir / self.study_name
 
+    def device(self, index: int) -> str | None:
+        return self.devices[index % len(self.devices)] if self.devices else None
+
+    def sharing(self, index: int) -> int:
+        """How many of the ``n`` workers run on worker ``index``'s device."""
+        return sum(self.device(i) == self.device(index) for i in range(self.n))
+
     def argv(self, index: int) -> list[str]:
         argv = [sys.executable, "-m", "nas", "worker", "--study", self.study_name, "--storage", self.storage]
         argv += ["--runs-dir", str(self.runs_dir), "--index", str(index), "--quiet"]
-        argv += ["--n-trials", str(self.n_trials)] + (["--threads", str(self.threads)] if self.threads else [])
+        argv += ["--n-trials", str(self.n_trials), "--threads", str(self.threads)]
         if self.timeout is not None:
             argv += ["--timeout", str(self.timeout)]
+        device = self.device(index)
+        if device is not None:
+            argv += ["--device", device, "--sharing", str(self.sharing(index))]
         return argv
 
     def start(self) -> None:
         for index in range(self.n):
             env = dict(os.environ)
-            if self.devices:
-                env["CUDA_VISIBLE_DEVICES"] = self.devices[index % len(self.devices)]
+            device = self.device(index)
+            if device is not None:
+                env["CUDA_VISIBLE_DEVICES"] = "" if device == "cpu" else device
             log = (self.run_dir / f"worker-{index}.log").open("a")
             self.procs.append(subprocess.Popen(self.argv(index), env=env, stdout=log, stderr=subprocess.STDOUT))
 
     def describe(self) -> str:
-        where = f"GPUs {','.join(self.devices)}" if self.devices else f"{self.threads} CPU threads each"
+        if self.devices:
+            counts: dict[str, int] = {}
+            for i in range(self.n):
+                counts[self.device(i) or "?"] = counts.get(self.device(i) or "?", 0) + 1
+            shown = ", ".join(f"{'CPU' if d == 'cpu' else 'GPU ' + d} x{k}" for d, k in counts.items())
+            where = f"{shown}; {self.threads} CPU threads each"
+        else:
+            where = f"{self.threads} CPU threads each"
         return f"started {self.n} workers ({where}); their output: {self.run_dir}/worker-*.log"
 
     def running(self) -> bool:

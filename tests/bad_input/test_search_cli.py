@@ -80,10 +80,19 @@ CASES["--workers 0, no dry run"] = search("--workers", "0", culprit="--workers",
 CASES["--grace not above --heartbeat"] = search("--heartbeat", "5", "--grace", "5", culprit="--grace")
 CASES["--devices letters"] = search("--devices", "a,b", culprit="--devices")
 CASES["--devices only commas"] = search("--devices", ",,", culprit="--devices")
+CASES["--workers-per-device without --devices"] = search("--workers-per-device", "2", culprit="--workers-per-device")
+CASES["--workers-per-device 0"] = search("--devices", "0", "--workers-per-device", "0", culprit="--workers-per-device")
+CASES["--workers-per-device past 128 workers"] = search(
+    "--devices", "0,1,2", "--workers-per-device", "64", culprit="--devices"
+)
 CASES["--devices 200 of them"] = search("--devices", ",".join(str(i) for i in range(200)), culprit="--devices")
 CASES["worker --n-trials 0"] = Case(("worker", "--study", "s", *RUNS, "--n-trials", "0"), ("--n-trials",))
 CASES["worker --n-trials huge"] = Case(("worker", "--study", "s", *RUNS, "--n-trials", "99999999"), ("--n-trials",))
 CASES["worker --timeout nan"] = Case(("worker", "--study", "s", *RUNS, "--timeout", "nan"), ("--timeout",))
+CASES["worker --device two of them"] = Case(("worker", "--study", "s", *RUNS, "--device", "0,1"), ("--device",))
+CASES["worker --device letters"] = Case(("worker", "--study", "s", *RUNS, "--device", "gpu"), ("--devices",))
+CASES["worker --sharing alone"] = Case(("worker", "--study", "s", *RUNS, "--sharing", "2"), ("--sharing",))
+CASES["worker --sharing 0"] = Case(("worker", "--study", "s", *RUNS, "--device", "0", "--sharing", "0"), ("--sharing",))
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=list(CASES))

@@ -80,6 +80,10 @@ def test_validate_search_builds_the_config_and_default_study_name(in_tmp):
     assert config.heartbeats == Heartbeats(2, 9) and config.checkpoint_every == 5
     assert plan.devices == ["0", "1"] and plan.n_workers == 2 and plan.spawns_workers
     assert validate_search(SearchRequest(study="mine", workers=3)).n_workers == 3
+    shared = validate_search(SearchRequest(study="mine", devices="0,1,cpu", workers_per_device=2))
+    assert shared.devices == ["0", "0", "1", "1", "cpu", "cpu"] and shared.n_workers == 6
+    twice = validate_search(SearchRequest(study="mine", devices="0,0"))
+    assert twice.devices == ["0", "0"] and twice.n_workers == 2 and twice.spawns_workers
     assert validate_search(SearchRequest(study="mine")).config.study_name == "mine"
     assert not (in_tmp / "runs").exists() and not (in_tmp / "elsewhere").exists()  # validation writes nothing
 

@@ -7,14 +7,8 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from nas.search import TrialRecord, leaderboard, study_records, trained_count
-from nas.search.records import (
-    baselines_line,
-    requeue_attrs,
-    set_status,
-    time_by_phase,
-    time_shares,
-    write_result,
-)
+from nas.search.records import baselines_line, requeue_attrs, set_status, write_result
+from nas.search.usage import time_by_phase, time_shares
 
 ARCH = {"vocab_size": 512, "max_seq_len": 64, "n_layers": 2, "d_model": 32, "n_heads": 2}
 

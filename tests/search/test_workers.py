@@ -3,6 +3,7 @@ fail a killed worker's trial within the grace period, and the re-run resuming fr
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -73,9 +74,52 @@ def test_local_workers_share_the_cores_or_pin_a_gpu_each(tmp_path, monkeypatch):
         assert argv[argv.index(flag) + 1] == value
     assert argv[argv.index("--threads") + 1] == "2" and argv[argv.index("--timeout") + 1] == "30"
     assert "--runs-dir" in argv and "--quiet" in argv
+    assert "--device" not in argv and "--sharing" not in argv  # no devices named: nothing to record
     gpus = LocalWorkers("s", "journal:j.log", tmp_path, n=2, n_trials=6, devices=["0", "3"])
-    assert gpus.threads == 0 and "--threads" not in gpus.argv(0) and "--timeout" not in gpus.argv(0)
-    assert "GPUs 0,3" in gpus.describe() and "2 CPU threads each" in cpu.describe()
+    assert gpus.threads == 4 and "--timeout" not in gpus.argv(0)  # GPU workers share the cores too
+    assert "GPU 0 x1, GPU 3 x1" in gpus.describe() and "2 CPU threads each" in cpu.describe()
+    argv = gpus.argv(1)
+    assert argv[argv.index("--device") + 1] == "3" and argv[argv.index("--sharing") + 1] == "1"
+
+
+def test_local_workers_can_share_a_device(tmp_path, monkeypatch):
+    monkeypatch.setattr("nas.search.workers.available_cpus", lambda: 16)
+    started: list[dict[str, str]] = []
+
+    class Recorder:
+        def __init__(self, argv, env, stdout, stderr):
+            started.append({"device": argv[argv.index("--device") + 1], "sharing": argv[argv.index("--sharing") + 1]})
+            started[-1]["CUDA_VISIBLE_DEVICES"] = env["CUDA_VISIBLE_DEVICES"]
+
+    monkeypatch.setattr("nas.search.workers.subprocess.Popen", Recorder)
+    (tmp_path / "s").mkdir()
+    packed = LocalWorkers("s", "journal:j.log", tmp_path, n=5, n_trials=6, devices=["0", "0", "0", "1", "cpu"])
+    packed.start()
+    assert [w["CUDA_VISIBLE_DEVICES"] for w in started] == ["0", "0", "0", "1", ""]  # cpu: no GPU visible
+    assert [(w["device"], w["sharing"]) for w in started] == [("0", "3")] * 3 + [("1", "1"), ("cpu", "1")]
+    assert packed.threads == 3 and "GPU 0 x3, GPU 1 x1, CPU x1" in packed.describe()
+    round_robin = LocalWorkers("s", "journal:j.log", tmp_path, n=4, n_trials=6, devices=["0", "1"])
+    assert [round_robin.sharing(i) for i in range(4)] == [2, 2, 2, 2]
+
+
+@pytest.mark.slow
+def test_two_workers_share_the_cpu_device_and_status_says_where_trials_ran(workdir, micro_cache, capsys):
+    """`--devices cpu --workers-per-device 2`: the code path of several workers per GPU, on the CPU."""
+    from tests.conftest import run
+
+    name, url = study_name("journal"), storage_url("journal", workdir)
+    proc = nas(*search_args(name, url, micro_cache, 4, "--devices", "cpu", "--workers-per-device", "2"), cwd=workdir)
+    output, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, output
+    assert "4 trials trained by 2 workers" in output
+    assert "started 2 workers (CPU x2" in (workdir / "runs" / name / "search.log").read_text()
+    trained = assert_exactly_n_distinct(load_study(name, url, workdir), 4)
+    assert all(t.user_attrs["placement"] == {"device": "cpu", "sharing": 2} for t in trained)
+    code, out, _ = run(["status", name, "--storage", url], capsys)
+    assert code == 0 and "workers: CPU, 2 workers: 4 trials trained" in out, out
+    code, out, _ = run(["status", name, "--storage", url, "--json"], capsys)
+    (use,) = json.loads(out)["placement"]
+    assert (use["device"], use["sharing"], use["trained"]) == ("cpu", 2, 4) and use["trials_per_hour"] > 0
 
 
 @pytest.mark.slow

@@ -1,0 +1,132 @@
+"""Several small trials per GPU (issue 16): trials per hour with K = 1, 2, 4, 8 workers on one device.
+
+For each space (`tiny`: 0.1-1.5M non-embedding params; `llama-gqa`: the 10-30M ones) and each K, one
+`nas search --devices D --workers-per-device K` trains the same number of trials (random sampler, no
+pruner, the gpu-files protocol at a short budget, tasks off unless --tasks) into its own journal study;
+the figures are the product's own (`nas status --json`: trials per hour from the first trial's start to
+the last one's end on that placement, the median tokens/s of one trial) and the wall time of the whole
+command. The ratio is trials per hour against K = 1 in the same run. A first, untimed search trains the
+tokenizer and fills the token cache, so no timed worker pays for it.
+
+    python bench/gpu_packing.py                                   # on a GPU: records to bench/RESULTS.md
+    python bench/gpu_packing.py --device cpu --ks 1,2 --trials 2 --tokens 8192 --no-record --set \
+        pretrain.seq_len=128 --set pretrain.compile=false        # the same code path on a CPU, in a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _results import machine, record
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACES = ("tiny", "llama-gqa")
+
+
+def nas(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`python -m nas ARGS` from ``cwd``; a failure stops the bench with its output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "nas", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        tail = done.stdout[-3000:] + done.stderr[-3000:]
+        raise SystemExit(f"nas {' '.join(args)} failed ({done.returncode}):\n{tail}")
+    return done
+
+
+def overrides(args: argparse.Namespace, work: Path) -> list[str]:
+    sets = [f"cache_dir={work / 'cache'}", f"pretrain.budget.tokens={args.tokens}"]
+    if not args.tasks:
+        sets += [f"tasks.{t}.enabled=false" for t in ("claims", "qa", "answer")]
+    sets += args.set
+    return [x for s in sets for x in ("--set", s)]
+
+
+def search(args: argparse.Namespace, work: Path, space: str, k: int, n_trials: int, name: str) -> dict[str, Any]:
+    """One study of ``n_trials`` trials by ``k`` workers on the device: its placement figures and wall time."""
+    storage = f"journal:{work / (name + '.journal')}"
+    argv = ["search", "--study", name, "--space", space, "--trial", args.trial, "--storage", storage]
+    argv += ["--runs-dir", str(work / "runs"), "--n-trials", str(n_trials), "--sampler", "random", "--pruner", "none"]
+    argv += ["--seed", "0", "--devices", args.device, "--workers-per-device", str(k), "--quiet"]
+    started = time.perf_counter()
+    nas(*argv, *overrides(args, work), cwd=ROOT, timeout=args.timeout)
+    wall = time.perf_counter() - started
+    status = json.loads(nas("status", name, "--storage", storage, "--json", cwd=ROOT, timeout=120).stdout)
+    (use,) = status["placement"] or [None]
+    if use is None:
+        raise SystemExit(f"{name}: no trained trial recorded its placement")
+    memory = [t["metrics"].get("peak_memory_mb") for t in status["trials"] if t["metrics"].get("peak_memory_mb")]
+    return {
+        "space": space,
+        "k": k,
+        "trials": use["trained"],
+        "wall_s": wall,
+        "trials_per_hour": use["trials_per_hour"],
+        "tokens_per_second": use["tokens_per_second"],
+        "peak_memory_mb": max(memory) if memory else None,
+    }
+
+
+def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    lines = [
+        "| space | K workers | trials | wall s | trials/h | x K=1 | tokens/s of one trial (median) | peak MiB/trial |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        base = next(r for r in rows if r["space"] == row["space"] and r["k"] == min(args.ks))
+        memory = f"{row['peak_memory_mb']:,.0f}" if row["peak_memory_mb"] else "-"
+        lines.append(
+            f"| {row['space']} | {row['k']} | {row['trials']} | {row['wall_s']:.0f} | {row['trials_per_hour']:,.0f} | "
+            f"{row['trials_per_hour'] / base['trials_per_hour']:.2f} | {row['tokens_per_second']:,.0f} | {memory} |"
+        )
+    head = (
+        f"Machine: {machine()}. Device {args.device}; protocol {args.trial} at {args.tokens:,} tokens per trial, "
+        f"tasks {'on' if args.tasks else 'off'}{', ' + ', '.join(args.set) if args.set else ''}; {args.trials} trials "
+        f"per search (random sampler, seed 0). Command: python bench/gpu_packing.py {' '.join(sys.argv[1:])}\n\n"
+    )
+    return head + "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="0", help="the device to pack: a GPU index or cpu (default 0)")
+    parser.add_argument("--ks", default="1,2,4,8", help="workers per device to compare (default 1,2,4,8)")
+    parser.add_argument("--spaces", default=",".join(SPACES), help=f"spaces (default {','.join(SPACES)})")
+    parser.add_argument("--trial", default="gpu-files", help="the trial protocol (default gpu-files)")
+    parser.add_argument("--trials", type=int, default=16, help="trials per search, the same for every K")
+    parser.add_argument("--tokens", type=int, default=1_000_000, help="pretraining tokens per trial")
+    parser.add_argument("--tasks", action="store_true", help="keep the protocol's fine-tuning tasks on")
+    parser.add_argument("--set", action="append", default=[], help="more protocol overrides (key=value)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per search")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
+    args = parser.parse_args()
+    args.ks = [int(k) for k in args.ks.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="gpu_packing_"))
+    try:
+        env_note = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if env_note is not None:
+            print(f"note: CUDA_VISIBLE_DEVICES={env_note} is replaced per worker by --devices")
+        rows = []
+        for space in args.spaces.split(","):
+            search(args, work, space, 1, 1, f"warmup-{space}")  # the tokenizer and token cache, untimed
+            for k in args.ks:
+                rows.append(search(args, work, space, k, args.trials, f"pack-{space}-k{k}"))
+                print(json.dumps(rows[-1]), flush=True)
+        record("gpu_packing: trials per hour with K workers on one device", table(rows, args), args.no_record)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
