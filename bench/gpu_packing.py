@@ -80,15 +80,17 @@ def search(args: argparse.Namespace, work: Path, space: str, k: int, n_trials: i
 
 def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
-        "| space | K workers | trials | wall s | trials/h | x K=1 | tokens/s of one trial (median) | peak MiB/trial |",
+        "| space | K workers | trials | wall s | trials/h | x fewest K | tokens/s of one trial (median) | "
+        "peak MiB/trial |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        base = next(r for r in rows if r["space"] == row["space"] and r["k"] == min(args.ks))
+        base = min((r for r in rows if r["space"] == row["space"]), key=lambda r: r["k"])
         memory = f"{row['peak_memory_mb']:,.0f}" if row["peak_memory_mb"] else "-"
         lines.append(
             f"| {row['space']} | {row['k']} | {row['trials']} | {row['wall_s']:.0f} | {row['trials_per_hour']:,.0f} | "
-            f"{row['trials_per_hour'] / base['trials_per_hour']:.2f} | {row['tokens_per_second']:,.0f} | {memory} |"
+            f"{row['trials_per_hour'] / base['trials_per_hour']:.2f} (K={base['k']}) | "
+            f"{row['tokens_per_second']:,.0f} | {memory} |"
         )
     head = (
         f"Machine: {machine()}. Device {args.device}; protocol {args.trial} at {args.tokens:,} tokens per trial, "
@@ -109,6 +111,7 @@ def main() -> None:
     parser.add_argument("--tasks", action="store_true", help="keep the protocol's fine-tuning tasks on")
     parser.add_argument("--set", action="append", default=[], help="more protocol overrides (key=value)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per search")
+    parser.add_argument("--deadline", type=float, help="start no new search after this many seconds")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
     args.ks = [int(k) for k in args.ks.split(",")]
@@ -117,13 +120,25 @@ def main() -> None:
         env_note = os.environ.get("CUDA_VISIBLE_DEVICES")
         if env_note is not None:
             print(f"note: CUDA_VISIBLE_DEVICES={env_note} is replaced per worker by --devices")
-        rows = []
+        rows: list[dict[str, Any]] = []
+        missed: list[str] = []
+        deadline = time.monotonic() + args.deadline if args.deadline else None
         for space in args.spaces.split(","):
             search(args, work, space, 1, 1, f"warmup-{space}")  # the tokenizer and token cache, untimed
             for k in args.ks:
-                rows.append(search(args, work, space, k, args.trials, f"pack-{space}-k{k}"))
+                if deadline is not None and time.monotonic() > deadline:
+                    missed.append(f"{space} K={k}: not started (--deadline {args.deadline:.0f}s passed)")
+                    continue
+                try:
+                    rows.append(search(args, work, space, k, args.trials, f"pack-{space}-k{k}"))
+                except (SystemExit, subprocess.TimeoutExpired) as exc:  # one failed setting must not lose the rest
+                    missed.append(f"{space} K={k}: {str(exc).splitlines()[0][:200]}")
+                    continue
                 print(json.dumps(rows[-1]), flush=True)
-        record("gpu_packing: trials per hour with K workers on one device", table(rows, args), args.no_record)
+        body = table(rows, args) if rows else "No setting finished."
+        if missed:
+            body += "\n\nNot measured: " + "; ".join(missed)
+        record("gpu_packing: trials per hour with K workers on one device", body, args.no_record)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
