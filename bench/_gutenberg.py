@@ -10,7 +10,9 @@ warmup-stable-decay schedule by default. The token cache lives in runs/cache/gut
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,11 +86,18 @@ def budget_protocol(
     return gutenberg_protocol(SHORT_TOKENS * factor, seed=seed, lr=lr, eval_every=every, extra=extra)
 
 
+@functools.cache
 def recipe_lr(d_model: int | None = None) -> float:
     """The peak learning rate the shipped text-files protocol (the recipe every trial uses) gives a model
     of width ``d_model``: its lr, scaled down above its lr_width_base (nas.protocol.Optimizer.peak_lr);
     None: the unscaled lr."""
     return load_protocol("text-files").pretrain.optimizer.peak_lr(d_model)
+
+
+def at_recipe_lr(run: dict[str, Any], d_model: int) -> bool:
+    """Whether a bench run (a record with its peak ``lr``) trained at the recipe's lr for its width now: a
+    run at an earlier recipe's lr is stale, out of the figures until it is redone."""
+    return math.isclose(run["lr"], recipe_lr(d_model))
 
 
 def fixed_lr(lr: float) -> list[str]:

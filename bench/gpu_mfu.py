@@ -42,7 +42,7 @@ def bare_loop(arch, ids, config: Pretrain, device, steps: int, warmup: int) -> f
     """Tokens/s of the plainest loop: batch, forward under bf16 autocast, backward, clip, step."""
     model = build(arch, device)
     step_model = torch.compile(model) if config.compile else model
-    optimizer = make_optimizer(model, config, config.optimizer.lr, device)
+    optimizer = make_optimizer(model, config, config.optimizer.peak_lr(arch.d_model), device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     started = None
     for step in range(warmup + steps):

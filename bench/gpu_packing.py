@@ -5,8 +5,9 @@ For each space (`tiny`: 0.1-1.5M non-embedding params; `llama-gqa`: the 10-30M o
 pruner, the gpu-files protocol at a short budget, tasks off unless --tasks) into its own journal study;
 the figures are the product's own (`nas status --json`: trials per hour from the first trial's start to
 the last one's end on that placement, the median tokens/s of one trial) and the wall time of the whole
-command. The ratio is trials per hour against K = 1 in the same run. A first, untimed search trains the
-tokenizer and fills the token cache, so no timed worker pays for it.
+command. Every K trains the same architectures: the first K's study warm-starts the others (one journal
+per space). The ratio is trials per hour against the fewest K in the same run. A first, untimed search
+trains the tokenizer and fills the token cache, so no timed worker pays for it.
 
     python bench/gpu_packing.py                                   # on a GPU: records to bench/RESULTS.md
     python bench/gpu_packing.py --device cpu --ks 1,2 --trials 2 --tokens 8192 --no-record --set \
@@ -16,9 +17,12 @@ tokenizer and fills the token cache, so no timed worker pays for it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,14 +39,28 @@ SPACES = ("tiny", "llama-gqa")
 
 
 def nas(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    """`python -m nas ARGS` from ``cwd``; a failure stops the bench with its output."""
-    done = subprocess.run(
-        [sys.executable, "-m", "nas", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    """`python -m nas ARGS` from ``cwd`` in its own process group; past ``timeout`` the whole group (the
+    search and the workers it started) gets Ctrl-C, then a kill. A failure stops this setting."""
+    argv = [sys.executable, "-m", "nas", *args]
+    proc = subprocess.Popen(
+        argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
-    if done.returncode != 0:
-        tail = done.stdout[-3000:] + done.stderr[-3000:]
-        raise SystemExit(f"nas {' '.join(args)} failed ({done.returncode}):\n{tail}")
-    return done
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for sig, grace in ((signal.SIGINT, 20), (signal.SIGKILL, 5)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.communicate(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        raise SystemExit(f"nas {args[0]} timed out after {timeout:.0f}s (its workers stopped)") from None
+    if proc.returncode != 0:
+        tail = out[-3000:] + err[-3000:]
+        raise SystemExit(f"nas {' '.join(args)} failed ({proc.returncode}):\n{tail}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def overrides(args: argparse.Namespace, work: Path) -> list[str]:
@@ -53,10 +71,14 @@ def overrides(args: argparse.Namespace, work: Path) -> list[str]:
     return [x for s in sets for x in ("--set", s)]
 
 
-def search(args: argparse.Namespace, work: Path, space: str, k: int, n_trials: int, name: str) -> dict[str, Any]:
-    """One study of ``n_trials`` trials by ``k`` workers on the device: its placement figures and wall time."""
-    storage = f"journal:{work / (name + '.journal')}"
+def search(
+    args: argparse.Namespace, work: Path, space: str, k: int, n_trials: int, name: str, like: str | None = None
+) -> dict[str, Any]:
+    """One study of ``n_trials`` trials by ``k`` workers on the device: its placement figures and wall time.
+    ``like``: a study of the same space whose architectures go first (the same ones at every K)."""
+    storage = f"journal:{work / (space + '.journal')}"
     argv = ["search", "--study", name, "--space", space, "--trial", args.trial, "--storage", storage]
+    argv += ["--warm-start", like] if like else []
     argv += ["--runs-dir", str(work / "runs"), "--n-trials", str(n_trials), "--sampler", "random", "--pruner", "none"]
     argv += ["--seed", "0", "--devices", args.device, "--workers-per-device", str(k), "--quiet"]
     started = time.perf_counter()
@@ -95,7 +117,8 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     head = (
         f"Machine: {machine()}. Device {args.device}; protocol {args.trial} at {args.tokens:,} tokens per trial, "
         f"tasks {'on' if args.tasks else 'off'}{', ' + ', '.join(args.set) if args.set else ''}; {args.trials} trials "
-        f"per search (random sampler, seed 0). Command: python bench/gpu_packing.py {' '.join(sys.argv[1:])}\n\n"
+        f"per search (random sampler, seed 0; every K trains the first K's architectures first, through "
+        "--warm-start). Command: python bench/gpu_packing.py {' '.join(sys.argv[1:])}\n\n"
     )
     return head + "\n".join(lines)
 
@@ -112,6 +135,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="more protocol overrides (key=value)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per search")
     parser.add_argument("--deadline", type=float, help="start no new search after this many seconds")
+    parser.add_argument("--partial", type=Path, help="rewrite the table so far to this file after every setting")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
     args.ks = [int(k) for k in args.ks.split(",")]
@@ -122,19 +146,25 @@ def main() -> None:
             print(f"note: CUDA_VISIBLE_DEVICES={env_note} is replaced per worker by --devices")
         rows: list[dict[str, Any]] = []
         missed: list[str] = []
-        deadline = time.monotonic() + args.deadline if args.deadline else None
+        deadline = time.monotonic() + args.deadline if args.deadline else math.inf
         for space in args.spaces.split(","):
-            search(args, work, space, 1, 1, f"warmup-{space}")  # the tokenizer and token cache, untimed
-            for k in args.ks:
-                if deadline is not None and time.monotonic() > deadline:
+            first: str | None = None  # the first K's study: its architectures go first at every other K
+            for k in ["warmup", *args.ks]:
+                if time.monotonic() > deadline:
                     missed.append(f"{space} K={k}: not started (--deadline {args.deadline:.0f}s passed)")
                     continue
                 try:
-                    rows.append(search(args, work, space, k, args.trials, f"pack-{space}-k{k}"))
-                except (SystemExit, subprocess.TimeoutExpired) as exc:  # one failed setting must not lose the rest
+                    if k == "warmup":  # the tokenizer and the token cache, untimed
+                        search(args, work, space, 1, 1, f"warmup-{space}")
+                        continue
+                    rows.append(search(args, work, space, int(k), args.trials, f"pack-{space}-k{k}", first))
+                    first = first or f"pack-{space}-k{k}"
+                except SystemExit as exc:  # one failed setting must not lose the rest
                     missed.append(f"{space} K={k}: {str(exc).splitlines()[0][:200]}")
                     continue
                 print(json.dumps(rows[-1]), flush=True)
+                if args.partial:  # what is measured so far survives a kill from outside
+                    args.partial.write_text(table(rows, args) + "\n")
         body = table(rows, args) if rows else "No setting finished."
         if missed:
             body += "\n\nNot measured: " + "; ".join(missed)

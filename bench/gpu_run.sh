@@ -14,8 +14,8 @@ export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASE
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import nas, optuna, torch; print('nas ok; optuna', optuna.__version__, '; torch', torch.__version__)" \
   2>&1 | tee -a "$OUT/gpu.txt" || exit 1
-timeout 260 python3 bench/gpu_mfu.py 2>&1 | tee "$OUT/gpu_mfu.log"
+timeout 240 python3 bench/gpu_mfu.py 2>&1 | tee "$OUT/gpu_mfu.log"
 cp bench/RESULTS.md "$OUT/RESULTS.md"
-timeout 290 python3 bench/gpu_packing.py --trials 8 --deadline 200 --timeout 120 \
+timeout 290 python3 bench/gpu_packing.py --trials 8 --deadline 150 --timeout 120 --partial "$OUT/gpu_packing.md" \
   --set 'data.files.paths=[".gpu_data/gutenberg/*_*.txt"]' --set pretrain.compile=false 2>&1 | tee "$OUT/gpu_packing.log"
 cp bench/RESULTS.md "$OUT/RESULTS.md"

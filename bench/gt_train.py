@@ -35,7 +35,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _gutenberg import FAR_FACTOR, LONG_FACTOR, SHORT_TOKENS, budget_protocol, gutenberg_protocol, recipe_lr
+from _gutenberg import (
+    FAR_FACTOR,
+    LONG_FACTOR,
+    SHORT_TOKENS,
+    at_recipe_lr,
+    budget_protocol,
+    gutenberg_protocol,
+    recipe_lr,
+)
 from gt_archs import SPLIT, load_split, run_seconds
 from lr_sweep import curve_rows, finite_or_none, nas_source, part_of, save
 
@@ -174,7 +182,7 @@ def by_arch(data: dict[str, Any]) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for r in data["runs"].values():
         row = rows.setdefault(r["arch_hash"], {"half": r["half"], "params": r["non_embedding_params"], "long": {}})
-        if r["val_loss"] is None:
+        if r["val_loss"] is None or not at_recipe_lr(r, r["d_model"]):  # a stale run waits to be redone
             continue
         if r["factor"] == 1 and r["seed"] == 0:
             row["t"] = r["val_loss"]
@@ -323,9 +331,18 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load(out, args.tokens, recipe_lr())
+    by_key = {r["key"]: r for r in runs}
     for other in args.merge:
-        for key, run in json.loads(other.read_text()).get("runs", {}).items():
-            data["runs"].setdefault(key, run)
+        part = json.loads(other.read_text())
+        for key, old in part.get("superseded", {}).items():
+            data.setdefault("superseded", {}).setdefault(key, []).extend(old)
+        for key, run in part.get("runs", {}).items():
+            have, plan = data["runs"].get(key), by_key.get(key)
+            redone = plan is not None and not current(plan, data) and current(plan, {"runs": {key: run}})
+            if have is None or redone:
+                if have is not None:  # the part redid a stale run: the redo wins, the old one is kept aside
+                    data.setdefault("superseded", {}).setdefault(key, []).append(have)
+                data["runs"][key] = run
     if args.merge:
         save(data, out)
     if args.report or args.merge:  # merging folds the parts in, reports and stops

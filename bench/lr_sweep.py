@@ -302,25 +302,25 @@ def main() -> None:
     optimizer = budget_protocol(LONG_FACTOR).pretrain.optimizer
     data["meta"].pop("lr_factors", None)  # the first design: lr/3, lr, lr*3 around one lr for every width
     data["meta"].update(recipe_lr=optimizer.lr, lr_width_base=optimizer.lr_width_base, lr_grid=list(LR_GRID))
-    runs = planned_runs(load_split(), done=data["runs"])
-    todo = part_of(runs, *part) if part else runs
-    done = 0
-    for i, run in enumerate(todo):
-        if run["key"] in data["runs"]:
-            continue
-        if args.limit is not None and done >= args.limit:
+    split, done = load_split(), 0
+    while args.limit is None or done < args.limit:
+        runs = planned_runs(split, done=data["runs"])  # planned again after every run: a challenger joins in order
+        todo = part_of(runs, *part) if part else runs
+        left = [r for r in todo if r["key"] not in data["runs"]]
+        if not left:
             break
+        run = left[0]
         entry = train(run, args.tokens)
         data["runs"][run["key"]] = entry
         save(data, out)
         done += 1
         loss = f"{entry['val_loss']:.4f}" if entry["val_loss"] is not None else entry["cause"]
         print(
-            f"[{i + 1}/{len(todo)}] {entry['summary']:56s} lr {run['lr']:.2g} seed {run['seed']} {loss} "
-            f"({entry['wall_seconds']:.0f}s, {entry['tokens_per_second']:.0f} tok/s)",
+            f"[{len(todo) - len(left) + 1}/{len(todo)}] {entry['summary']:56s} lr {run['lr']:.2g} seed {run['seed']} "
+            f"{loss} ({entry['wall_seconds']:.0f}s, {entry['tokens_per_second']:.0f} tok/s)",
             flush=True,
         )
-    if not args.part and all(r["key"] in data["runs"] for r in runs):
+    if not args.part and all(r["key"] in data["runs"] for r in planned_runs(split, done=data["runs"])):
         data["meta"]["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         save(data, out)
     print(report(data))

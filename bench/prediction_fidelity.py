@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import warnings
@@ -29,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _gutenberg import FAR_FACTOR, LONG_FACTOR, recipe_lr
+from _gutenberg import FAR_FACTOR, LONG_FACTOR, at_recipe_lr
 from gt_archs import SPLIT
 
 from nas.scaling import StudyFit, fit_beta, predict_loss
@@ -63,9 +62,10 @@ def load_archs(data: dict[str, Any], design: str = "b2048") -> dict[str, dict[st
     the seed-0 run's points, the 16T loss."""
     archs: dict[str, dict[str, Any]] = {}
     for r in data["runs"].values():
-        new = {"half": r["half"], "params": r["non_embedding_params"], "long": {}, "long_points": {}}
+        new = {"half": r["half"], "params": r["non_embedding_params"], "d_model": r["d_model"]}
+        new |= {"long": {}, "long_points": {}}
         a = archs.setdefault(r["arch_hash"], new)
-        if r.get("val_loss") is None:
+        if r.get("val_loss") is None or not at_recipe_lr(r, r["d_model"]):  # a stale run waits to be redone
             continue
         if r["factor"] == 1 and r["seed"] == 0:
             a["t"], a["t_points"] = r["val_loss"], _points(r)
@@ -74,13 +74,14 @@ def load_archs(data: dict[str, Any], design: str = "b2048") -> dict[str, dict[st
         elif r["factor"] == FAR_FACTOR and r["seed"] == 0:
             a["far"] = r["val_loss"]
     for r in json.loads(LR_SWEEP.read_text())["runs"].values() if LR_SWEEP.exists() else []:
-        if r["arch_hash"] in archs and r["val_loss"] is not None and math.isclose(r["lr"], recipe_lr(r["d_model"])):
+        if r["arch_hash"] in archs and r["val_loss"] is not None and at_recipe_lr(r, r["d_model"]):
             archs[r["arch_hash"]]["long"].setdefault(r["seed"], r["val_loss"])  # an 8T run at the recipe lr
     if design != "b2048":  # the trial is another design's T-budget run (bench/trial_design.py)
         for a in archs.values():
             a.pop("t", None), a.pop("t_points", None)
         for r in json.loads(TRIAL_DESIGN.read_text())["runs"].values():
-            if r["design"] == design and r["seed"] == 0 and r["val_loss"] is not None and r["arch_hash"] in archs:
+            fresh = r["arch_hash"] in archs and at_recipe_lr(r, archs[r["arch_hash"]]["d_model"])
+            if r["design"] == design and r["seed"] == 0 and r["val_loss"] is not None and fresh:
                 archs[r["arch_hash"]]["t"], archs[r["arch_hash"]]["t_points"] = r["val_loss"], _points(r)
     for a in archs.values():
         a["mean"] = statistics.fmean(a["long"].values()) if a["long"] else None

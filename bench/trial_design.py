@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _gutenberg import SHORT_TOKENS, gutenberg_protocol, recipe_lr
+from _gutenberg import SHORT_TOKENS, at_recipe_lr, fixed_lr, gutenberg_protocol
 from gt_archs import load_split
 from lr_sweep import curve_rows, finite_or_none, nas_source, save
 from prediction_fidelity import rank_cell
@@ -56,7 +56,8 @@ def protocol(design: str, seed: int = 0) -> Any:
     batch, lr = DESIGNS[design]
     steps = SHORT_TOKENS // batch
     extra = [f"pretrain.batch_tokens={batch}", f"pretrain.schedule.cooldowns={json.dumps(COOLDOWNS)}"]
-    return gutenberg_protocol(SHORT_TOKENS, seed=seed, lr=lr, eval_every=max(1, steps // EVALS), extra=extra)
+    extra += fixed_lr(lr) if lr is not None else []  # a design's own lr is the same at every width
+    return gutenberg_protocol(SHORT_TOKENS, seed=seed, eval_every=max(1, steps // EVALS), extra=extra)
 
 
 def train(entry: dict[str, Any], design: str, seed: int) -> dict[str, Any]:
@@ -92,12 +93,16 @@ def long_losses() -> dict[str, dict[int, float]]:
     out: dict[str, dict[int, float]] = {}
     gt = json.loads(GROUND_TRUTH.read_text())
     for r in gt["runs"].values():
-        if r["factor"] == 8 and r["status"] == "complete" and r["val_loss"] is not None:
+        if (
+            r["factor"] == 8
+            and r["status"] == "complete"
+            and r["val_loss"] is not None
+            and at_recipe_lr(r, r["d_model"])
+        ):
             out.setdefault(r["arch_hash"], {})[r["seed"]] = r["val_loss"]
     if LR_SWEEP.exists():
         for r in json.loads(LR_SWEEP.read_text())["runs"].values():
-            recipe = math.isclose(r["lr"], recipe_lr(r["d_model"]))
-            if recipe and r["status"] == "complete" and r["val_loss"] is not None:
+            if at_recipe_lr(r, r["d_model"]) and r["status"] == "complete" and r["val_loss"] is not None:
                 out.setdefault(r["arch_hash"], {}).setdefault(r["seed"], r["val_loss"])
     return out
 
@@ -106,10 +111,13 @@ def trial_losses(data: dict[str, Any]) -> dict[str, dict[str, float]]:
     """design -> {arch hash: seed-0 trial loss}; b2048 from the ground truth's T runs."""
     out: dict[str, dict[str, float]] = {d: {} for d in DESIGNS}
     for r in json.loads(GROUND_TRUTH.read_text())["runs"].values():
-        if r["factor"] == 1 and r["seed"] == 0 and r["val_loss"] is not None:
+        if r["factor"] == 1 and r["seed"] == 0 and r["val_loss"] is not None and at_recipe_lr(r, r["d_model"]):
             out["b2048"][r["arch_hash"]] = r["val_loss"]
+    width = {e["hash"]: e["arch"].d_model for e in load_split()["archs"]}
     for r in data.get("runs", {}).values():
-        if r["seed"] == 0 and r["val_loss"] is not None:
+        lr = DESIGNS[r["design"]][1]
+        fresh = math.isclose(r["lr"], lr) if lr is not None else at_recipe_lr(r, width[r["arch_hash"]])
+        if r["seed"] == 0 and r["val_loss"] is not None and fresh:  # a stale run waits to be redone
             out[r["design"]][r["arch_hash"]] = r["val_loss"]
     return out
 

@@ -89,12 +89,13 @@ class BareLoop:
         start = time.perf_counter()
         self.model, self.ids, self.config, self.steps = model, train_ids, config, steps
         opt = config.optimizer
+        self.peak_lr = opt.peak_lr(pretrain_module.model_width(model))  # the trial loop's width rule
         params = [p for p in model.parameters() if p.requires_grad]
         groups = [
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": opt.weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
-        self.optimizer = torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas, eps=opt.eps)
+        self.optimizer = torch.optim.AdamW(groups, lr=self.peak_lr, betas=opt.betas, eps=opt.eps)
         model.train()
         self.step_times: list[float] = []
         self.loss = torch.tensor(float("nan"))
@@ -104,7 +105,7 @@ class BareLoop:
         config, model, optimizer = self.config, self.model, self.optimizer
         start = time.perf_counter()
         for group in optimizer.param_groups:  # outside the step timer, as in pretrain()
-            group["lr"] = config.optimizer.lr * lr_multiplier(step / self.steps, config.schedule)
+            group["lr"] = self.peak_lr * lr_multiplier(step / self.steps, config.schedule)
         started = time.perf_counter()
         x, y = pretrain_module.batch_at(self.ids, step, config.batch_size, config.seq_len, config.seed)
         logits = model(input_ids=x).logits

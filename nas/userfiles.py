@@ -76,7 +76,7 @@ def expand_paths(paths: list[str], source: str | None = None, key: str = "") -> 
     no file is a NasInputError naming ``key``; a plain entry is checked where it is read."""
     files: list[str] = []
     for entry in paths:
-        if not GLOB_CHARS & set(entry):
+        if not GLOB_CHARS & set(entry) or Path(entry).is_file():  # a file named "notes[v2].txt" is itself
             files.append(entry)
             continue
         matches = sorted(p for p in glob.glob(entry, recursive=True) if Path(p).is_file())

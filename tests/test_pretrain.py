@@ -181,13 +181,19 @@ def test_data_parallel_batch_must_split_over_the_processes():
 
 
 @pytest.mark.parametrize(("width_base", "peak"), [(None, 1e-2), (64, 1e-2), (16, 1e-2 * 16 / 32)])
-def test_a_model_wider_than_lr_width_base_peaks_at_a_proportionally_smaller_lr(width_base, peak):
+def test_a_model_wider_than_lr_width_base_peaks_at_a_proportionally_smaller_lr(width_base, peak, monkeypatch):
     arch, model, train, val = _setup()  # d_model 32
     config = _config(
         optimizer={"lr": 1e-2, "lr_width_base": width_base},
         schedule=Schedule(kind="wsd", warmup_fraction=0.1, decay_fraction=0.2, cooldowns=[0.5]),
     )
+    stepped = []  # every step's lr, the cool-down branch's included
+    step = pretrain_module._train_step
+    monkeypatch.setattr(
+        pretrain_module, "_train_step", lambda run, ids, k, lr: stepped.append(lr) or step(run, ids, k, lr)
+    )
     outcome = pretrain(model, train, val, config, arch.flops_per_token(32))
+    assert len(stepped) > outcome.steps and max(stepped) == pytest.approx(peak)  # the branch decays from it too
     stable = [p.lr for p in outcome.curve if 0 < p.step <= 20]  # evals at steps 10 and 20: the stable phase
     assert stable == pytest.approx([peak, peak])
     assert max(p.lr for p in outcome.curve) == pytest.approx(peak)

@@ -97,8 +97,11 @@ def test_file_lists_expand_glob_patterns_in_sorted_order(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x")
     (tmp_path / "folder.txt").mkdir()  # a folder that matches is not a file
+    (tmp_path / "notes[v2].md").write_text("x")  # brackets in a real file's name: the file itself
     plain = str(tmp_path / "missing.txt")  # a plain entry stays as written: it is checked where it is read
-    got = expand_paths([str(tmp_path / "*.txt"), plain, str(tmp_path / "**" / "[cd].txt")])
-    assert got == [str(tmp_path / n) for n in ("a.txt", "b.txt", "missing.txt", "sub/c.txt", "sub/deeper/d.txt")]
+    bracketed = str(tmp_path / "notes[v2].md")
+    got = expand_paths([str(tmp_path / "*.txt"), plain, str(tmp_path / "**" / "[cd].txt"), bracketed])
+    names = ("a.txt", "b.txt", "missing.txt", "sub/c.txt", "sub/deeper/d.txt", "notes[v2].md")
+    assert got == [str(tmp_path / n) for n in names]
     with pytest.raises(NasInputError, match=r"data.files.paths: .*\*\.csv: no file matches this pattern"):
         expand_paths([str(tmp_path / "*.csv")], "p.yaml", "data.files.paths")

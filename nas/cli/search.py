@@ -268,7 +268,7 @@ def worker_placement(device: str | None, sharing: int | None) -> Placement | Non
         if sharing is not None:
             raise NasInputError("--sharing", "needs --device: the device that is shared")
         return None
-    found = device_list(device)
+    found = device_list(device, flag="--device")
     if len(found) != 1:
         raise NasInputError("--device", f"'{device}': one device, a GPU index or cpu")
     return Placement(found[0], sharing or 1)
@@ -338,7 +338,11 @@ def worker(
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads for this worker.")] = None,
     index: Annotated[int | None, typer.Option(help="This worker's index (seeds its sampler).")] = None,
     device: Annotated[
-        str | None, typer.Option(help="The device this worker runs on (a GPU index or cpu), recorded per trial.")
+        str | None,
+        typer.Option(
+            help="The device nas search gave this worker (a GPU index or cpu), recorded per trial; it does not "
+            "pin the device (CUDA_VISIBLE_DEVICES does)."
+        ),
     ] = None,
     sharing: Annotated[
         int | None, typer.Option(help="How many workers share this worker's device (1-128), recorded per trial.")

@@ -236,9 +236,10 @@ def _name_problems(request: SearchRequest) -> list[tuple[str, str]]:
     ]
 
 
-def device_list(devices: str | None, per_device: int | None = None) -> list[str]:
+def device_list(devices: str | None, per_device: int | None = None, flag: str = "--devices") -> list[str]:
     """The devices of ``--devices`` (GPU indices or ``cpu``; an entry given twice runs two workers there),
-    each repeated ``per_device`` times (``--workers-per-device``): one entry per worker."""
+    each taken ``per_device`` times (``--workers-per-device``), interleaved: one entry per worker, so the
+    first workers spread over the devices (``--workers N`` takes the first N)."""
     if not devices:
         if per_device is not None:
             raise NasInputError("--workers-per-device", "needs --devices: the devices to share, e.g. 0 or cpu")
@@ -246,15 +247,14 @@ def device_list(devices: str | None, per_device: int | None = None) -> list[str]
     items = [d.strip().lower() for d in devices.split(",") if d.strip()]
     if not items or not all(d == "cpu" or (d.isascii() and d.isdigit() and len(d) <= 4) for d in items):
         raise NasInputError(
-            "--devices", f"'{devices}': give GPU indices or cpu separated by commas, e.g. 0,1,2,3 or 0,0 or cpu"
+            flag, f"'{devices}': give GPU indices or cpu separated by commas, e.g. 0,1,2,3 or 0,0 or cpu"
         )
-    expanded = [d for d in items for _ in range(per_device or 1)]
-    if len(expanded) > LIMITS["--workers"][1]:
-        raise NasInputError(
-            "--devices",
-            f"{len(expanded)} workers ({len(items)} devices x {per_device or 1}): at most {LIMITS['--workers'][1]:.0f}",
-        )
-    return expanded
+    items = [d if d == "cpu" else str(int(d)) for d in items]  # 00 is GPU 0
+    k = per_device if isinstance(per_device, int) and per_device >= 1 else 1
+    most = int(LIMITS["--workers"][1])
+    if len(items) * k > most:  # checked before the list is built: a huge count must not take an hour
+        raise NasInputError(flag, f"{len(items) * k} workers ({len(items)} devices x {k}): at most {most}")
+    return [d for _ in range(k) for d in items]
 
 
 def _heartbeats(heartbeat: int, grace: int) -> Heartbeats:

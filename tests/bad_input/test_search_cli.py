@@ -90,7 +90,7 @@ CASES["worker --n-trials 0"] = Case(("worker", "--study", "s", *RUNS, "--n-trial
 CASES["worker --n-trials huge"] = Case(("worker", "--study", "s", *RUNS, "--n-trials", "99999999"), ("--n-trials",))
 CASES["worker --timeout nan"] = Case(("worker", "--study", "s", *RUNS, "--timeout", "nan"), ("--timeout",))
 CASES["worker --device two of them"] = Case(("worker", "--study", "s", *RUNS, "--device", "0,1"), ("--device",))
-CASES["worker --device letters"] = Case(("worker", "--study", "s", *RUNS, "--device", "gpu"), ("--devices",))
+CASES["worker --device letters"] = Case(("worker", "--study", "s", *RUNS, "--device", "gpu"), ("--device: 'gpu'",))
 CASES["worker --sharing alone"] = Case(("worker", "--study", "s", *RUNS, "--sharing", "2"), ("--sharing",))
 CASES["worker --sharing 0"] = Case(("worker", "--study", "s", *RUNS, "--device", "0", "--sharing", "0"), ("--sharing",))
 

@@ -81,9 +81,11 @@ def test_validate_search_builds_the_config_and_default_study_name(in_tmp):
     assert plan.devices == ["0", "1"] and plan.n_workers == 2 and plan.spawns_workers
     assert validate_search(SearchRequest(study="mine", workers=3)).n_workers == 3
     shared = validate_search(SearchRequest(study="mine", devices="0,1,cpu", workers_per_device=2))
-    assert shared.devices == ["0", "0", "1", "1", "cpu", "cpu"] and shared.n_workers == 6
-    twice = validate_search(SearchRequest(study="mine", devices="0,0"))
+    assert shared.devices == ["0", "1", "cpu", "0", "1", "cpu"] and shared.n_workers == 6
+    twice = validate_search(SearchRequest(study="mine", devices="0,00"))  # 00 is GPU 0 too
     assert twice.devices == ["0", "0"] and twice.n_workers == 2 and twice.spawns_workers
+    fewer = validate_search(SearchRequest(study="mine", devices="0,1", workers_per_device=2, workers=2))
+    assert fewer.devices == ["0", "1", "0", "1"] and fewer.n_workers == 2  # the first workers spread over both
     assert validate_search(SearchRequest(study="mine")).config.study_name == "mine"
     assert not (in_tmp / "runs").exists() and not (in_tmp / "elsewhere").exists()  # validation writes nothing
 

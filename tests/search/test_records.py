@@ -139,10 +139,11 @@ def test_leaderboard_causes_of_retried_resumed_and_running_trials():
 def test_requeue_attrs_drop_one_run_and_extend_the_retry_history():
     study = optuna.create_study()
     attrs = {"arch_hash": "a", "cause": "interrupted", "curve": [[0, 0, 1.0]], "warm_start_from": "old#3"}
+    attrs["placement"] = {"device": "0", "sharing": 4}  # the worker that ran it; the retry's may be another
     add(study, state=TrialState.FAIL, status="interrupted", system_attrs={"retry_history": [1]}, **attrs)
     frozen = study.trials[0]
     user, system = requeue_attrs(frozen, retry=True)
-    assert user == {"arch_hash": "a", "warm_start_from": "old#3"}  # status, cause and curve were this run's
+    assert user == {"arch_hash": "a", "warm_start_from": "old#3"}  # status, cause, curve, placement: this run's
     assert system == {"retry_history": [1, 0], "failed_trial": 0}
     user, system = requeue_attrs(frozen, retry=False)
     assert system == {"retry_history": [1]} and "cause" not in user

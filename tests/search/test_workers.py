@@ -100,6 +100,8 @@ def test_local_workers_can_share_a_device(tmp_path, monkeypatch):
     assert packed.threads == 3 and "GPU 0 x3, GPU 1 x1, CPU x1" in packed.describe()
     round_robin = LocalWorkers("s", "journal:j.log", tmp_path, n=4, n_trials=6, devices=["0", "1"])
     assert [round_robin.sharing(i) for i in range(4)] == [2, 2, 2, 2]
+    two_of_four = LocalWorkers("s", "journal:j.log", tmp_path, n=2, n_trials=6, devices=["0", "1", "0", "1"])
+    assert [(two_of_four.device(i), two_of_four.sharing(i)) for i in range(2)] == [("0", 1), ("1", 1)]
 
 
 @pytest.mark.slow
