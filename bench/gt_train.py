@@ -41,6 +41,7 @@ from _gutenberg import (
     SHORT_TOKENS,
     at_recipe_lr,
     budget_protocol,
+    fixed_lr,
     gutenberg_protocol,
     recipe_lr,
 )
@@ -130,13 +131,20 @@ def header(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def reused(run: dict[str, Any], base_hash: str, sweep_path: Path) -> dict[str, Any] | None:
+def reused(run: dict[str, Any], base_hash: str, sweep_path: Path, same: str | None = None) -> dict[str, Any] | None:
     """The lr sweep's finished run of this architecture, seed and lr under the same protocol (cool-downs
-    aside; its hash names how a trial measures, nas.protocol.MEASURE), as a ground-truth record; None if
-    there is none. The sweep's nas code version goes with it."""
-    want = (run["entry"]["hash"], run["seed"], base_hash, "complete")
+    aside; its hash names how a trial measures, nas.protocol.MEASURE) or under ``same``, the hash of the
+    protocol that trains at the same peak lr stated as a fixed lr (the sweep's form for an lr that was not
+    the recipe's when it ran), as a ground-truth record; None if there is none. The sweep's nas code
+    version goes with it."""
+    hashes = {base_hash, same}
     sweep = json.loads(sweep_path.read_text())["runs"].values() if sweep_path.exists() else []
-    found = [r for r in sweep if (r["arch_hash"], r["seed"], r["protocol_hash"], r["status"]) == want]
+    found = [
+        r
+        for r in sweep
+        if (r["arch_hash"], r["seed"], r["status"]) == (run["entry"]["hash"], run["seed"], "complete")
+        and r["protocol_hash"] in hashes
+    ]
     r = next((r for r in found if math.isclose(r["lr"], run["lr"]) and r["val_loss"] is not None), None)
     if r is None:
         return None
@@ -151,7 +159,8 @@ def train(run: dict[str, Any], tokens: int | None, sweep_path: Path = LR_SWEEP) 
     from nas.trial import run_trial
 
     protocol, base_hash = protocols(run, tokens)
-    found = reused(run, base_hash, sweep_path)
+    same = budget_protocol(run["factor"], seed=run["seed"], extra=fixed_lr(run["lr"])) if tokens is None else None
+    found = reused(run, base_hash, sweep_path, same.content_hash if same is not None else None)
     if found is not None:
         return found
     started = time.perf_counter()

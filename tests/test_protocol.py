@@ -167,9 +167,9 @@ def test_lr_width_base_scales_the_peak_lr_of_wider_models_and_is_hashed_only_whe
     assert [optimizer.peak_lr(w) for w in (None, 64, 512)] == [optimizer.lr] * 3  # off: one lr for every width
     assert "lr_width_base" not in protocol._hashed()["pretrain"]["optimizer"]  # so older protocol hashes hold
     shipped = load_protocol("cpu-tiny").pretrain.optimizer
-    assert shipped.lr_width_base == 128
-    assert shipped.peak_lr(64) == shipped.peak_lr(128) == shipped.lr
-    assert shipped.peak_lr(256) == pytest.approx(shipped.lr / 2)
+    assert shipped.lr_width_base == 64
+    assert shipped.peak_lr(32) == shipped.peak_lr(64) == shipped.lr
+    assert shipped.peak_lr(256) == pytest.approx(shipped.lr / 4)
     assert shipped.peak_lr(None) == shipped.lr  # a module of unknown width keeps the protocol's lr
     assert load_protocol("cpu-tiny").content_hash != protocol.content_hash
-    assert load_protocol("text-files").pretrain.optimizer.lr_width_base == 128  # the recipe of the ground truth
+    assert load_protocol("text-files").pretrain.optimizer.lr_width_base == 64  # the recipe of the ground truth
