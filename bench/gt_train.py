@@ -260,7 +260,40 @@ def report(data: dict[str, Any], runs: list[dict[str, Any]]) -> str:
             f"Seed spread: pooled std of the 8T loss over {len(variances)} architectures with >= 2 seeds "
             f"{pooled:.4f}; {ties} of {len(pairs)} pairs of mean 8T losses differ by less than it (a tie)."
         )
-    return text
+    return text + redone(data)
+
+
+def redone(data: dict[str, Any]) -> str:
+    """The runs redone at the current recipe's lr: each one's loss under the first recipe (its earliest
+    superseded run: one lr for every width) and now, with the changes per budget; "" when none was redone."""
+    rows = []
+    for key, olds in data.get("superseded", {}).items():
+        new = data["runs"].get(key)
+        old = next((o for o in olds if o.get("val_loss") is not None and o["lr"] != new["lr"]), None)  # the first
+        if new is None or new.get("val_loss") is None or old is None or not at_recipe_lr(new, new["d_model"]):
+            continue
+        rows.append((new, old))
+    if not rows:
+        return ""
+    lines = [
+        "\n\nRuns redone at the current recipe's lr, against the first recipe's run (kept under superseded):",
+        "",
+        "| run | architecture | old lr: loss | new lr: loss | change |",
+        "|---|---|---|---|---|",
+    ]
+    for new, old in sorted(rows, key=lambda p: (p[0]["factor"], p[0]["seed"], p[0]["d_model"], p[0]["n_layers"])):
+        lines.append(
+            f"| {new['factor']}T seed {new['seed']} | {new['summary']} | {old['lr']:.3g}: {old['val_loss']:.4f} | "
+            f"{new['lr']:.3g}: {new['val_loss']:.4f} | {new['val_loss'] - old['val_loss']:+.4f} |"
+        )
+    lines.append("")
+    for factor in sorted({new["factor"] for new, _ in rows}):
+        got = [new["val_loss"] - old["val_loss"] for new, old in rows if new["factor"] == factor]
+        lines.append(
+            f"At {factor}T: {len(got)} runs redone, {sum(c < 0 for c in got)} lower; median change "
+            f"{statistics.median(got):+.4f} (min {min(got):+.4f}, max {max(got):+.4f})."
+        )
+    return "\n".join(lines)
 
 
 def load(out: Path, tokens: int | None, recipe: float) -> dict[str, Any]:
