@@ -127,13 +127,16 @@ def open_storage(url: str, heartbeats: Heartbeats | None = None) -> optuna.stora
 
 
 def _journal(url: str, heartbeats: Heartbeats | None) -> optuna.storages.BaseStorage:
-    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
     path = Path(url.removeprefix("journal:"))
     if not path.parent.is_dir():
         raise NasInputError("--storage", f"{url}: folder {path.parent} does not exist")
     if heartbeats is not None:
-        return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeats)
+        # A worker killed while it appends leaves the file's lock behind: the others take it over after the
+        # lock's grace period (Optuna's default 30 s), so no longer than the heartbeat grace (a write takes ms).
+        lock = JournalFileSymlinkLock(str(path), grace_period=max(3, min(30, heartbeats.grace)))
+        return HeartbeatJournalStorage(JournalFileBackend(str(path), lock_obj=lock), heartbeats)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 

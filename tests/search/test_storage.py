@@ -105,3 +105,16 @@ def test_study_names_are_folder_names(tmp_path):
     with pytest.raises(NasInputError, match="^--study: "):
         default_storage(tmp_path, "../x")
     assert not list(tmp_path.parent.glob("escape*")) and not (tmp_path / "runs").exists()
+
+
+def test_a_journal_lock_left_by_a_killed_worker_is_taken_over_within_the_heartbeat_grace(tmp_path):
+    from nas.search.workers import Heartbeats
+
+    url = f"journal:{tmp_path / 'j.log'}"
+    lock = open_storage(url, Heartbeats(1, 5))._backend._lock  # the lock every append takes
+    assert lock.grace_period == 5  # Optuna's default, 30 s, stalled every worker after a kill -9 mid-write
+    assert open_storage(url, Heartbeats(10, 600))._backend._lock.grace_period == 30
+    (tmp_path / "j.log.lock").symlink_to(tmp_path / "j.log")  # as a worker killed inside an append leaves it
+    started = time.monotonic()
+    assert lock.acquire() and 4 <= time.monotonic() - started < 15
+    lock.release()
