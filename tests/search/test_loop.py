@@ -312,13 +312,15 @@ def test_sigint_during_a_trial_then_resume(in_tmp, micro_cache):
         "--quiet",
         "--pruner",
         "none",
-        *micro_sets(micro_cache, "pretrain.budget.tokens=32768"),
+        *micro_sets(micro_cache, "pretrain.budget.tokens=98304"),  # seconds per trial: the poller sees one run
     ]
     proc = nas_process(*args, cwd=in_tmp)
     db = in_tmp / "runs/int/study.db"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.2)
+        if proc.poll() is not None:
+            pytest.fail(f"the search ended before the poller saw a trial training:\n{proc.communicate()[0]}")
         if db.exists():
             try:
                 study = load_study("int")
