@@ -6,12 +6,13 @@ cool-downs at 1/4, 1/2: 3 annealed points), all at 8T seed 0 (cool-downs at 1/8,
 about 1.25T, 2.5T, 5T, 8T), all at 8T seed 1, the 8 "far" ones at 16T seed 0, the 8 "sweep" ones at 8T
 seed 2. An 8T run in bench/lr_sweep.json with the same architecture, seed, lr and protocol (cool-downs
 aside) counts for its final loss (`reused_from: lr_sweep`). Results: bench/ground_truth_gutenberg.json,
-rewritten atomically after every run; a restart skips finished runs, and redoes a run made at another lr
+rewritten atomically after every run; several processes (one per core) may share it: each claims a run
+before training it and takes the next free one; a restart skips finished runs, and redoes a run made at another lr
 than the recipe's now (the old one is kept under "superseded", out of the figures). --report: the ceiling
 (8T seed 0 vs seed 1), the pairs tied within the seed spread, and rank correlations against the mean 8T loss.
 
     python bench/gt_train.py --plan                                       # runs and core-hours per phase
-    nice -n 19 python bench/gt_train.py --threads 1                       # all runs, one core
+    nice -n 19 python bench/gt_train.py --threads 1                       # all runs, one core (start one per core)
     nice -n 19 python bench/gt_train.py --threads 1 --part 1/6            # -> ground_truth_gutenberg.part1of6.json
     python bench/gt_train.py --merge bench/ground_truth_gutenberg.part1of6.json --merge ...   # fold parts in
     python bench/gt_train.py --report [--record]                          # --record appends it to RESULTS.md
@@ -22,14 +23,18 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import datetime as dt
+import fcntl
 import itertools
 import json
 import math
+import os
+import socket
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -316,7 +321,37 @@ def load(out: Path, tokens: int | None, recipe: float) -> dict[str, Any]:
     return data
 
 
+@contextlib.contextmanager
+def locked(out: Path) -> Iterator[dict[str, Any]]:
+    """The results file read under an exclusive lock (``out``.lock), written back when the block ends:
+    several processes (one per core) can share one results file."""
+    with open(out.with_name(out.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            data = json.loads(out.read_text())
+            yield data
+            save(data, out)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def claimed(data: dict[str, Any], key: str) -> bool:
+    """Whether another live process on this machine is training run ``key`` (a claim left by a process that
+    died is void)."""
+    claim = data.get("claims", {}).get(key)
+    if claim is None or claim["host"] != socket.gethostname() or claim["pid"] == os.getpid():
+        return False
+    try:
+        os.kill(claim["pid"], 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def run_all(data: dict[str, Any], todo: list[dict[str, Any]], out: Path, args: argparse.Namespace) -> None:
+    """Train the runs of ``todo`` not yet current in ``out``. Each run is claimed in the file before it
+    starts and its result folded into the file as it is then, so a second process started on the same file
+    takes the next free run instead of repeating one."""
     import torch
     from _results import machine
 
@@ -324,18 +359,30 @@ def run_all(data: dict[str, Any], todo: list[dict[str, Any]], out: Path, args: a
 
     global SOURCE
     SOURCE = nas_source()
-    data["meta"].update(machine=machine(), threads=torch.get_num_threads())
+    if not out.exists():
+        save(data, out)
+    with locked(out) as data:
+        data["meta"].update(machine=machine(), threads=torch.get_num_threads())
     done = 0
     for i, run in enumerate(todo):
-        if current(run, data):
-            continue
         if args.limit is not None and done >= args.limit:
             break
-        entry = train(run, args.tokens)
-        if run["key"] in data["runs"]:  # at an earlier recipe's lr: kept aside, out of the figures
-            data.setdefault("superseded", {}).setdefault(run["key"], []).append(data["runs"][run["key"]])
-        data["runs"][run["key"]] = entry
-        save(data, out)
+        with locked(out) as data:
+            if current(run, data) or claimed(data, run["key"]):
+                continue
+            since = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            claim = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
+            data.setdefault("claims", {})[run["key"]] = claim
+        entry = None
+        try:
+            entry = train(run, args.tokens)
+        finally:
+            with locked(out) as data:
+                data["claims"].pop(run["key"], None)
+                if entry is not None:
+                    if run["key"] in data["runs"]:  # at an earlier recipe's lr: kept aside, out of the figures
+                        data.setdefault("superseded", {}).setdefault(run["key"], []).append(data["runs"][run["key"]])
+                    data["runs"][run["key"]] = entry
         done += 1
         loss = f"{entry['val_loss']:.4f}" if entry["val_loss"] is not None else entry["cause"]
         annealed = " ".join(f"{v:.4f}@{t / (data['meta']['short_tokens']):.3g}T" for t, v in entry["annealed"] if v)
@@ -397,9 +444,9 @@ def main() -> None:
             print(body)
         return
     run_all(data, part_of(runs, *part, est_seconds) if part else runs, out, args)
-    if not args.part and all(current(r, data) for r in runs):
-        data["meta"]["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        save(data, out)
+    with locked(out) as data:
+        if not args.part and all(current(r, data) for r in runs):
+            data["meta"]["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     print(report(data, runs))
 
 
