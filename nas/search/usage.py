@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from nas.search.records import TrialRecord
 
-__all__ = ["PlacementUse", "by_placement", "placement_lines", "time_by_phase", "time_shares"]
+__all__ = ["PlacementUse", "busy_seconds", "by_placement", "placement_lines", "time_by_phase", "time_shares"]
 
 
 def time_by_phase(records: Iterable[TrialRecord]) -> dict[str, float]:
@@ -41,7 +42,7 @@ class PlacementUse:
     device: str
     sharing: int
     trained: int
-    hours: float  # from the first trial's start to the last one's end on this placement
+    hours: float  # busy time: the union of its trials' [start, end] spans (a resumed study's idle gap left out)
     tokens_per_second: float  # median over the trials: one trial's pretraining speed
 
     @property
@@ -62,12 +63,21 @@ def by_placement(records: Iterable[TrialRecord]) -> list[PlacementUse]:
             groups.setdefault((r.placement["device"], r.placement["sharing"]), []).append(r)
     uses = []
     for (device, sharing), group in sorted(groups.items()):
-        start = min(r.started for r in group if r.started is not None)
-        end = max(r.finished for r in group if r.finished is not None)
+        spans = [(r.started, r.finished) for r in group if r.started is not None and r.finished is not None]
         speeds = [r.metric("tokens_per_second") for r in group]
         speed = statistics.median([s for s in speeds if s == s] or [float("nan")])
-        uses.append(PlacementUse(device, sharing, len(group), (end - start) / 3600, speed))
+        uses.append(PlacementUse(device, sharing, len(group), busy_seconds(spans) / 3600, speed))
     return uses
+
+
+def busy_seconds(spans: Iterable[tuple[float, float]]) -> float:
+    """The length of the union of the [start, end] ``spans``: time when at least one of them ran."""
+    total, reach = 0.0, -math.inf
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def placement_lines(uses: list[PlacementUse]) -> list[str]:

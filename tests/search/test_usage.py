@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from nas.search.records import TrialRecord
-from nas.search.usage import by_placement, placement_lines
+from nas.search.usage import busy_seconds, by_placement, placement_lines
 
 
 def trial(number: int, device: str | None, sharing: int, start: float, end: float, speed: float) -> TrialRecord:
@@ -53,3 +53,12 @@ def test_the_report_says_where_the_trials_ran():
     assert "2.2 trial-minutes over 2 trained trials" in text
     assert "<li>GPU 0, 2 workers: 2 trials trained, 4.0 trials/h" in text
     assert "Where the trials ran" not in time_text([trial(0, None, 1, 0, 1, 1.0)])
+
+
+def test_busy_time_leaves_out_the_gap_of_a_resumed_study():
+    assert busy_seconds([]) == 0.0
+    assert busy_seconds([(0, 10), (5, 20), (8, 9), (30, 40)]) == 30.0  # overlaps once, a gap of 10 s left out
+    # two trials an hour, then the study resumed a day later for two more: 4 trials in 2 busy hours
+    records = [trial(i, "cpu", 1, start, start + 1800, 10.0) for i, start in enumerate([0, 1800, 86400, 88200])]
+    (use,) = by_placement(records)
+    assert use.hours == 2.0 and use.trials_per_hour == 2.0
