@@ -210,6 +210,9 @@ class Task(Strict):
     max_answer_tokens: Count = Field(default=16, ge=1)  # qa
     max_new_tokens: Count = Field(default=12, ge=1)  # generation
     eval_batch_size: Count = Field(default=32, ge=1)
+    # null: the whole model is fine-tuned; N: only the top N transformer layers, the final norm and the head
+    # (0: the head alone, a probe of the pretrained features); the embeddings and lower layers stay frozen
+    train_layers: Count | None = Field(default=None, ge=0)
 
     def grades(self) -> list[str]:
         """The grades this task's metrics are also reported by (builtin data only)."""
@@ -327,6 +330,8 @@ class TrialProtocol(Strict):
             del content["task_gate"]
         for task in content["tasks"]:  # every task left is enabled
             del task["enabled"]
+            if task["train_layers"] is None:  # added since: hashed only when set
+                del task["train_layers"]
         return {**content, "measure": MEASURE}
 
     def objective_values(self, metrics: dict[str, float]) -> list[float]:

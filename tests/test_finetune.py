@@ -4,7 +4,7 @@ import torch
 from nas.data.tasks import TaskSet
 from nas.data.tokens import train_tokenizer
 from nas.protocol import Pretrain, Task
-from nas.train.finetune import _best_span, _qa_features, evaluate_tasks, finetune, generation_eval
+from nas.train.finetune import _best_span, _qa_features, evaluate_tasks, finetune, freeze_below, generation_eval
 
 STORY = "Mira is a baker from Oslo. Tomas keeps a red kite."
 
@@ -115,3 +115,42 @@ def test_evaluate_tasks_fine_tunes_every_task_with_its_own_seed(micro_pretrained
         taskset = load_task_set(task, protocol.source)
         alone = finetune(task, taskset, result.model, result.arch, tokenizer, config, config.seed + index + 1)
         assert {f"{task.name}.{k}": v for k, v in alone.items()}.items() <= scores.items()
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "bloom"])
+def test_freeze_below_trains_only_the_top_layers_and_the_head(family):
+    import transformers
+
+    from nas.arch import ArchConfig
+
+    arch = ArchConfig.model_validate(
+        {"vocab_size": 64, "max_seq_len": 16, "n_layers": 3, "d_model": 16, "n_heads": 2, "family": family}
+    )
+    model = transformers.AutoModelForQuestionAnswering.from_config(arch.to_hf_config(pad_token_id=0, eos_token_id=1))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    freeze_below(model, 1)
+    out = model(input_ids=torch.randint(2, 64, (2, 12)))
+    (out.start_logits.sum() + out.end_logits.sum()).backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0).step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    layers = {n.split(".")[2] for n in changed if ".layers." in n or ".h." in n}
+    assert layers == {"2"}  # the top layer only; the embeddings and layers 0 and 1 are frozen
+    assert any(n.startswith("qa_outputs") for n in changed)
+    assert not any("embed" in n or "wte" in n or "wpe" in n for n in changed), changed
+    assert all(p.grad is None for n, p in model.named_parameters() if ".0." in n)  # no backward below the top
+    freeze_below(model, 10)  # more than the model has: every layer trains
+    assert all(p.requires_grad for n, p in model.named_parameters() if ".0." in n)
+
+
+def test_a_task_fine_tuning_only_its_head_keeps_the_body(micro_pretrained):
+    from nas.data.tasks import load_task_set
+
+    result, tokenizer = micro_pretrained
+    body = {n: p.detach().clone() for n, p in result.model.base_model.named_parameters()}
+    task = Task(name="qa", kind="qa", steps=4, batch_size=4, data={"builtin": {"seed": 2, "train": 16, "eval": 6}})
+    probe = task.model_copy(update={"train_layers": 0})
+    taskset = load_task_set(task)
+    full = finetune(task, taskset, result.model, result.arch, tokenizer, Pretrain(), seed=1)
+    head = finetune(probe, taskset, result.model, result.arch, tokenizer, Pretrain(), seed=1)
+    assert set(head) == set(full) and 0 <= head["f1"] <= 1
+    assert all(torch.equal(p, body[n]) for n, p in result.model.base_model.named_parameters())  # a copy is tuned

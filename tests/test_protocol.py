@@ -173,3 +173,10 @@ def test_lr_width_base_scales_the_peak_lr_of_wider_models_and_is_hashed_only_whe
     assert shipped.peak_lr(None) == shipped.lr  # a module of unknown width keeps the protocol's lr
     assert load_protocol("cpu-tiny").content_hash != protocol.content_hash
     assert load_protocol("text-files").pretrain.optimizer.lr_width_base == 64  # the recipe of the ground truth
+
+
+def test_train_layers_is_hashed_only_when_set():
+    protocol = load_protocol("cpu-tiny")
+    assert protocol.tasks[0].train_layers is None and "train_layers" not in protocol._hashed()["tasks"][0]
+    top = load_protocol("cpu-tiny", overrides=["tasks.qa.train_layers=1"])
+    assert top.tasks[0].train_layers == 1 and top.content_hash != protocol.content_hash

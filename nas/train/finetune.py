@@ -31,7 +31,7 @@ from nas.train.pretrain import autocast_for, lr_multiplier
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["evaluate_tasks", "finetune", "generation_eval", "generation_rows"]
+__all__ = ["evaluate_tasks", "finetune", "freeze_below", "generation_eval", "generation_rows"]
 
 _SCHEDULE = Schedule(kind="linear", warmup_fraction=0.1, min_lr_ratio=0.0)
 
@@ -90,7 +90,10 @@ def _head_model(kind: str, lm: PreTrainedModel, arch: ArchConfig, tokenizer: Any
 def _train(model: torch.nn.Module, task: Task, n_examples: int, batch_fn: Any, config: Pretrain, seed: int) -> None:
     """``task.steps`` AdamW steps on seeded random batches; ``batch_fn(indices) -> loss``."""
     device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW(model.parameters(), lr=task.lr, weight_decay=task.weight_decay)
+    if task.train_layers is not None:
+        freeze_below(model, task.train_layers)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=task.lr, weight_decay=task.weight_decay)
     rng = np.random.default_rng(seed)
     model.train()
     for step in range(task.steps):
@@ -100,10 +103,27 @@ def _train(model: torch.nn.Module, task: Task, n_examples: int, batch_fn: Any, c
         with autocast_for(device, config):
             loss = batch_fn(indices)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     model.eval()
+
+
+def freeze_below(model: torch.nn.Module, top: int) -> None:
+    """Freeze the body of ``model`` (a `transformers` model with a head) but its top ``top`` transformer
+    layers and what follows them (the final norm); the head stays trainable unless it is tied to the
+    frozen input embeddings. Frozen lower layers cost no backward pass."""
+    body = model.base_model
+    children = list(body.named_children())
+    at = next((i for i, (_, m) in enumerate(children) if isinstance(m, torch.nn.ModuleList)), None)
+    if at is None:
+        raise ValueError(f"{type(body).__name__} has no list of transformer layers to fine-tune from the top")
+    layers = children[at][1]
+    for p in body.parameters():
+        p.requires_grad_(False)
+    for module in [*list(layers)[len(layers) - min(top, len(layers)) :], *(m for _, m in children[at + 1 :])]:
+        for p in module.parameters():
+            p.requires_grad_(True)
 
 
 def _pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
