@@ -114,6 +114,7 @@ def freeze_below(model: torch.nn.Module, top: int) -> None:
     layers and what follows them (the final norm); the head stays trainable unless it is tied to the
     frozen input embeddings. Frozen lower layers cost no backward pass."""
     body = model.base_model
+    assert isinstance(body, torch.nn.Module)
     children = list(body.named_children())
     at = next((i for i, (_, m) in enumerate(children) if isinstance(m, torch.nn.ModuleList)), None)
     if at is None:
