@@ -119,10 +119,10 @@ def freeze_below(model: torch.nn.Module, top: int) -> None:
     at = next((i for i, (_, m) in enumerate(children) if isinstance(m, torch.nn.ModuleList)), None)
     if at is None:
         raise ValueError(f"{type(body).__name__} has no list of transformer layers to fine-tune from the top")
-    layers = children[at][1]
+    layers: list[torch.nn.Module] = list(children[at][1].children())
     for p in body.parameters():
         p.requires_grad_(False)
-    for module in [*list(layers)[len(layers) - min(top, len(layers)) :], *(m for _, m in children[at + 1 :])]:
+    for module in [*layers[len(layers) - min(top, len(layers)) :], *(m for _, m in children[at + 1 :])]:
         for p in module.parameters():
             p.requires_grad_(True)
 
