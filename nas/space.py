@@ -10,7 +10,9 @@ architecture knobs and counts (``params``, ``non_embedding_params``, ``flops_per
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -23,7 +25,7 @@ from nas.expr import Expr, ExprError
 from nas.resources import read_text
 from nas.userfiles import parse_yaml
 
-__all__ = ["SearchSpace", "Sample", "Param", "load_space", "parse_space", "random_samples"]
+__all__ = ["SearchSpace", "Sample", "Param", "iter_random_samples", "load_space", "parse_space", "random_samples"]
 
 Scalar = int | float | str | bool
 REQUIRED_KNOBS = ("vocab_size", "max_seq_len", "n_layers", "d_model", "n_heads")
@@ -220,16 +222,20 @@ def _fmt(value: Any) -> str:
 
 def random_samples(space: SearchSpace, n: int, seed: int) -> list[Sample]:
     """``n`` samples from Optuna's RandomSampler: the same seed gives the same samples."""
+    return list(itertools.islice(iter_random_samples(space, seed), n))
+
+
+def iter_random_samples(space: SearchSpace, seed: int) -> Iterator[Sample]:
+    """The endless stream of which :func:`random_samples` takes the first ``n``, drawn only as read."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    samples = []
-    for _ in range(n):
+    while True:
         trial = study.ask()
-        samples.append(space.sample(trial))
+        sample = space.sample(trial)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    return samples
+        yield sample
 
 
 # ---- loading --------------------------------------------------------------------------------
@@ -434,9 +440,11 @@ def _check_family_values(by_name: dict[str, Param], problems: list[tuple[str, st
 
 def _probe_feasibility(space: SearchSpace, n: int) -> None:
     """Refuse a space in which no sample of ``n`` random draws is feasible (an impossible constraint)."""
-    samples = random_samples(space, n, seed=0)
-    if any(s.feasible for s in samples):
-        return
+    samples = []
+    for sample in itertools.islice(iter_random_samples(space, seed=0), n):  # stop at the first feasible one
+        if sample.feasible:
+            return
+        samples.append(sample)
     reasons = Counter(s.reason.split(" (")[0] for s in samples if s.reason)
     top = "; ".join(f"{reason} ({count}×)" for reason, count in reasons.most_common(3))
     key = "constraints" if all(r.startswith("constraint") for r in reasons) else "parameters"
