@@ -440,12 +440,11 @@ def _check_family_values(by_name: dict[str, Param], problems: list[tuple[str, st
 
 def _probe_feasibility(space: SearchSpace, n: int) -> None:
     """Refuse a space in which no sample of ``n`` random draws is feasible (an impossible constraint)."""
-    samples = []
+    reasons: Counter[str] = Counter()
     for sample in itertools.islice(iter_random_samples(space, seed=0), n):  # stop at the first feasible one
         if sample.feasible:
             return
-        samples.append(sample)
-    reasons = Counter(s.reason.split(" (")[0] for s in samples if s.reason)
+        reasons[(sample.reason or "").split(" (")[0]] += 1
     top = "; ".join(f"{reason} ({count}×)" for reason, count in reasons.most_common(3))
     key = "constraints" if all(r.startswith("constraint") for r in reasons) else "parameters"
     raise NasInputError(space.source, [(key, f"no feasible architecture in {n} random samples: {top}")])
