@@ -222,6 +222,48 @@ def form_table(archs: dict[str, dict[str, Any]], short: int) -> str:
     return _table("extrapolation: median abs % error (n runs)", rows)
 
 
+def _size_only_deviations(used: list[dict[str, Any]]) -> list[float]:
+    """Each architecture's mean 8T loss minus the best fit E + A·(N / N_ref)^-alpha over ``used`` (alpha on
+    a grid, E, A >= 0): what non-embedding params alone cannot explain. Diagnostic only: it reads the 8T
+    losses, so nothing in nas's predictions uses it."""
+    from scipy.optimize import nnls
+
+    sizes = np.array([a["params"] for a in used], dtype=float)
+    sizes /= np.exp(np.log(sizes).mean())
+    losses = np.array([a["mean"] for a in used])
+    fits = []
+    for alpha in np.linspace(0.05, 1.5, 59):
+        x = np.stack([np.ones_like(sizes), sizes**-alpha], axis=1)
+        coef, norm = nnls(x, losses)
+        fits.append((norm, x @ coef))
+    return list(losses - min(fits, key=lambda f: f[0])[1])
+
+
+def beyond_size_table(used: list[dict[str, Any]], fits: dict[str, Any]) -> str:
+    """Is there anything in the trial beyond its size? Per half: each architecture's deviation from its
+    half's size trend at T (the trial, nas.scaling's own-weight input) against its mean 8T loss's deviation
+    from a size-only fit at 8T over the half (``_size_only_deviations``): Spearman and Kendall with bootstrap
+    intervals ("all": both halves' deviations pooled), and the RMS of the 8T deviations (the room a
+    better-than-params ranking would have, to hold against the seed spread)."""
+    pairs: dict[str | None, list[tuple[float, float]]] = {None: []}
+    for half in HALVES[:2]:
+        pool = [a for a in used if a["half"] == half and "t_points" in a]
+        trend = fits[f"trend {half}"].trend
+        if len(pool) < 5 or trend is None:
+            pairs[half] = []
+            continue
+        at_t = [a["t_points"][-1][1] - trend.at(a["params"], a["t_points"][-1][0]) for a in pool]
+        pairs[half] = list(zip(at_t, _size_only_deviations(pool), strict=True))
+        pairs[None] += pairs[half]
+    rows = {
+        "deviation at T vs at 8T: Spearman [90 % CI] / Kendall [90 % CI] (n)": [rank_cell(pairs[h]) for h in HALVES],
+        "RMS deviation at 8T from size alone": [
+            f"{np.sqrt(np.mean([d * d for _, d in pairs[h]])):.4f}" if pairs[h] else "-" for h in HALVES
+        ],
+    }
+    return _table("beyond size: does the trial's deviation from the size trend foretell the 8T one?", rows)
+
+
 def targets(rhos: dict, mdape: dict, n_report: int, n_half: int) -> str:
     """Issue 13's targets, judged on the report half for nas's default prediction (the size trend)."""
     partial = f" on partial data ({n_report} of {n_half} report architectures)" if n_report < n_half else ""
@@ -305,6 +347,12 @@ def build(data: dict[str, Any], n_total: int, design: str = "b2048") -> str:
         spread = statistics.median(gaps) if gaps else None
         body += ranking + "\n\n" + errors + "\n\n" + weight_line(rhos)
         body += pick_table(used, spread) + "\n\n"
+        body += beyond_size_table(used, fits) + "\n\n"
+        body += (
+            "Beyond size: any prediction that is monotone in non-embedding params (the size trend at own weight "
+            "0 is) ranks exactly as params do; only the trial's deviation from the trend could do better, and the "
+            "table above says how much of the 8T deviation it foretells (0: nothing).\n\n"
+        )
         body += (
             f"Seed spread: median |8T seed 0 - seed 1| = {spread:.4f} over {len(gaps)} architectures.\n\n"
             if spread
