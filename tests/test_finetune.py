@@ -154,3 +154,48 @@ def test_a_task_fine_tuning_only_its_head_keeps_the_body(micro_pretrained):
     head = finetune(probe, taskset, result.model, result.arch, tokenizer, Pretrain(), seed=1)
     assert set(head) == set(full) and 0 <= head["f1"] <= 1
     assert all(torch.equal(p, body[n]) for n, p in result.model.base_model.named_parameters())  # a copy is tuned
+
+
+def test_length_grouped_batches_pad_less_and_keep_plain_draws_at_grouping_one():
+    import numpy as np
+
+    from nas.train.finetune import length_grouped_batches
+
+    lengths = [int(x) for x in np.random.default_rng(0).integers(20, 250, size=200)]
+    plain = length_grouped_batches(lengths, 8, 30, 1, seed=3)
+    rng = np.random.default_rng(3)  # grouping 1: exactly the plain seeded draws
+    assert all((b == rng.choice(200, size=8, replace=False)).all() for b in plain)
+    grouped = length_grouped_batches(lengths, 8, 30, 4, seed=3)
+    assert len(grouped) == 30 and all(len(b) == 8 and len(set(b.tolist())) == 8 for b in grouped)
+    for first in range(0, 28, 4):  # a group's 4 batches hold 32 distinct examples
+        assert len({int(i) for b in grouped[first : first + 4] for i in b}) == 32
+
+    def padded(batches):
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches) / sum(lengths[i] for b in batches for i in b)
+
+    assert padded(grouped) < 1.25 < 1.5 < padded(plain)
+    few = length_grouped_batches(lengths[:10], 8, 5, 4, seed=0)  # too few for a group: one batch at a time
+    assert len(few) == 5 and all(len(set(b.tolist())) == 8 for b in few)
+
+
+def test_evaluation_in_length_order_maps_results_back_to_their_rows(micro_pretrained):
+    from nas.train.finetune import by_length, generation_rows
+
+    assert sorted(i for b in by_length([5, 1, 4, 1, 9], 2) for i in b) == [0, 1, 2, 3, 4]
+    assert by_length([5, 1, 4, 1, 9], 2) == [[1, 3], [2, 0], [4]]
+    result, tokenizer = micro_pretrained
+    gen = torch.Generator().manual_seed(0)
+    rows = [
+        ([int(t) for t in torch.randint(2, tokenizer.vocab_size, (4 + (7 * i) % 13,), generator=gen)], 2)
+        for i in range(9)
+    ]
+    model = result.model.eval()
+    with torch.no_grad():  # each row's completion NLL, computed alone and in input order
+        direct = []
+        for ids, n in rows:
+            logits = model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+            nll = torch.nn.functional.cross_entropy(logits[-n:], torch.tensor(ids[-n:]), reduction="sum")
+            direct.append(float(nll))
+    batched = generation_rows(model, rows, tokenizer.pad_token_id, 4, Pretrain())
+    assert [r[0] for r in batched] == pytest.approx(direct, rel=1e-4) and all(r[1] == 2 for r in batched)
+    assert len({round(v, 3) for v in direct}) == len(rows)

@@ -31,7 +31,15 @@ from nas.train.pretrain import autocast_for, lr_multiplier
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["evaluate_tasks", "finetune", "freeze_below", "generation_eval", "generation_rows"]
+__all__ = [
+    "by_length",
+    "evaluate_tasks",
+    "finetune",
+    "freeze_below",
+    "generation_eval",
+    "generation_rows",
+    "length_grouped_batches",
+]
 
 _SCHEDULE = Schedule(kind="linear", warmup_fraction=0.1, min_lr_ratio=0.0)
 
@@ -87,19 +95,19 @@ def _head_model(kind: str, lm: PreTrainedModel, arch: ArchConfig, tokenizer: Any
     return model.to(next(lm.parameters()).device)
 
 
-def _train(model: torch.nn.Module, task: Task, n_examples: int, batch_fn: Any, config: Pretrain, seed: int) -> None:
-    """``task.steps`` AdamW steps on seeded random batches; ``batch_fn(indices) -> loss``."""
+def _train(model: torch.nn.Module, task: Task, lengths: list[int], batch_fn: Any, config: Pretrain, seed: int) -> None:
+    """``task.steps`` AdamW steps on seeded random batches (:func:`length_grouped_batches` of the training
+    examples, whose token counts are ``lengths``); ``batch_fn(indices) -> loss``."""
     device = next(model.parameters()).device
     if task.train_layers is not None:
         freeze_below(model, task.train_layers)
     trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=task.lr, weight_decay=task.weight_decay)
-    rng = np.random.default_rng(seed)
     model.train()
-    for step in range(task.steps):
+    batches = length_grouped_batches(lengths, task.batch_size, task.steps, task.length_grouping, seed)
+    for step, indices in enumerate(batches):
         for group in optimizer.param_groups:
             group["lr"] = task.lr * lr_multiplier(step / task.steps, _SCHEDULE)
-        indices = rng.choice(n_examples, size=min(task.batch_size, n_examples), replace=False)
         with autocast_for(device, config):
             loss = batch_fn(indices)
         loss.backward()
@@ -107,6 +115,34 @@ def _train(model: torch.nn.Module, task: Task, n_examples: int, batch_fn: Any, c
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     model.eval()
+
+
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, steps: int, grouping: int, seed: int
+) -> list[np.ndarray]:
+    """``steps`` batches of example indices, each without repeats. They are drawn ``grouping`` batches at a
+    time: the group's examples (distinct while the examples suffice) are sorted by length and cut into
+    batches, which come in random order; so a batch holds examples of similar length and pads little, and
+    over the run every example is as likely to be drawn as with plain random batches (``grouping`` 1)."""
+    rng = np.random.default_rng(seed)
+    n, size = len(lengths), min(batch_size, len(lengths))
+    order = np.asarray(lengths)
+    out: list[np.ndarray] = []
+    while len(out) < steps:
+        m = min(grouping, steps - len(out))
+        if m == 1 or m * size > n:  # too few examples for a group of distinct ones: batches one by one
+            out += [rng.choice(n, size=size, replace=False) for _ in range(m)]
+            continue
+        drawn = rng.choice(n, size=m * size, replace=False)
+        cut = drawn[np.argsort(order[drawn], kind="stable")].reshape(m, size)
+        out += [cut[i] for i in rng.permutation(m)]
+    return out
+
+
+def by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Evaluation batches of indices in order of length (a batch pads little); the caller maps results back."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def freeze_below(model: torch.nn.Module, top: int) -> None:
@@ -157,13 +193,15 @@ def _classification(task, taskset, lm, arch, tokenizer, config, seed) -> dict[st
         y = torch.tensor([train_y[i] for i in indices], device=device)
         return F.cross_entropy(model(input_ids=ids, attention_mask=mask).logits.float(), y)
 
-    _train(model, task, len(train_ids), loss_of, config, seed)
-    predictions = []
+    _train(model, task, [len(r) for r in train_ids], loss_of, config, seed)
+    predictions = [0] * len(eval_ids)
     with torch.no_grad():
-        for start in range(0, len(eval_ids), task.eval_batch_size):
-            ids, mask = _pad(eval_ids[start : start + task.eval_batch_size], tokenizer.pad_token_id, device)
+        for batch in by_length([len(r) for r in eval_ids], task.eval_batch_size):
+            ids, mask = _pad([eval_ids[i] for i in batch], tokenizer.pad_token_id, device)
             with autocast_for(device, config):
-                predictions += model(input_ids=ids, attention_mask=mask).logits.argmax(-1).tolist()
+                labels_of_batch = model(input_ids=ids, attention_mask=mask).logits.argmax(-1).tolist()
+            for i, label in zip(batch, labels_of_batch, strict=True):
+                predictions[i] = label
     return by_grade(
         taskset.eval,
         lambda idx: classification_metrics([predictions[i] for i in idx], [eval_y[i] for i in idx], len(labels)),
@@ -226,18 +264,16 @@ def _qa(task, taskset, lm, arch, tokenizer, config, seed) -> dict[str, float]:
         ends = torch.tensor([f["end"] for f in batch], device=device)
         return (F.cross_entropy(out.start_logits.float(), starts) + F.cross_entropy(out.end_logits.float(), ends)) / 2
 
-    _train(model, task, len(train), loss_of, config, seed)
-    predictions = []
+    _train(model, task, [len(f["ids"]) for f in train], loss_of, config, seed)
+    predictions = [""] * len(evals)
     with torch.no_grad():
-        for first in range(0, len(evals), task.eval_batch_size):
-            batch = evals[first : first + task.eval_batch_size]
-            ids, mask = _pad([f["ids"] for f in batch], tokenizer.pad_token_id, device)
+        for batch in by_length([len(f["ids"]) for f in evals], task.eval_batch_size):
+            ids, mask = _pad([evals[i]["ids"] for i in batch], tokenizer.pad_token_id, device)
             with autocast_for(device, config):
                 out = model(input_ids=ids, attention_mask=mask)
-            for row, f in enumerate(batch):
-                predictions.append(
-                    _best_span(out.start_logits[row].float(), out.end_logits[row].float(), f, task.max_answer_tokens)
-                )
+            for row, i in enumerate(batch):
+                start, end = out.start_logits[row].float(), out.end_logits[row].float()
+                predictions[i] = _best_span(start, end, evals[i], task.max_answer_tokens)
 
     def score(idx: list[int]) -> dict[str, float]:
         scores = squad_metrics([predictions[i] for i in idx], [evals[i]["answers"] for i in idx])
@@ -281,7 +317,7 @@ def _generation(task, taskset, lm, arch, tokenizer, config, seed) -> dict[str, f
         logits, targets, completion = _completion_logits(model, [train[i] for i in indices], tokenizer.pad_token_id)
         return F.cross_entropy(logits[completion], targets[completion])
 
-    _train(model, task, len(train), loss_of, config, seed)
+    _train(model, task, [len(r[0]) for r in train], loss_of, config, seed)
     rows = generation_rows(model, evals, tokenizer.pad_token_id, task.eval_batch_size, config)
 
     def score(idx: list[int]) -> dict[str, float]:
@@ -323,13 +359,14 @@ def generation_rows(
     """Per row: (summed NLL of its completion tokens, their count, 1 if its greedy completion is exact else 0)."""
     device = next(model.parameters()).device
     model.eval()
-    out = []
-    for first in range(0, len(rows), batch_size):
+    out: list[tuple[float, int, int]] = [(0.0, 0, 0)] * len(rows)
+    for batch in by_length([len(r[0]) for r in rows], batch_size):
         with autocast_for(device, config):
-            logits, targets, completion = _completion_logits(model, rows[first : first + batch_size], pad_id)
+            logits, targets, completion = _completion_logits(model, [rows[i] for i in batch], pad_id)
         losses = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
         nll = losses.masked_fill(~completion, 0.0).sum(dim=1).tolist()
         count = completion.sum(dim=1).tolist()
         exact = ((logits.argmax(-1) == targets) | ~completion).all(dim=1).tolist()
-        out += [(float(a), int(b), int(c)) for a, b, c in zip(nll, count, exact, strict=True)]
+        for i, a, b, c in zip(batch, nll, count, exact, strict=True):
+            out[i] = (float(a), int(b), int(c))
     return out
