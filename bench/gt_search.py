@@ -23,6 +23,7 @@ queue of unseen architectures after duplicates: the real space may treat both be
     nice -n 19 python bench/gt_search.py                           # 10 seeds; b2048 and trial_design.json's designs
     nice -n 19 python bench/gt_search.py --seeds 2 --design b2048  # a check: about 7 minutes on a busy 2-core box
     nice -n 19 python bench/gt_search.py --record                  # append to bench/RESULTS.md
+    python bench/gt_search.py --jobs 2 --design b512               # two searches at once (one per core)
 """
 
 from __future__ import annotations
@@ -292,18 +293,32 @@ def size_line(sizes: dict[str, list[tuple[int, int]]], n: int) -> str:
     )
 
 
-def design_section(design: str, table: Table, spread: float | None, seeds: int, folder: Path) -> str:
+def _timed_search(table: Table, space: Path, design: str, label: str, seed: int, folder: Path) -> tuple:
+    started = time.perf_counter()
+    traj, asked, trained = search(table, space, design, label, seed, folder)
+    took = time.perf_counter() - started
+    print(f"{design} {label} seed {seed}: {asked} trials, {trained} trained, {took:.0f}s", flush=True)
+    return traj, asked, trained
+
+
+def design_section(design: str, table: Table, spread: float | None, seeds: int, folder: Path, jobs: int = 1) -> str:
     folder.mkdir(parents=True)
     space = replay_space(table, folder)
     results: Results = {label: [] for label in STRATEGIES}
     sizes: dict[str, list[tuple[int, int]]] = {label: [] for label in STRATEGIES}
-    for label, seed in itertools.product(STRATEGIES, range(seeds)):
-        started = time.perf_counter()
-        traj, asked, trained = search(table, space, design, label, seed, folder)
+    runs = list(itertools.product(STRATEGIES, range(seeds)))
+    args = [(table, space, design, label, seed, folder) for label, seed in runs]
+    if jobs > 1:  # forked workers inherit the replayed run_trial; each study has its own SQLite file
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(jobs, mp_context=get_context("fork")) as pool:
+            outs = list(pool.map(_timed_search, *zip(*args, strict=True)))
+    else:
+        outs = [_timed_search(*a) for a in args]
+    for (label, _), (traj, asked, trained) in zip(runs, outs, strict=True):
         results[label].append(traj)
         sizes[label].append((asked, trained))
-        took = time.perf_counter() - started
-        print(f"{design} {label} seed {seed}: {asked} trials, {trained} trained, {took:.0f}s", flush=True)
     exhaustive = sum(e["short"]["tokens"] for e in table.values())
     best = min(e["long"]["val_loss"] for e in table.values())
     targets = {"within 1 % of the best": 0.01}
@@ -340,6 +355,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--design", action="append", choices=list(DESIGNS))
     parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md (default: only print)")
+    parser.add_argument("--jobs", type=int, default=1, help="searches run at once (processes; results identical)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     long = long_losses()
@@ -365,7 +381,7 @@ def main() -> None:
                 sections.append(f"### design {design}: n = {len(table)}, too few to search")
                 continue
             nas.trial.run_trial = tabular_run_trial(table)  # what the search loop looks up at call time
-            sections.append(design_section(design, table, spread, args.seeds, Path(tmp) / design))
+            sections.append(design_section(design, table, spread, args.seeds, Path(tmp) / design, args.jobs))
     sections.append(
         "Tabular: `nas.search.run_search` over bench/gt_space.yaml restricted to the table's architectures (others "
         "infeasible, told FAIL at no compute), `run_trial` replaced by a replay of the recorded trial curves."
