@@ -336,6 +336,8 @@ class TrialProtocol(Strict):
             del task["enabled"]
             if task["train_layers"] is None:  # added since: hashed only when set
                 del task["train_layers"]
+            if task["length_grouping"] == 1:  # added since: hashed only when set
+                del task["length_grouping"]
         return {**content, "measure": MEASURE}
 
     def objective_values(self, metrics: dict[str, float]) -> list[float]:

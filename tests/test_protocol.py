@@ -180,3 +180,11 @@ def test_train_layers_is_hashed_only_when_set():
     assert protocol.tasks[0].train_layers is None and "train_layers" not in protocol._hashed()["tasks"][0]
     top = load_protocol("cpu-tiny", overrides=["tasks.qa.train_layers=1"])
     assert top.tasks[0].train_layers == 1 and top.content_hash != protocol.content_hash
+
+
+def test_length_grouping_is_hashed_only_when_set():
+    """A key added since is left out of the hash at its default, so studies made before it still resume."""
+    protocol = load_protocol("cpu-tiny")
+    assert protocol.tasks[0].length_grouping == 1 and "length_grouping" not in protocol._hashed()["tasks"][0]
+    grouped = load_protocol("cpu-tiny", overrides=["tasks.qa.length_grouping=4"])
+    assert grouped.tasks[0].length_grouping == 4 and grouped.content_hash != protocol.content_hash
