@@ -246,6 +246,7 @@ class TrialProtocol(Strict):
     pretrain: Pretrain = Pretrain()
     latency: Latency = Latency()
     tasks: list[Task] = []
+    # default: val_loss; predicted_val_loss when a target is given and the schedule has cool-downs
     objectives: dict[str, Objective] = {"val_loss": Objective(direction="minimize")}
     target: Target = Target()
     task_gate: TaskGate | None = None
@@ -269,6 +270,9 @@ class TrialProtocol(Strict):
         """Task names are distinct; tasks with ``enabled: false`` are then left out (a trial never sees them);
         every objective names a metric that the remaining tasks report."""
         problems = []
+        if "target" in self.model_fields_set and "objectives" not in self.model_fields_set:
+            if self.pretrain.schedule.cooldowns:  # the default objective then is the prediction at the target
+                self.objectives = {"predicted_val_loss": Objective(direction="minimize")}
         names = [t.name for t in self.tasks]
         for dup in sorted({n for n in names if names.count(n) > 1}):
             problems.append(f"task name '{dup}' is used twice")

@@ -188,3 +188,17 @@ def test_length_grouping_is_hashed_only_when_set():
     assert protocol.tasks[0].length_grouping == 1 and "length_grouping" not in protocol._hashed()["tasks"][0]
     grouped = load_protocol("cpu-tiny", overrides=["tasks.qa.length_grouping=4"])
     assert grouped.tasks[0].length_grouping == 4 and grouped.content_hash != protocol.content_hash
+
+
+def test_a_target_makes_the_prediction_the_default_objective():
+    wsd = "pretrain: {schedule: {kind: wsd, cooldowns: [0.25, 0.5]}}\n"
+    predicted = parse_protocol(wsd + "target: {tokens: 1600000}\n", source="p.yaml")
+    assert list(predicted.objectives) == ["predicted_val_loss"]
+    assert predicted.objectives["predicted_val_loss"].direction == "minimize"
+    assert list(parse_protocol(wsd, source="p.yaml").objectives) == ["val_loss"]  # no target: the loss
+    by_override = parse_protocol(wsd, source="p.yaml", overrides=["target.tokens=1600000"])
+    assert list(by_override.objectives) == ["predicted_val_loss"]
+    chosen = parse_protocol(wsd + "target: {tokens: 1600000}\nobjectives: {val_loss: minimize}\n", source="p.yaml")
+    assert list(chosen.objectives) == ["val_loss"]  # objectives given: kept
+    no_points = parse_protocol("target: {tokens: 1600000}\n", source="p.yaml")  # no cool-downs: nothing to predict
+    assert list(no_points.objectives) == ["val_loss"] and "predicted_val_loss" not in no_points.metric_names()
