@@ -266,13 +266,18 @@ class TrialProtocol(Strict):
         return data
 
     @model_validator(mode="after")
+    def _default_objective(self) -> TrialProtocol:
+        """No objectives given, a target and cool-downs given: the objective is the prediction at the target."""
+        given = self.model_fields_set
+        if "target" in given and "objectives" not in given and self.pretrain.schedule.cooldowns:
+            self.objectives = {"predicted_val_loss": Objective(direction="minimize")}
+        return self
+
+    @model_validator(mode="after")
     def _check_names(self) -> TrialProtocol:
         """Task names are distinct; tasks with ``enabled: false`` are then left out (a trial never sees them);
         every objective names a metric that the remaining tasks report."""
         problems = []
-        if "target" in self.model_fields_set and "objectives" not in self.model_fields_set:
-            if self.pretrain.schedule.cooldowns:  # the default objective then is the prediction at the target
-                self.objectives = {"predicted_val_loss": Objective(direction="minimize")}
         names = [t.name for t in self.tasks]
         for dup in sorted({n for n in names if names.count(n) > 1}):
             problems.append(f"task name '{dup}' is used twice")

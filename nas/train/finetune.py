@@ -126,7 +126,7 @@ def length_grouped_batches(
     over the run every example is as likely to be drawn as with plain random batches (``grouping`` 1)."""
     rng = np.random.default_rng(seed)
     n, size = len(lengths), min(batch_size, len(lengths))
-    order = np.asarray(lengths)
+    tokens = np.asarray(lengths)
     out: list[np.ndarray] = []
     while len(out) < steps:
         m = min(grouping, steps - len(out))
@@ -134,7 +134,7 @@ def length_grouped_batches(
             out += [rng.choice(n, size=size, replace=False) for _ in range(m)]
             continue
         drawn = rng.choice(n, size=m * size, replace=False)
-        cut = drawn[np.argsort(order[drawn], kind="stable")].reshape(m, size)
+        cut = drawn[np.argsort(tokens[drawn], kind="stable")].reshape(m, size)
         out += [cut[i] for i in rng.permutation(m)]
     return out
 
