@@ -28,7 +28,8 @@ from _results import append  # noqa: E402
 
 from nas.arch import ArchConfig  # noqa: E402
 from nas.protocol import Budget, Pretrain  # noqa: E402
-from nas.train.pretrain import batch_at, compute_loss, make_optimizer, pretrain  # noqa: E402
+from nas.train.pretrain import compute_loss, make_optimizer, pretrain  # noqa: E402
+from nas.train.windows import batch_at  # noqa: E402
 
 
 def build(arch: ArchConfig, device: torch.device) -> torch.nn.Module:

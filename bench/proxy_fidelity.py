@@ -31,7 +31,7 @@ from nas.arch import ArchConfig  # noqa: E402
 from nas.data.tokens import prepare_tokens  # noqa: E402
 from nas.model import build_model, fit_vocab  # noqa: E402
 from nas.proxy import fidelity, zero_cost_scores  # noqa: E402
-from nas.train.pretrain import batch_at  # noqa: E402
+from nas.train.windows import batch_at  # noqa: E402
 
 LABELS = {
     "short": "short trial: held-out loss at the trial budget (200k tokens)",

@@ -54,6 +54,7 @@ from nas.data.tokens import prepare_tokens  # noqa: E402
 from nas.protocol import Budget, Pretrain, load_protocol  # noqa: E402
 from nas.space import load_space, random_samples  # noqa: E402
 from nas.train.pretrain import lr_multiplier  # noqa: E402
+from nas.train.windows import batch_at  # noqa: E402
 
 TARGET = 0.97
 LABELS = {
@@ -107,7 +108,7 @@ class BareLoop:
         for group in optimizer.param_groups:  # outside the step timer, as in pretrain()
             group["lr"] = self.peak_lr * lr_multiplier(step / self.steps, config.schedule)
         started = time.perf_counter()
-        x, y = pretrain_module.batch_at(self.ids, step, config.batch_size, config.seq_len, config.seed)
+        x, y = batch_at(self.ids, step, config.batch_size, config.seq_len, config.seed)
         logits = model(input_ids=x).logits
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
         loss.backward()

@@ -28,11 +28,11 @@ from nas.train.pretrain import (
     PretrainOutcome,
     Reporter,
     StepCallback,
-    batch_at,
     peak_memory_mb,
     pretrain,
     resolve_device,
 )
+from nas.train.windows import batch_at
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel

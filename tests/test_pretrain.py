@@ -9,7 +9,8 @@ import transformers
 from nas.arch import ArchConfig
 from nas.protocol import Pretrain, Schedule
 from nas.train import pretrain as pretrain_module
-from nas.train.pretrain import DataParallel, batch_at, budget_tokens, eval_windows, lr_multiplier, pretrain
+from nas.train.pretrain import DataParallel, budget_tokens, lr_multiplier, pretrain
+from nas.train.windows import batch_at, eval_windows
 
 
 def test_schedules():

@@ -7,7 +7,6 @@ pruning).
 
 from __future__ import annotations
 
-import functools
 import math
 import resource
 import time
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from nas.protocol import Pretrain
 from nas.train.checkpoint import Checkpoint, cpu_copy, rng_state, set_rng_state
 from nas.train.schedule import budget_tokens, cooldown_length, cooldown_steps, lr_multiplier
+from nas.train.windows import batch_at, eval_windows
 
 __all__ = [
     "DataParallel",
@@ -33,8 +33,6 @@ __all__ = [
     "budget_tokens",
     "resolve_device",
     "compute_loss",
-    "batch_at",
-    "eval_windows",
     "Reporter",
 ]
 
@@ -91,35 +89,6 @@ def autocast_for(device: torch.device, config: Pretrain) -> Any:
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
 
-def batch_at(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training batch of ``step``, a pure function of (seed, step), so a run can resume at any step
-    and two architectures see the same data.
-
-    The corpus is cut into windows of ``seq_len + 1`` tokens, read in a shuffled order without
-    repeats: a run sees every window once before it sees any twice (each pass, an "epoch", has its
-    own order and its own offset of the window boundaries).
-    """
-    n_windows = max(1, (len(ids) - 1) // seq_len - 1)  # one spare, so every epoch's offset fits
-    first = step * batch_size
-    limit = max(0, len(ids) - seq_len - 1)  # a corpus of under two windows: the offset must still fit
-    starts = [min(limit, _window_start(i, n_windows, seq_len, seed)) for i in range(first, first + batch_size)]
-    windows = np.stack([ids[s : s + seq_len + 1] for s in starts]).astype(np.int64)
-    chunk = torch.from_numpy(windows)
-    return chunk[:, :-1], chunk[:, 1:]
-
-
-def _window_start(index: int, n_windows: int, seq_len: int, seed: int) -> int:
-    epoch, position = divmod(index, n_windows)
-    order, offset = _epoch_order(seed, epoch, n_windows, seq_len)
-    return int(order[position]) * seq_len + offset
-
-
-@functools.lru_cache(maxsize=4)
-def _epoch_order(seed: int, epoch: int, n_windows: int, seq_len: int) -> tuple[np.ndarray, int]:
-    rng = np.random.default_rng([seed, epoch, n_windows])
-    return rng.permutation(n_windows), int(rng.integers(0, seq_len))
-
-
 def compute_loss(model: Callable[..., Any], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     logits = model(input_ids=x).logits
     return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
@@ -140,16 +109,6 @@ def evaluate(model: torch.nn.Module, val: np.ndarray, config: Pretrain, device: 
         count += chunk.shape[0]
     model.train()
     return total / count
-
-
-def eval_windows(val: np.ndarray, seq_len: int, eval_tokens: int) -> list[np.ndarray]:
-    """``eval_tokens // seq_len`` windows of ``seq_len + 1`` tokens, evenly spaced over ``val``; they
-    never overlap, since at most ``(len(val) - 1) // seq_len`` are taken."""
-    n_windows = max(1, min(eval_tokens, len(val) - 1) // seq_len)
-    last = max(0, len(val) - seq_len - 1)
-    starts = np.linspace(0, last, n_windows).astype(np.int64) if n_windows > 1 else np.zeros(1, dtype=np.int64)
-    windows = [val[s : s + seq_len + 1] for s in starts]
-    return [w for w in windows if len(w) == seq_len + 1]
 
 
 def make_optimizer(model: torch.nn.Module, config: Pretrain, lr: float, device: torch.device) -> torch.optim.AdamW:
