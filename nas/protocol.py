@@ -42,6 +42,7 @@ __all__ = [
     "parse_protocol",
     "apply_overrides",
     "KIND_METRICS",
+    "CHOICE_METRIC",
     "TRIAL_METRICS",
 ]
 
@@ -50,6 +51,9 @@ KIND_METRICS: dict[str, tuple[str, ...]] = {
     "qa": ("exact_match", "f1"),
     "generation": ("perplexity", "exact_match"),
 }
+# A generation task whose examples carry candidate completions (builtin data, or files with choices_field) also
+# reports how often the most likely candidate is the right one.
+CHOICE_METRIC = "choice_accuracy"
 # Metrics every trial reports, besides the architecture counts and the task metrics.
 TRIAL_METRICS = (
     "val_loss",
@@ -218,6 +222,12 @@ class Task(Strict):
     # (0: the head alone, a probe of the pretrained features); the embeddings and lower layers stay frozen
     train_layers: Count | None = Field(default=None, ge=0)
 
+    def metrics(self) -> list[str]:
+        """The metrics this task reports (each also per grade, see :meth:`grades`)."""
+        files = self.data.files if self.data.source == "files" else None
+        choices = self.kind == "generation" and (files is None or files.choices_field is not None)
+        return [*KIND_METRICS[self.kind], *([CHOICE_METRIC] if choices else [])]
+
     def grades(self) -> list[str]:
         """The grades this task's metrics are also reported by (builtin data only)."""
         return list(self.data.builtin.grades) if self.data.source == "builtin" else []
@@ -314,8 +324,8 @@ class TrialProtocol(Strict):
         """Every metric a trial of this protocol reports."""
         names = self.pretraining_metric_names()
         for task in self.tasks:
-            names += [f"{task.name}.{m}" for m in KIND_METRICS[task.kind]]
-            names += [f"{task.name}.{g}.{m}" for g in task.grades() for m in KIND_METRICS[task.kind]]
+            names += [f"{task.name}.{m}" for m in task.metrics()]
+            names += [f"{task.name}.{g}.{m}" for g in task.grades() for m in task.metrics()]
         return names
 
     @property
@@ -347,6 +357,9 @@ class TrialProtocol(Strict):
                 del task["train_layers"]
             if task["length_grouping"] == 1:  # added since: hashed only when set
                 del task["length_grouping"]
+            files = task["data"]["files"]
+            if files is not None and files["choices_field"] is None:  # added since: hashed only when set
+                del files["choices_field"]
         return {**content, "measure": MEASURE}
 
     def objective_values(self, metrics: dict[str, float]) -> list[float]:

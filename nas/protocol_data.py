@@ -127,6 +127,9 @@ class FilesTaskData(Strict):
     label_field: str = "label"
     prompt_field: str = "prompt"
     completion_field: str = "completion"
+    # generation: a field holding each example's candidate completions (a list, the completion among them),
+    # scored as multiple choice ("choice_accuracy"); null: no candidates
+    choices_field: str | None = None
     eval_fraction: Real = Field(default=0.2, gt=0, lt=1)
     split_by: Literal["example", "article"] = "example"  # qa: keep each article on one side
     seed: Seed = 0

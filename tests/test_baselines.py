@@ -88,6 +88,22 @@ def test_generation_most_frequent_completion_and_unigram_perplexity(tokenizer):
     assert len(whole) > 3 and cut == whole[:2]  # cut to max_length - 1, as a trial cuts its targets
 
 
+def test_generation_choice_baseline_is_a_uniform_guess_among_each_examples_candidates(tokenizer):
+    task = Task(name="answer", kind="generation", max_length=32)
+    four = [" Oslo.", " Lima.", " Rome.", " Kyiv."]
+    evals = [
+        {"prompt": "Where?", "completion": " Oslo.", "choices": four[:2], "grade": "near"},
+        {"prompt": "Where?", "completion": " Lima.", "choices": four, "grade": "far"},
+    ]
+    baselines = generation_baselines(task, TaskSet(evals, evals), tokenizer)
+    assert baselines["choice_accuracy"].value == pytest.approx((1 / 2 + 1 / 4) / 2)
+    assert baselines["choice_accuracy"].predictor == "uniform guess"
+    assert baselines["near.choice_accuracy"].value == 0.5 and baselines["far.choice_accuracy"].value == 0.25
+    bare = [{k: v for k, v in x.items() if k != "choices"} for x in evals]
+    without = generation_baselines(task, TaskSet(evals, bare), tokenizer)
+    assert "choice_accuracy" not in without  # no candidates, no multiple-choice score
+
+
 def test_protocol_baselines_cover_every_task_metric_and_are_computed_once(micro_protocol, monkeypatch):
     from nas.data import tasks
     from nas.data.tokens import prepare_tokens

@@ -169,6 +169,10 @@ def test_generation_examples():
         name = QUESTION_NAME.search(question).group(1)
         fact = next(i for i, s in enumerate(_sentences(story)) if s.split()[0] == name and answer in s)
         assert _in_grade(ex["grade"], len(" ".join(_sentences(story)[fact + 1 :]).split()))
+        # the candidates: every story person's value of the asked attribute, each stated in the story
+        choices = ex["choices"]
+        assert completion in choices and len(set(choices)) == len(choices) >= 3
+        assert all(c.startswith(" ") and c.endswith(".") and c[1:-1] in story for c in choices)
 
 
 def test_pretraining_is_fast():

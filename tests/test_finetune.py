@@ -4,7 +4,15 @@ import torch
 from nas.data.tasks import TaskSet
 from nas.data.tokens import train_tokenizer
 from nas.protocol import Pretrain, Task
-from nas.train.finetune import _best_span, _qa_features, evaluate_tasks, finetune, freeze_below, generation_eval
+from nas.train.finetune import (
+    _best_span,
+    _qa_features,
+    choice_hits,
+    evaluate_tasks,
+    finetune,
+    freeze_below,
+    generation_eval,
+)
 
 STORY = "Mira is a baker from Oslo. Tomas keeps a red kite."
 
@@ -82,9 +90,53 @@ def test_generation_fine_tunes(micro_pretrained):
         data={"builtin": {"seed": 3, "train": 16, "eval": 8}},
     )
     scores = finetune(task, load_task_set(task), result.model, result.arch, tokenizer, Pretrain(), seed=1)
-    grades = {f"{g}.{m}" for g in ("near", "mid", "far") for m in ("perplexity", "exact_match")}
-    assert set(scores) == {"perplexity", "exact_match"} | grades and 1 < scores["perplexity"] < 1e4
-    assert 0 <= scores["exact_match"] <= 1
+    metrics = ("perplexity", "exact_match", "choice_accuracy")
+    grades = {f"{g}.{m}" for g in ("near", "mid", "far") for m in metrics}
+    assert set(scores) == set(metrics) | grades and 1 < scores["perplexity"] < 1e4
+    assert 0 <= scores["exact_match"] <= 1 and 0 <= scores["choice_accuracy"] <= 1
+
+
+def test_choice_hits_picks_the_likeliest_candidate():
+    choices = [[" a.", " b.", " c."], [" x.", " y."], [" p.", " q."]]
+    nll = [3.0, 1.0, 2.0, 0.5, 0.5, 4.0, 1.0]  # second example: a tie between its right and wrong candidate
+    assert choice_hits(nll, choices, [" b.", " x.", " p."]) == [1, 0, 0]
+    assert choice_hits(nll, choices, [" a.", " y.", " q."]) == [0, 0, 1]
+    with pytest.raises(ValueError, match="8 scores for 7 candidates"):
+        choice_hits([*nll, 1.0], choices, [" b.", " x.", " p."])
+
+
+def test_generation_choice_accuracy_scores_each_candidate_after_its_prompt(micro_pretrained, monkeypatch):
+    """With fine-tuning switched off, choice accuracy is what scoring every candidate apart gives."""
+    from nas.train import finetune as finetune_module
+
+    result, tokenizer = micro_pretrained
+    monkeypatch.setattr(finetune_module, "_train", lambda *args: None)
+    cases = [  # (answer, candidates); the second and fourth share their candidates, so one of them is right
+        ("baker", ["baker", "pilot", "nurse"]),
+        ("pilot", ["nurse", "pilot"]),
+        ("nurse", ["pilot", "nurse", "baker"]),
+        ("nurse", ["nurse", "pilot"]),
+    ]
+    examples = [
+        {"prompt": f"Mira is a {job}. Mira is a", "completion": f" {job}.", "choices": [f" {c}." for c in choices]}
+        for job, choices in cases
+    ]
+    examples = [{**x, "grade": grade} for x, grade in zip(examples, ("near", "far", "near", "far"), strict=True)]
+    task = Task(name="answer", kind="generation", steps=1, max_length=64)
+    scores = finetune(task, TaskSet(examples, examples), result.model, result.arch, tokenizer, Pretrain(), seed=0)
+    expected = []
+    for x in examples:
+        rows = []
+        for c in x["choices"]:
+            prompt = tokenizer.backend_tokenizer.encode(x["prompt"], add_special_tokens=False).ids
+            target = tokenizer.backend_tokenizer.encode(c, add_special_tokens=False).ids + [tokenizer.eos_token_id]
+            rows.append((prompt + target, len(target)))
+        nll = [generation_eval(result.model, [r], tokenizer.pad_token_id, 1, Pretrain())[0] for r in rows]
+        expected.append(int(x["choices"][nll.index(min(nll))] == x["completion"]))
+    assert expected[1] + expected[3] == 1
+    assert scores["choice_accuracy"] == sum(expected) / 4
+    assert scores["near.choice_accuracy"] == (expected[0] + expected[2]) / 2
+    assert scores["far.choice_accuracy"] == (expected[1] + expected[3]) / 2
 
 
 def test_classification_learns_an_easy_task(micro_pretrained):
@@ -107,8 +159,8 @@ def test_evaluate_tasks_fine_tunes_every_task_with_its_own_seed(micro_pretrained
     scores = evaluate_tasks(protocol, result.model, result.arch, tokenizer, on_task=started.append)
     assert started == ["qa", "answer"]
     qa = ["qa.exact_match", "qa.f1"] + [f"qa.{g}.{m}" for g in ("near", "mid", "far") for m in ("exact_match", "f1")]
-    answer = ["answer.perplexity", "answer.exact_match"]
-    answer += [f"answer.{g}.{m}" for g in ("near", "mid", "far") for m in ("perplexity", "exact_match")]
+    metrics = ("perplexity", "exact_match", "choice_accuracy")
+    answer = [f"answer.{m}" for m in metrics] + [f"answer.{g}.{m}" for g in ("near", "mid", "far") for m in metrics]
     assert list(scores) == qa + answer
     config = protocol.pretrain
     for index, task in enumerate(protocol.tasks):

@@ -190,6 +190,18 @@ def test_length_grouping_is_hashed_only_when_set():
     assert grouped.tasks[0].length_grouping == 4 and grouped.content_hash != protocol.content_hash
 
 
+def test_choices_field_is_hashed_only_when_set_and_adds_the_choice_metric():
+    protocol = load_protocol("text-files")
+    completion = next(t for t in protocol.tasks if t.kind == "generation")
+    assert "choices_field" not in protocol._hashed()["tasks"][protocol.tasks.index(completion)]["data"]["files"]
+    assert f"{completion.name}.choice_accuracy" not in protocol.metric_names()  # files without candidates
+    with_choices = load_protocol("text-files", [f"tasks.{completion.name}.data.files.choices_field=choices"])
+    assert f"{completion.name}.choice_accuracy" in with_choices.metric_names()
+    assert with_choices.content_hash != protocol.content_hash
+    builtin = load_protocol("cpu-tiny", ["tasks.answer.enabled=true"]).metric_names()
+    assert "answer.choice_accuracy" in builtin and "answer.far.choice_accuracy" in builtin  # builtin: candidates
+
+
 def test_a_target_makes_the_prediction_the_default_objective():
     wsd = "pretrain: {schedule: {kind: wsd, cooldowns: [0.25, 0.5]}}\n"
     predicted = parse_protocol(wsd + "target: {tokens: 1600000}\n", source="p.yaml")

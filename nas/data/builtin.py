@@ -373,15 +373,23 @@ def qa_examples(seed: int, n: int, grades: Sequence[str] = GRADES) -> list[dict]
 
 
 def generation_examples(seed: int, n: int, grades: Sequence[str] = GRADES) -> list[dict]:
-    """``n`` examples ``{"prompt": story + "\\nQuestion: <q>\\nAnswer:", "completion": " <answer>.", "grade"}``, one
-    per story, in the format of the Q/A lines of :func:`pretraining_corpus`; ``grades`` in turn."""
+    """``n`` examples ``{"prompt": story + "\\nQuestion: <q>\\nAnswer:", "completion": " <answer>.", "choices",
+    "grade"}``, one per story, in the format of the Q/A lines of :func:`pretraining_corpus`; ``grades`` in turn.
+    ``choices`` are the completions naming each story person's value of the asked attribute, in the order the
+    people are introduced (distinct, the completion among them): the candidates of a multiple-choice score."""
     rng = random.Random(f"builtin-generate-{seed}")
     out = []
     for j in range(n):
         grade = _grade(grades, j)
         story, key = _graded_story(rng, grade)
         question, answer = _question(story, key)
+        values = [_question(story, (i, key[1]))[1] for i in range(len(story.entities))]
         out.append(
-            {"prompt": f"{story.text}\nQuestion: {question}\nAnswer:", "completion": f" {answer}.", "grade": grade}
+            {
+                "prompt": f"{story.text}\nQuestion: {question}\nAnswer:",
+                "completion": f" {answer}.",
+                "choices": [f" {value}." for value in values],
+                "grade": grade,
+            }
         )
     return out

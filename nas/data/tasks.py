@@ -2,7 +2,8 @@
 
 Examples are plain dicts: classification ``{"text", "label"}``; qa (SQuAD) ``{"id", "title",
 "context", "question", "answers": {"text": [...], "answer_start": [...]}}``; generation
-``{"prompt", "completion"}``.
+``{"prompt", "completion"}``, with ``"choices"`` (candidate completions, the completion among them) where the
+data gives them.
 """
 
 from __future__ import annotations
@@ -111,12 +112,29 @@ def _read(task: Task, files: FilesTaskData, paths: list[str], source: str, key: 
         "generation": {"prompt": files.prompt_field, "completion": files.completion_field},
         "qa": {"context": "context", "question": "question", "answers": "answers"},
     }[task.kind]
+    if task.kind == "generation" and files.choices_field is not None:
+        fields["choices"] = files.choices_field
     for name, field in fields.items():
         if field not in columns:
             problem = f"no field '{field}' in {paths[0]}; fields: {', '.join(columns)}"
             raise NasInputError(source, [(f"{section}.{name}_field", problem)])
     rows = table.to_list()
-    return [{name: row[field] for name, field in fields.items()} | {"title": row.get("title", "")} for row in rows]
+    out = [{name: row[field] for name, field in fields.items()} | {"title": row.get("title", "")} for row in rows]
+    if "choices" in fields:
+        _check_choices(out, paths[0], source, f"{section}.choices_field")
+    return out
+
+
+def _check_choices(examples: list[dict], path: str, source: str, key: str) -> None:
+    """Each example's choices are a list of strings holding its completion."""
+    for i, example in enumerate(examples):
+        choices = example["choices"]
+        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+            problem = f"row {i} of {path}: the choices must be a list of strings, got {type(choices).__name__}"
+            raise NasInputError(source, [(key, problem)])
+        if example["completion"] not in choices:
+            problem = f"row {i} of {path}: the completion {example['completion']!r} is not among its choices"
+            raise NasInputError(source, [(key, problem)])
 
 
 def _read_labeled_lines(files: FilesTaskData, paths: list[str], source: str, key: str) -> list[dict]:

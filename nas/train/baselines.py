@@ -13,8 +13,10 @@ examples a trial scores, with the trial's own metric code:
 - generation: exact match of always answering the train split's most frequent completion, compared
   token for token with EOS, as a trial's greedy check is; perplexity of a unigram model of the train
   completions' tokens (add-one smoothing over the tokenizer's vocabulary) on the eval completions'
-  tokens and EOS, the tokens a trial scores. (A uniform guess over the vocabulary scores a perplexity
-  of the vocabulary size, a bar every trained model clears: not reported.)
+  tokens and EOS, the tokens a trial scores; where the examples carry candidate completions, the
+  multiple-choice accuracy of a uniform guess among them (the mean of 1 / their number). (A uniform guess
+  over the vocabulary scores a perplexity of the vocabulary size, a bar every trained model clears: not
+  reported.)
 
 :func:`protocol_baselines` caches each task's baselines per process, keyed by the task's settings
 (and the tokenizer's content for generation), so a worker computes them once per task set.
@@ -30,6 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nas.protocol import CHOICE_METRIC
 from nas.train.metrics import by_grade, classification_metrics, perplexity, squad_metrics
 
 if TYPE_CHECKING:
@@ -99,12 +102,17 @@ def generation_baselines(task: Task, taskset: TaskSet, tokenizer: Any) -> dict[s
     total, vocab = sum(counts.values()), len(tokenizer)
     nll = [[-math.log((counts[token] + 1) / (total + vocab)) for token in t] for t in evals]
 
+    choices = all("choices" in e for e in taskset.eval)
+
     def score(idx: list[int]) -> dict[str, float]:
         losses = [x for i in idx for x in nll[i]]
         exact = sum(tuple(evals[i]) == most_frequent for i in idx) / len(idx)
-        return {"perplexity": perplexity(sum(losses) / len(losses)), "exact_match": exact}
+        out = {"perplexity": perplexity(sum(losses) / len(losses)), "exact_match": exact}
+        if choices:  # a uniform guess among an example's candidates is right 1 / (their number) of the time
+            out[CHOICE_METRIC] = sum(1 / len(taskset.eval[i]["choices"]) for i in idx) / len(idx)
+        return out
 
-    predictors = {"perplexity": "unigram", "exact_match": "most frequent completion"}
+    predictors = {"perplexity": "unigram", "exact_match": "most frequent completion", CHOICE_METRIC: "uniform guess"}
     return {name: Baseline(v, predictors[name.rpartition(".")[2]]) for name, v in by_grade(taskset.eval, score).items()}
 
 

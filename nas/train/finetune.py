@@ -5,9 +5,11 @@
 - qa: ``*ForQuestionAnswering`` over "question \\n context" (the question first, so that causal
   attention lets context tokens see it); SQuAD exact match and F1 (as fractions 0..1).
 - generation: the causal LM, trained on completion tokens; held-out perplexity of the completions
-  and exact match of the greedy completion. Greedy decoding reproduces a target exactly iff the
-  argmax at every target position, given the target's prefix, is the target token (EOS included),
-  so exact match is read off one teacher-forced forward pass.
+  and exact match of the greedy completion; where the examples carry candidate completions, multiple-choice
+  accuracy (the candidate with the lowest summed NLL, EOS included, as lm-evaluation-harness's ``acc``).
+  Greedy decoding reproduces a target exactly iff the argmax at every target position, given the
+  target's prefix, is the target token (EOS included), so exact match is read off one teacher-forced
+  forward pass.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 
 from nas.arch import ArchConfig
 from nas.data.tasks import TaskSet, load_task_set
-from nas.protocol import Pretrain, Schedule, Task, TrialProtocol
+from nas.protocol import CHOICE_METRIC, Pretrain, Schedule, Task, TrialProtocol
 from nas.train.baselines import completion_targets
 from nas.train.metrics import by_grade, classification_metrics, perplexity, squad_metrics
 from nas.train.pretrain import autocast_for, lr_multiplier
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "by_length",
+    "choice_hits",
     "evaluate_tasks",
     "finetune",
     "freeze_below",
@@ -301,17 +304,20 @@ def _generation(task, taskset, lm, arch, tokenizer, config, seed) -> dict[str, f
     model = copy.deepcopy(lm)
     encode = tokenizer.backend_tokenizer.encode_batch
 
-    def encoded(examples: list[dict]) -> list[tuple[list[int], int]]:
+    def encoded(prompts: list[str], completions: list[str]) -> list[tuple[list[int], int]]:
         """(ids, number of completion tokens); the prompt is cut from the left to fit."""
-        prompts = encode([x["prompt"] for x in examples], add_special_tokens=False)
-        completions = completion_targets([x["completion"] for x in examples], tokenizer, task.max_length)
+        prompt_ids = encode(prompts, add_special_tokens=False)
+        targets = completion_targets(completions, tokenizer, task.max_length)
         out = []
-        for p, target in zip(prompts, completions, strict=True):
+        for p, target in zip(prompt_ids, targets, strict=True):
             prompt = p.ids[-(task.max_length - len(target)) :]
             out.append((prompt + target, len(target)))
         return out
 
-    train, evals = encoded(taskset.train), encoded(taskset.eval)
+    def rows_of(examples: list[dict]) -> list[tuple[list[int], int]]:
+        return encoded([x["prompt"] for x in examples], [x["completion"] for x in examples])
+
+    train, evals = rows_of(taskset.train), rows_of(taskset.eval)
 
     def loss_of(indices: np.ndarray) -> torch.Tensor:
         logits, targets, completion = _completion_logits(model, [train[i] for i in indices], tokenizer.pad_token_id)
@@ -319,12 +325,36 @@ def _generation(task, taskset, lm, arch, tokenizer, config, seed) -> dict[str, f
 
     _train(model, task, [len(r[0]) for r in train], loss_of, config, seed)
     rows = generation_rows(model, evals, tokenizer.pad_token_id, task.eval_batch_size, config)
+    hits: list[int] | None = None
+    if all("choices" in x for x in taskset.eval):
+        pairs = [(x["prompt"], choice) for x in taskset.eval for choice in x["choices"]]
+        choice_rows = encoded([p for p, _ in pairs], [c for _, c in pairs])
+        nll = [r[0] for r in generation_rows(model, choice_rows, tokenizer.pad_token_id, task.eval_batch_size, config)]
+        hits = choice_hits(nll, [x["choices"] for x in taskset.eval], [x["completion"] for x in taskset.eval])
 
     def score(idx: list[int]) -> dict[str, float]:
         nll, count = sum(rows[i][0] for i in idx), sum(rows[i][1] for i in idx)
-        return {"perplexity": perplexity(nll / count), "exact_match": sum(rows[i][2] for i in idx) / len(idx)}
+        out = {"perplexity": perplexity(nll / count), "exact_match": sum(rows[i][2] for i in idx) / len(idx)}
+        if hits is not None:
+            out[CHOICE_METRIC] = sum(hits[i] for i in idx) / len(idx)
+        return out
 
     return by_grade(taskset.eval, score)
+
+
+def choice_hits(nll: list[float], choices: list[list[str]], answers: list[str]) -> list[int]:
+    """Multiple choice by likelihood: per example, 1 if its answer is the candidate with the lowest summed NLL
+    (``nll`` lists every example's candidates in turn), else 0; a tie with a wrong candidate counts as wrong."""
+    out, at = [], 0
+    for candidates, answer in zip(choices, answers, strict=True):
+        scores = nll[at : at + len(candidates)]
+        at += len(candidates)
+        best = min(scores)
+        winners = [c for c, s in zip(candidates, scores, strict=True) if s == best]
+        out.append(int(set(winners) == {answer}))
+    if at != len(nll):
+        raise ValueError(f"choice_hits: {len(nll)} scores for {at} candidates")
+    return out
 
 
 def _completion_logits(

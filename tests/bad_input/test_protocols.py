@@ -211,7 +211,11 @@ def _good_data(tmp: Path) -> None:
     }
     (tmp / "squad.json").write_text(json.dumps(squad))
     (tmp / "completions.jsonl").write_text(
-        "".join(json.dumps({"prompt": f"Count {i}:", "completion": f" {i + 1}"}) + "\n" for i in range(30))
+        "".join(
+            json.dumps({"prompt": f"Count {i}:", "completion": f" {i + 1}", "choices": [f" {i + 1}", f" {i + 2}"]})
+            + "\n"
+            for i in range(30)
+        )
     )
 
 
@@ -235,7 +239,7 @@ tasks:
     steps: 1
   - name: completion
     kind: generation
-    data: {source: files, files: {train: [COMPLETIONS]}}
+    data: {source: files, files: {train: [COMPLETIONS], choices_field: choices}}
     steps: 1
 """
 GOOD = {
@@ -378,6 +382,24 @@ DATA: list[tuple[str, dict[str, str], object, tuple[str, ...]]] = [
         {},
         _damage("completions.jsonl", b'{"q": 1, "a": 2}\n' * 5),
         ("tasks.completion.data.files.prompt_field: no field 'prompt'",),
+    ),
+    (
+        "completions without choices",
+        {},
+        _damage("completions.jsonl", b'{"prompt": "a", "completion": "b"}\n' * 5),
+        ("tasks.completion.data.files.choices_field: no field 'choices'",),
+    ),
+    (
+        "choices not a list",
+        {},
+        _damage("completions.jsonl", b'{"prompt": "a", "completion": "b", "choices": "b"}\n' * 5),
+        ("tasks.completion.data.files.choices_field: row 0 of", "must be a list of strings, got str"),
+    ),
+    (
+        "completion not among the choices",
+        {},
+        _damage("completions.jsonl", b'{"prompt": "a", "completion": " b", "choices": [" c", " d"]}\n' * 5),
+        ("tasks.completion.data.files.choices_field: row 0 of", "completion ' b' is not among its choices"),
     ),
     (
         "completions latin-1",
