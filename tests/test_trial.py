@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from nas.arch import ArchConfig
-from nas.protocol import KIND_METRICS
 from nas.trial import PHASES, run_trial
 
 
@@ -29,6 +28,7 @@ def test_micro_trial_end_to_end(micro_protocol, micro_arch):
         "qa.exact_match",
         "qa.f1",
         "answer.exact_match",
+        "answer.choice_accuracy",
     ):
         assert 0 <= m[name] <= 1, name
     assert m["answer.perplexity"] > 1
@@ -36,8 +36,8 @@ def test_micro_trial_end_to_end(micro_protocol, micro_arch):
     assert latency["min"] <= latency["p25"] <= latency["median"] <= latency["p75"] <= latency["max"]
     assert m["latency_ms_per_token"] == latency["median"] > 0
     # Every task metric has its no-model baseline (and the classification task its chance level), recorded.
-    tasks = {f"{t.name}.{k}" for t in protocol.tasks for k in KIND_METRICS[t.kind]}
-    tasks |= {f"{t.name}.{g}.{k}" for t in protocol.tasks for g in t.grades() for k in KIND_METRICS[t.kind]}
+    tasks = {f"{t.name}.{k}" for t in protocol.tasks for k in t.metrics()}
+    tasks |= {f"{t.name}.{g}.{k}" for t in protocol.tasks for g in t.grades() for k in t.metrics()}
     chance = {f"claims{g}.chance" for g in ("", ".near", ".mid", ".far")}
     assert set(result.task_baselines) == set(result.baseline_predictors) == tasks | chance
     assert tasks <= set(m)  # every task metric, and every grade's, was scored
