@@ -29,7 +29,7 @@ from nas.train.finetune import finetune  # noqa: E402
 from nas.trial import run_trial  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-HEADLINE = {"classification": "accuracy", "qa": "f1", "generation": "exact_match"}
+HEADLINE = {"classification": "accuracy", "qa": "f1", "generation": "exact_match"}  # choice_accuracy where reported
 
 
 def main() -> None:
@@ -103,7 +103,7 @@ def main() -> None:
                             }
                             out.write_text(json.dumps(done, indent=1))
                         row = done[key]
-                        head = HEADLINE[task.kind]
+                        head = "choice_accuracy" if "choice_accuracy" in row["metrics"] else HEADLINE[task.kind]
                         grades = [g for g in task.grades()] or [""]
                         cells = "  ".join(
                             f"{g or 'all'} {row['metrics'][f'{g}.{head}' if g else head]:.3f}"
@@ -128,7 +128,7 @@ def report(done: dict) -> str:
     ]
     for (task, steps, lr, init), rows in sorted(groups.items()):
         metrics = rows[0]["metrics"]
-        head = next(m for m in ("accuracy", "f1", "exact_match") if m in metrics)
+        head = next(m for m in ("accuracy", "f1", "choice_accuracy", "exact_match") if m in metrics)
         grades = [k.rsplit(".", 1)[0] for k in metrics if k.endswith("." + head)] or []
         cells = []
         for grade in grades or [""]:
