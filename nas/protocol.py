@@ -222,6 +222,14 @@ class Task(Strict):
     # (0: the head alone, a probe of the pretrained features); the embeddings and lower layers stay frozen
     train_layers: Count | None = Field(default=None, ge=0)
 
+    @model_validator(mode="after")
+    def _choices_for_generation(self) -> Task:
+        files = self.data.files
+        if self.kind != "generation" and files is not None and files.choices_field is not None:
+            problem = f"only a generation task has candidate completions, not {self.kind}"
+            raise ValueError(f"data.files.choices_field: {problem}")
+        return self
+
     def metrics(self) -> list[str]:
         """The metrics this task reports (each also per grade, see :meth:`grades`)."""
         files = self.data.files if self.data.source == "files" else None

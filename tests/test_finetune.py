@@ -106,37 +106,52 @@ def test_choice_hits_picks_the_likeliest_candidate():
 
 
 def test_generation_choice_accuracy_scores_each_candidate_after_its_prompt(micro_pretrained, monkeypatch):
-    """With fine-tuning switched off, choice accuracy is what scoring every candidate apart gives."""
+    """With fine-tuning switched off, each candidate's score is its NLL after its own example's prompt, and an
+    example is right when its completion alone scores best."""
     from nas.train import finetune as finetune_module
 
     result, tokenizer = micro_pretrained
     monkeypatch.setattr(finetune_module, "_train", lambda *args: None)
-    cases = [  # (answer, candidates); the second and fourth share their candidates, so one of them is right
-        ("baker", ["baker", "pilot", "nurse"]),
-        ("pilot", ["nurse", "pilot"]),
-        ("nurse", ["pilot", "nurse", "baker"]),
-        ("nurse", ["nurse", "pilot"]),
+    seen: list[list[float]] = []
+    real_hits = finetune_module.choice_hits
+    monkeypatch.setattr(finetune_module, "choice_hits", lambda nll, *rest: seen.append(nll) or real_hits(nll, *rest))
+    cases = [
+        ("Mira is a baker from Oslo. Mira is a", " baker.", [" baker.", " pilot.", " nurse."]),
+        ("Tomas keeps a red kite. Tomas keeps a", " red kite.", [" red kite.", " red."]),
+        ("Where is Mira from? Mira is from", " Lima.", [" Oslo.", " Lima.", " Rome.", " Kyiv."]),
+        ("What does Tomas keep? Tomas keeps", " a red kite.", [" a red kite.", " a pilot.", " Oslo."]),
     ]
     examples = [
-        {"prompt": f"Mira is a {job}. Mira is a", "completion": f" {job}.", "choices": [f" {c}." for c in choices]}
-        for job, choices in cases
+        {"prompt": p, "completion": c, "choices": choices, "grade": f"g{i}"} for i, (p, c, choices) in enumerate(cases)
     ]
-    examples = [{**x, "grade": grade} for x, grade in zip(examples, ("near", "far", "near", "far"), strict=True)]
     task = Task(name="answer", kind="generation", steps=1, max_length=64)
     scores = finetune(task, TaskSet(examples, examples), result.model, result.arch, tokenizer, Pretrain(), seed=0)
-    expected = []
-    for x in examples:
-        rows = []
-        for c in x["choices"]:
-            prompt = tokenizer.backend_tokenizer.encode(x["prompt"], add_special_tokens=False).ids
-            target = tokenizer.backend_tokenizer.encode(c, add_special_tokens=False).ids + [tokenizer.eos_token_id]
-            rows.append((prompt + target, len(target)))
-        nll = [generation_eval(result.model, [r], tokenizer.pad_token_id, 1, Pretrain())[0] for r in rows]
-        expected.append(int(x["choices"][nll.index(min(nll))] == x["completion"]))
-    assert expected[1] + expected[3] == 1
-    assert scores["choice_accuracy"] == sum(expected) / 4
-    assert scores["near.choice_accuracy"] == (expected[0] + expected[2]) / 2
-    assert scores["far.choice_accuracy"] == (expected[1] + expected[3]) / 2
+    encode = tokenizer.backend_tokenizer.encode
+    expected_nll, expected_hits = [], []
+    for prompt, completion, choices in cases:
+        nll = []
+        for choice in choices:
+            target = encode(choice, add_special_tokens=False).ids + [tokenizer.eos_token_id]
+            row = (encode(prompt, add_special_tokens=False).ids + target, len(target))
+            nll.append(generation_eval(result.model, [row], tokenizer.pad_token_id, 1, Pretrain())[0])
+        expected_nll += nll
+        expected_hits.append(int(choices[nll.index(min(nll))] == completion))
+    assert seen[0] == pytest.approx(expected_nll, rel=1e-4)  # each candidate after its own prompt, in order
+    assert [scores[f"g{i}.choice_accuracy"] for i in range(4)] == expected_hits
+    assert scores["choice_accuracy"] == sum(expected_hits) / 4
+
+
+def test_a_files_generation_task_reports_exactly_the_metrics_its_protocol_names(micro_pretrained, monkeypatch):
+    from nas.train import finetune as finetune_module
+
+    result, tokenizer = micro_pretrained
+    monkeypatch.setattr(finetune_module, "_train", lambda *args: None)
+    rows = [{"prompt": "Mira is from", "completion": " Oslo.", "choices": [" Oslo.", " Lima."]}] * 2
+    for field, examples in (("choices", rows), (None, [{k: v for k, v in x.items() if k != "choices"} for x in rows])):
+        files = {"train": ["completions.jsonl"], "choices_field": field}
+        task = Task(name="completion", kind="generation", steps=1, data={"source": "files", "files": files})
+        scores = finetune(task, TaskSet(examples, examples), result.model, result.arch, tokenizer, Pretrain(), seed=0)
+        assert sorted(scores) == sorted(task.metrics())
 
 
 def test_classification_learns_an_easy_task(micro_pretrained):

@@ -105,36 +105,54 @@ def _read(task: Task, files: FilesTaskData, paths: list[str], source: str, key: 
         return [example for path in paths for example in read_squad(path, source, key, files.encoding)]
     if task.kind == "classification" and fmt == "text":
         return _read_labeled_lines(files, paths, source, key)
-    table = load_table(paths, fmt, source, key, encoding=files.encoding)
-    columns = table.column_names
     fields = {
         "classification": {"text": files.text_field, "label": files.label_field},
         "generation": {"prompt": files.prompt_field, "completion": files.completion_field},
         "qa": {"context": "context", "question": "question", "answers": "answers"},
     }[task.kind]
-    if task.kind == "generation" and files.choices_field is not None:
-        fields["choices"] = files.choices_field
-    for name, field in fields.items():
-        if field not in columns:
-            problem = f"no field '{field}' in {paths[0]}; fields: {', '.join(columns)}"
-            raise NasInputError(source, [(f"{section}.{name}_field", problem)])
-    rows = table.to_list()
-    out = [{name: row[field] for name, field in fields.items()} | {"title": row.get("title", "")} for row in rows]
-    if "choices" in fields:
-        _check_choices(out, paths[0], source, f"{section}.choices_field")
+    if task.kind != "generation" or files.choices_field is None:
+        return _rows(load_table(paths, fmt, source, key, encoding=files.encoding), fields, paths[0], source, section)
+    # Candidate completions are checked row by row, so each file is read on its own to name it in a problem.
+    fields["choices"] = files.choices_field
+    out, problems = [], []
+    for path in paths:
+        rows = _rows(load_table([path], fmt, source, key, encoding=files.encoding), fields, path, source, section)
+        found = (_choices_problem(row, f"row {i} of {path}") for i, row in enumerate(rows, start=1))
+        problems += [problem for problem in found if problem]
+        out += rows
+    if problems:
+        more = [f"... and {len(problems) - 5} more rows like these"] if len(problems) > 5 else []
+        raise NasInputError(source, [(f"{section}.choices_field", p) for p in problems[:5] + more])
     return out
 
 
-def _check_choices(examples: list[dict], path: str, source: str, key: str) -> None:
-    """Each example's choices are a list of strings holding its completion."""
-    for i, example in enumerate(examples):
-        choices = example["choices"]
-        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
-            problem = f"row {i} of {path}: the choices must be a list of strings, got {type(choices).__name__}"
-            raise NasInputError(source, [(key, problem)])
-        if example["completion"] not in choices:
-            problem = f"row {i} of {path}: the completion {example['completion']!r} is not among its choices"
-            raise NasInputError(source, [(key, problem)])
+def _rows(table: Any, fields: dict[str, str], path: str, source: str, section: str) -> list[dict]:
+    """The examples of a `datasets` table: ``{name: row[field]}`` for each of ``fields``, and the row's title."""
+    columns = table.column_names
+    for name, field in fields.items():
+        if field not in columns:
+            problem = f"no field '{field}' in {path}; fields: {', '.join(columns)}"
+            raise NasInputError(source, [(f"{section}.{name}_field", problem)])
+    rows = table.to_list()
+    return [{name: row[field] for name, field in fields.items()} | {"title": row.get("title", "")} for row in rows]
+
+
+def _choices_problem(example: dict, where: str) -> str | None:
+    """What is wrong with an example's candidate completions: they must be distinct strings, in a list that holds
+    the example's completion."""
+    choices = example["choices"]
+    if choices is None:
+        return f"{where} has no choices"
+    if not isinstance(choices, list):
+        return f"{where}: the choices must be a list of strings, got {type(choices).__name__}"
+    if strange := [c for c in choices if not isinstance(c, str)]:
+        got = "null" if strange[0] is None else f"{type(strange[0]).__name__} {strange[0]!r}"
+        return f"{where}: the choices must be strings, got {got}"
+    if len(set(choices)) < len(choices):
+        return f"{where}: the choices repeat {next(c for c in choices if choices.count(c) > 1)!r}"
+    if example["completion"] not in choices:
+        return f"{where}: the completion {example['completion']!r} is not among its choices"
+    return None
 
 
 def _read_labeled_lines(files: FilesTaskData, paths: list[str], source: str, key: str) -> list[dict]:

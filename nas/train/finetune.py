@@ -6,7 +6,8 @@
   attention lets context tokens see it); SQuAD exact match and F1 (as fractions 0..1).
 - generation: the causal LM, trained on completion tokens; held-out perplexity of the completions
   and exact match of the greedy completion; where the examples carry candidate completions, multiple-choice
-  accuracy (the candidate with the lowest summed NLL, EOS included, as lm-evaluation-harness's ``acc``).
+  accuracy (right when the candidate with the lowest summed NLL, EOS included, is the completion alone; all
+  candidates follow the same prompt, cut to fit the longest).
   Greedy decoding reproduces a target exactly iff the argmax at every target position, given the
   target's prefix, is the target token (EOS included), so exact match is read off one teacher-forced
   forward pass.
@@ -304,20 +305,17 @@ def _generation(task, taskset, lm, arch, tokenizer, config, seed) -> dict[str, f
     model = copy.deepcopy(lm)
     encode = tokenizer.backend_tokenizer.encode_batch
 
-    def encoded(prompts: list[str], completions: list[str]) -> list[tuple[list[int], int]]:
+    def encoded(examples: list[dict]) -> list[tuple[list[int], int]]:
         """(ids, number of completion tokens); the prompt is cut from the left to fit."""
-        prompt_ids = encode(prompts, add_special_tokens=False)
-        targets = completion_targets(completions, tokenizer, task.max_length)
+        prompts = encode([x["prompt"] for x in examples], add_special_tokens=False)
+        completions = completion_targets([x["completion"] for x in examples], tokenizer, task.max_length)
         out = []
-        for p, target in zip(prompt_ids, targets, strict=True):
+        for p, target in zip(prompts, completions, strict=True):
             prompt = p.ids[-(task.max_length - len(target)) :]
             out.append((prompt + target, len(target)))
         return out
 
-    def rows_of(examples: list[dict]) -> list[tuple[list[int], int]]:
-        return encoded([x["prompt"] for x in examples], [x["completion"] for x in examples])
-
-    train, evals = rows_of(taskset.train), rows_of(taskset.eval)
+    train, evals = encoded(taskset.train), encoded(taskset.eval)
 
     def loss_of(indices: np.ndarray) -> torch.Tensor:
         logits, targets, completion = _completion_logits(model, [train[i] for i in indices], tokenizer.pad_token_id)
@@ -327,8 +325,12 @@ def _generation(task, taskset, lm, arch, tokenizer, config, seed) -> dict[str, f
     rows = generation_rows(model, evals, tokenizer.pad_token_id, task.eval_batch_size, config)
     hits: list[int] | None = None
     if all("choices" in x for x in taskset.eval):
-        pairs = [(x["prompt"], choice) for x in taskset.eval for choice in x["choices"]]
-        choice_rows = encoded([p for p, _ in pairs], [c for _, c in pairs])
+        choice_rows = []
+        prompts = encode([x["prompt"] for x in taskset.eval], add_special_tokens=False)
+        for p, x in zip(prompts, taskset.eval, strict=True):
+            candidates = completion_targets(x["choices"], tokenizer, task.max_length)
+            prompt = p.ids[-(task.max_length - max(map(len, candidates))) :]  # one cut: every candidate sees it
+            choice_rows += [(prompt + target, len(target)) for target in candidates]
         nll = [r[0] for r in generation_rows(model, choice_rows, tokenizer.pad_token_id, task.eval_batch_size, config)]
         hits = choice_hits(nll, [x["choices"] for x in taskset.eval], [x["completion"] for x in taskset.eval])
 

@@ -157,6 +157,10 @@ SETS: list[tuple[str, str]] = [
     ("tasks.qa.data.builtin.grades=[near, near]", "grades: each grade once"),
     ("tasks.qa.data.builtin.grades=[close]", "tasks.1.data.builtin.grades"),
     ("tasks.qa.data.source=files", "source 'files' needs a 'files' section"),
+    (
+        "tasks.qa.data={source: files, files: {train: [x.json], choices_field: c}}",
+        "tasks.1: data.files.choices_field: only a generation task has candidate completions, not qa",
+    ),
     ("tasks.nope.steps=3", "tasks.nope: no item 'nope'"),
     ("tasks.qa=3", "tasks.qa: name a key inside the list item"),
     ("objectives.val_loss.direction=up", "objectives.val_loss: is a value"),
@@ -393,13 +397,44 @@ DATA: list[tuple[str, dict[str, str], object, tuple[str, ...]]] = [
         "choices not a list",
         {},
         _damage("completions.jsonl", b'{"prompt": "a", "completion": "b", "choices": "b"}\n' * 5),
-        ("tasks.completion.data.files.choices_field: row 0 of", "must be a list of strings, got str"),
+        ("tasks.completion.data.files.choices_field: row 1 of", "must be a list of strings, got str"),
+    ),
+    (
+        "a row without choices",
+        {},
+        _damage(
+            "completions.jsonl",
+            b'{"prompt": "a", "completion": "b", "choices": ["b"]}\n{"prompt": "a", "completion": "b"}\n',
+        ),
+        ("tasks.completion.data.files.choices_field: row 2 of", "has no choices"),
+    ),
+    (
+        "choices not strings",
+        {},
+        _damage("completions.jsonl", b'{"prompt": "a", "completion": "b", "choices": ["b", 3]}\n' * 5),
+        ("must be strings, got int 3",),
+    ),
+    (
+        "choices repeated",
+        {},
+        _damage("completions.jsonl", b'{"prompt": "a", "completion": "b", "choices": ["b", "c", "c"]}\n' * 7),
+        ("the choices repeat 'c'", "... and 2 more rows like these"),
+    ),
+    (
+        "a bad row in the second file",
+        {"COMPLETIONS": "{tmp}/completions.jsonl, {tmp}/more.jsonl"},
+        _damage(
+            "more.jsonl",
+            b'{"prompt": "a", "completion": "b", "choices": ["b"]}\n' * 2
+            + b'{"prompt": "a", "completion": "b", "choices": ["c"]}\n',
+        ),
+        ("choices_field: row 3 of", "more.jsonl: the completion 'b' is not among its choices"),
     ),
     (
         "completion not among the choices",
         {},
         _damage("completions.jsonl", b'{"prompt": "a", "completion": " b", "choices": [" c", " d"]}\n' * 5),
-        ("tasks.completion.data.files.choices_field: row 0 of", "completion ' b' is not among its choices"),
+        ("tasks.completion.data.files.choices_field: row 1 of", "completion ' b' is not among its choices"),
     ),
     (
         "completions latin-1",
