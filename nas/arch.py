@@ -2,8 +2,8 @@
 
 Knobs are family-independent (width, depth, heads, position encoding, norm, FFN kind, attention
 pattern, ...). The Hugging Face family that expresses them is either given (`family`) or chosen as
-the first family in :data:`FAMILIES` that supports every knob; a knob no family can express is
-refused with a message naming it. Counts (params, FLOPs/token, KV-cache bytes/token) are computed
+the first family in :data:`nas.families.FAMILIES` that supports every knob; a knob no family can
+express is refused with a message naming it. Counts (params, FLOPs/token, KV-cache bytes/token) are computed
 analytically from the knobs; tests check them against models built for real.
 """
 
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["ArchConfig", "FAMILIES", "Family", "KNOB_NAMES", "COUNT_NAMES", "family_supports"]
+from nas.families import FAMILIES, Family, choose_family, conflicts
+
+__all__ = ["ArchConfig", "KNOB_NAMES", "COUNT_NAMES"]
 
 FamilyName = Literal["llama", "mistral", "qwen3", "gpt2", "bloom"]
 Activation = Literal["silu", "gelu", "gelu_new", "gelu_pytorch_tanh", "relu"]
@@ -26,95 +27,6 @@ Ffn = Literal["gated", "plain"]
 Attention = Literal["full", "sliding", "local_global"]
 
 COUNT_NAMES = ("params", "non_embedding_params", "flops_per_token", "kv_cache_bytes_per_token")
-
-
-@dataclass(frozen=True)
-class Family:
-    """What one HF family can express."""
-
-    name: str
-    config_class: str  # transformers config class name, kept as a string (imported lazily)
-    position: frozenset[str]
-    norm: frozenset[str]
-    ffn: frozenset[str]
-    attention: frozenset[str]
-    activation: frozenset[str]
-    qk_norm: bool
-    grouped_kv: bool  # n_kv_heads may differ from n_heads
-    free_head_dim: bool  # head_dim may differ from d_model // n_heads
-    ffn_ratio: int | None = None  # ffn_dim fixed to ratio * d_model
-    bias: bool = False  # linear layers carry biases
-    heads_divide_width: bool = False  # d_model % n_heads == 0 required (even with a free head_dim)
-
-
-_ALL_ACTS = frozenset({"silu", "gelu", "gelu_new", "gelu_pytorch_tanh", "relu"})
-
-
-def _llama_style(
-    name: str, config_class: str, attention: set[str], qk_norm: bool, heads_divide_width: bool = False
-) -> Family:
-    """A Llama-like family: RoPE, RMSNorm, gated FFN, any activation, grouped KV heads, a free head_dim."""
-    return Family(
-        name,
-        config_class,
-        position=frozenset({"rope"}),
-        norm=frozenset({"rmsnorm"}),
-        ffn=frozenset({"gated"}),
-        attention=frozenset(attention),
-        activation=_ALL_ACTS,
-        qk_norm=qk_norm,
-        grouped_kv=True,
-        free_head_dim=True,
-        heads_divide_width=heads_divide_width,
-    )
-
-
-# Order matters: an ArchConfig without `family` maps to the first family that supports every knob.
-FAMILIES: dict[str, Family] = {
-    # transformers 5's LlamaConfig refuses d_model % n_heads != 0 even with head_dim given.
-    "llama": _llama_style("llama", "LlamaConfig", {"full"}, qk_norm=False, heads_divide_width=True),
-    "mistral": _llama_style("mistral", "MistralConfig", {"full", "sliding"}, qk_norm=False),
-    "qwen3": _llama_style("qwen3", "Qwen3Config", {"full", "sliding", "local_global"}, qk_norm=True),
-    "gpt2": Family(
-        "gpt2",
-        "GPT2Config",
-        position=frozenset({"learned"}),
-        norm=frozenset({"layernorm"}),
-        ffn=frozenset({"plain"}),
-        attention=frozenset({"full"}),
-        activation=_ALL_ACTS,
-        qk_norm=False,
-        grouped_kv=False,
-        free_head_dim=False,
-        bias=True,
-    ),
-    "bloom": Family(
-        "bloom",
-        "BloomConfig",
-        position=frozenset({"alibi"}),
-        norm=frozenset({"layernorm"}),
-        ffn=frozenset({"plain"}),
-        attention=frozenset({"full"}),
-        activation=frozenset({"gelu"}),
-        qk_norm=False,
-        grouped_kv=False,
-        free_head_dim=False,
-        ffn_ratio=4,
-        bias=True,
-    ),
-}
-
-_SET_KNOBS = ("position", "norm", "ffn", "attention", "activation")
-
-
-def family_supports(family: str, knob: str, value: Any) -> bool:
-    """Whether ``family`` can express ``knob=value`` on its own (used for load-time checks)."""
-    spec = FAMILIES[family]
-    if knob in _SET_KNOBS:
-        return value is None or value in getattr(spec, knob)
-    if knob == "qk_norm":
-        return value is None or bool(value) == spec.qk_norm
-    return True
 
 
 class ArchConfig(BaseModel):
@@ -158,12 +70,12 @@ class ArchConfig(BaseModel):
         data = dict(data)
         family = data.get("family")
         if family is None:
-            family = _choose_family(data)
+            family = choose_family(data)
             data["family"] = family
         if family not in FAMILIES:
             return data  # the Literal check reports it
         spec = FAMILIES[family]
-        problems = _conflicts(spec, data)
+        problems = conflicts(spec, data)
         if problems:
             raise ValueError(f"family '{family}' cannot express: " + "; ".join(problems))
         for knob in ("position", "norm", "ffn"):
@@ -400,51 +312,6 @@ class ArchConfig(BaseModel):
             attention_dropout=self.dropout,
             tie_word_embeddings=self.tie_embeddings,
         )
-
-
-def _conflicts(spec: Family, data: dict[str, Any]) -> list[str]:
-    """Knobs in ``data`` that ``spec`` cannot express, each as 'knob=value (family has ...)'."""
-    problems = []
-    for knob in _SET_KNOBS:
-        value = data.get(knob)
-        if value is not None and value not in getattr(spec, knob):
-            problems.append(f"{knob}={value} (it has {knob}: {', '.join(sorted(getattr(spec, knob)))})")
-    qk_norm = data.get("qk_norm")
-    if qk_norm is not None and bool(qk_norm) != spec.qk_norm:
-        problems.append(f"qk_norm={qk_norm} (it has qk_norm={spec.qk_norm})")
-    n_heads, n_kv, d_model = data.get("n_heads"), data.get("n_kv_heads"), data.get("d_model")
-    head_dim, ffn_dim = data.get("head_dim"), data.get("ffn_dim")
-    if not spec.grouped_kv and n_kv is not None and n_kv != n_heads:
-        problems.append(f"n_kv_heads={n_kv} != n_heads={n_heads} (it has multi-head attention only)")
-    if (
-        not spec.free_head_dim
-        and head_dim is not None
-        and isinstance(d_model, int)
-        and isinstance(n_heads, int)
-        and head_dim * n_heads != d_model
-    ):
-        problems.append(f"head_dim={head_dim} != d_model/n_heads (it ties head_dim to d_model/n_heads)")
-    if (
-        spec.heads_divide_width
-        and isinstance(d_model, int)
-        and isinstance(n_heads, int)
-        and n_heads > 0
-        and d_model % n_heads
-    ):
-        problems.append(f"d_model={d_model} not divisible by n_heads={n_heads} (it needs d_model % n_heads == 0)")
-    if spec.ffn_ratio and ffn_dim is not None and isinstance(d_model, int) and ffn_dim != spec.ffn_ratio * d_model:
-        problems.append(f"ffn_dim={ffn_dim} (it fixes ffn_dim = {spec.ffn_ratio} * d_model)")
-    return problems
-
-
-def _choose_family(data: dict[str, Any]) -> str:
-    reasons = []
-    for name, spec in FAMILIES.items():
-        problems = _conflicts(spec, data)
-        if not problems:
-            return name
-        reasons.append(f"{name}: {'; '.join(problems)}")
-    raise ValueError("no transformers family can express this architecture — " + " | ".join(reasons))
 
 
 KNOB_NAMES: tuple[str, ...] = tuple(ArchConfig.model_fields)

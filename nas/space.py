@@ -19,9 +19,10 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from nas.arch import COUNT_NAMES, FAMILIES, KNOB_NAMES, ArchConfig, family_supports
+from nas.arch import COUNT_NAMES, KNOB_NAMES, ArchConfig
 from nas.errors import NasInputError, a_number, did_you_mean, validation_problems
 from nas.expr import Expr, ExprError
+from nas.families import FAMILIES, family_supports
 from nas.resources import read_text
 from nas.userfiles import parse_yaml
 

@@ -4,7 +4,8 @@ import transformers
 from pydantic import ValidationError
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas.arch import FAMILIES, ArchConfig
+from nas.arch import ArchConfig
+from nas.families import FAMILIES
 
 BASE = dict(vocab_size=100, max_seq_len=32, n_layers=2, d_model=32, n_heads=4)
 
