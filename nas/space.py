@@ -15,131 +15,23 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 from nas.arch import COUNT_NAMES, KNOB_NAMES, ArchConfig
-from nas.errors import NasInputError, a_number, did_you_mean, validation_problems
+from nas.errors import NasInputError, did_you_mean, validation_problems
 from nas.expr import Expr, ExprError
 from nas.families import FAMILIES, family_supports
+from nas.params import SCHEMAS, Param, TrialLike
 from nas.resources import read_text
 from nas.userfiles import parse_yaml
 
-__all__ = ["SearchSpace", "Sample", "Param", "iter_random_samples", "load_space", "parse_space", "random_samples"]
+__all__ = ["SearchSpace", "Sample", "iter_random_samples", "load_space", "parse_space", "random_samples"]
 
-Scalar = int | float | str | bool
 REQUIRED_KNOBS = ("vocab_size", "max_seq_len", "n_layers", "d_model", "n_heads")
 TOP_LEVEL_KEYS = ("name", "description", "parameters", "derived", "constraints")
 PARAM_TYPES = ("int", "float", "choice", "fixed")
-
-
-class TrialLike(Protocol):
-    """What sampling needs from an Optuna trial (``optuna.Trial`` satisfies it)."""
-
-    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
-    def suggest_float(
-        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
-    ) -> float: ...
-    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
-
-
-class _ParamSchema(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    when: str | None = None
-
-
-Bound = Annotated[int, BeforeValidator(a_number), Field(ge=-(2**53), le=2**53)]
-Real = Annotated[float, BeforeValidator(a_number)]
-
-
-class IntParam(_ParamSchema):
-    type: Literal["int"]
-    low: Bound
-    high: Bound
-    step: Bound = Field(default=1, ge=1)
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> IntParam:
-        if self.low > self.high:
-            raise ValueError(f"`low <= high` must hold, but got low={self.low} > high={self.high}")
-        if self.log and (self.step != 1 or self.low < 1):
-            raise ValueError("log=true needs step=1 and low >= 1")
-        return self
-
-
-class FloatParam(_ParamSchema):
-    type: Literal["float"]
-    low: Real
-    high: Real
-    step: Real | None = Field(default=None, gt=0)
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> FloatParam:
-        if self.low > self.high:
-            raise ValueError(f"`low <= high` must hold, but got low={self.low} > high={self.high}")
-        if self.log and (self.step is not None or self.low <= 0):
-            raise ValueError("log=true needs no step and low > 0")
-        return self
-
-
-class ChoiceParam(_ParamSchema):
-    type: Literal["choice"]
-    values: list[Scalar] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> ChoiceParam:
-        if len(set(map(repr, self.values))) != len(self.values):
-            raise ValueError(f"values must be distinct, got {self.values}")
-        return self
-
-
-class FixedParam(_ParamSchema):
-    type: Literal["fixed"]
-    value: Scalar
-
-
-ParamSpec = IntParam | FloatParam | ChoiceParam | FixedParam
-_SCHEMAS: dict[str, type[ParamSpec]] = dict(int=IntParam, float=FloatParam, choice=ChoiceParam, fixed=FixedParam)
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    spec: ParamSpec
-    when: Expr | None = None
-
-    def possible_values(self) -> list[Any] | None:
-        """The finite set of values, or None for a range."""
-        if isinstance(self.spec, FixedParam):
-            return [self.spec.value]
-        if isinstance(self.spec, ChoiceParam):
-            return list(self.spec.values)
-        return None
-
-    def suggest(self, trial: TrialLike) -> Any:
-        spec = self.spec
-        if isinstance(spec, FixedParam):
-            return spec.value
-        if isinstance(spec, IntParam):
-            return trial.suggest_int(self.name, spec.low, spec.high, step=spec.step, log=spec.log)
-        if isinstance(spec, FloatParam):
-            return trial.suggest_float(self.name, spec.low, spec.high, step=spec.step, log=spec.log)
-        return trial.suggest_categorical(self.name, spec.values)
-
-    def describe(self) -> str:
-        spec = self.spec
-        if isinstance(spec, FixedParam):
-            text = f"= {spec.value!r}"
-        elif isinstance(spec, ChoiceParam):
-            text = "one of " + ", ".join(map(repr, spec.values))
-        else:
-            text = f"{spec.type} [{spec.low}, {spec.high}]"
-            text += f" step {spec.step}" if spec.step not in (None, 1) else ""
-            text += " log" if spec.log else ""
-        return text + (f"  when {self.when}" if self.when else "")
 
 
 @dataclass
@@ -294,11 +186,11 @@ def _parse_params(raw: Any, problems: list[tuple[str, str]]) -> list[Param]:
                 continue
             spec = {"type": "fixed", "value": spec}
         kind = spec.get("type")
-        if kind not in _SCHEMAS:
+        if kind not in SCHEMAS:
             hint = did_you_mean(str(kind), PARAM_TYPES) if kind else ""
             problems.append((f"{path}.type", f"must be one of {', '.join(PARAM_TYPES)}, got {kind!r}{hint}"))
             continue
-        schema = _SCHEMAS[kind]
+        schema = SCHEMAS[kind]
         try:
             parsed = schema.model_validate(spec)
         except ValidationError as exc:

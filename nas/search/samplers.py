@@ -28,9 +28,10 @@ import optuna
 
 from nas.arch import COUNT_NAMES
 from nas.errors import NasInputError, did_you_mean
+from nas.params import FloatParam, IntParam
 from nas.protocol import TrialProtocol
 from nas.search.records import arch_hash_of, counts_of, curve_of, read_trials
-from nas.space import FloatParam, IntParam, SearchSpace
+from nas.space import SearchSpace
 
 __all__ = [
     "queue_unseen",
