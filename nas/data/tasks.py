@@ -28,6 +28,11 @@ class TaskSet:
     eval: list[dict[str, Any]]
     labels: list[str] | None = None  # classification: label names, index = class id
 
+    @property
+    def has_choices(self) -> bool:
+        """Generation: every held-out example lists candidate completions (scored as multiple choice)."""
+        return all("choices" in x for x in self.eval)
+
 
 def load_task_set(task: Task, source: str = "<protocol>") -> TaskSet:
     """The train and held-out examples of ``task``; problems name the key ``tasks.<name>.data...`` (a task is

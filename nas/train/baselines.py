@@ -102,13 +102,11 @@ def generation_baselines(task: Task, taskset: TaskSet, tokenizer: Any) -> dict[s
     total, vocab = sum(counts.values()), len(tokenizer)
     nll = [[-math.log((counts[token] + 1) / (total + vocab)) for token in t] for t in evals]
 
-    choices = all("choices" in e for e in taskset.eval)
-
     def score(idx: list[int]) -> dict[str, float]:
         losses = [x for i in idx for x in nll[i]]
         exact = sum(tuple(evals[i]) == most_frequent for i in idx) / len(idx)
         out = {"perplexity": perplexity(sum(losses) / len(losses)), "exact_match": exact}
-        if choices:  # a uniform guess among an example's candidates is right 1 / (their number) of the time
+        if taskset.has_choices:  # a uniform guess among an example's candidates is right 1 / (their number) of the time
             out[CHOICE_METRIC] = sum(1 / len(taskset.eval[i]["choices"]) for i in idx) / len(idx)
         return out
 

@@ -324,7 +324,7 @@ def _generation(task, taskset, lm, arch, tokenizer, config, seed) -> dict[str, f
     _train(model, task, [len(r[0]) for r in train], loss_of, config, seed)
     rows = generation_rows(model, evals, tokenizer.pad_token_id, task.eval_batch_size, config)
     hits: list[int] | None = None
-    if all("choices" in x for x in taskset.eval):
+    if taskset.has_choices:
         choice_rows = []
         prompts = encode([x["prompt"] for x in taskset.eval], add_special_tokens=False)
         for p, x in zip(prompts, taskset.eval, strict=True):
