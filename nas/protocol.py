@@ -48,7 +48,7 @@ __all__ = [
 
 KIND_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("accuracy", "precision", "recall", "macro_f1"),
-    "qa": ("exact_match", "f1"),
+    "qa": ("exact_match", "f1", "perplexity"),  # perplexity: of the gold answer span (lower is better)
     "generation": ("perplexity", "exact_match"),
 }
 # A generation task whose examples carry candidate completions (builtin data, or files with choices_field) also

@@ -15,6 +15,7 @@ from nas.train.baselines import (
     generation_baselines,
     protocol_baselines,
     qa_baselines,
+    task_baselines,
 )
 
 
@@ -133,3 +134,22 @@ def test_baseline_text():
     assert baseline_text("claims.macro_f1", values, predictors) == "majority class 0.2857"
     assert baseline_text("qa.f1", values, predictors) == "first 2 words 0.07"
     assert baseline_text("val_loss", values, predictors) == ""
+
+
+def test_qa_uniform_span_perplexity_is_the_geometric_mean_of_the_context_lengths(tokenizer):
+    """A uniform guess among the context's tokens scores log(context tokens) per example; answers cut off by
+    max_length are skipped, as a trial skips them."""
+    from nas.train.spans import qa_features
+
+    evals = [_qa("Mira lives in Oslo.", "Oslo"), _qa("Mira lives in Oslo. Tomas lives in Lima.", "Lima")]
+    task = Task(name="qa", kind="qa", max_length=64)
+    context = [len(f["ids"]) - f["ctx_first"] for f in qa_features(evals, tokenizer, 64)]
+    baselines = task_baselines(task, TaskSet(evals, evals), tokenizer)
+    assert baselines["perplexity"].value == pytest.approx(math.sqrt(context[0] * context[1]))
+    assert baselines["perplexity"].predictor == "uniform span"
+    assert "perplexity" not in qa_baselines(TaskSet(evals, evals))  # no tokenizer: no span baseline
+    short = Task(name="qa", kind="qa", max_length=8)  # the second answer, at the end, is cut off
+    (first, second) = qa_features(evals, tokenizer, 8)
+    assert second["end"] is None and first["end"] is not None
+    n = len(first["ids"]) - first["ctx_first"]
+    assert task_baselines(short, TaskSet(evals, evals), tokenizer)["perplexity"].value == pytest.approx(n)

@@ -2,55 +2,14 @@ import pytest
 import torch
 
 from nas.data.tasks import TaskSet
-from nas.data.tokens import train_tokenizer
 from nas.protocol import Pretrain, Task
 from nas.train.finetune import (
-    _best_span,
-    _qa_features,
     choice_hits,
     evaluate_tasks,
     finetune,
     freeze_below,
     generation_eval,
 )
-
-STORY = "Mira is a baker from Oslo. Tomas keeps a red kite."
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return train_tokenizer([STORY, "Where is Mira from?", "What does Tomas keep?"] * 30, vocab_size=320)
-
-
-def test_qa_answer_span_maps_to_tokens_and_back(tokenizer):
-    example = {
-        "question": "Where is Mira from?",
-        "context": STORY,
-        "answers": {"text": ["Oslo"], "answer_start": [STORY.index("Oslo")]},
-    }
-    (feature,) = _qa_features([example], tokenizer, max_length=64)
-    s, e = feature["start"], feature["end"]
-    assert feature["ctx_first"] <= s <= e
-    assert feature["text"][feature["offsets"][s][0] : feature["offsets"][e][1]].strip() == "Oslo"
-    # The span decoder picks the best start/end pair inside the context and returns its text.
-    n = len(feature["ids"])
-    start, end = torch.zeros(n), torch.zeros(n)
-    start[s], end[e] = 5.0, 5.0
-    start[0] = 100.0  # the question is not context: never chosen
-    assert _best_span(start, end, feature, max_tokens=4) == "Oslo"
-    two = {**example, "answers": {"text": ["red kite"], "answer_start": [STORY.index("red kite")]}}
-    (f2,) = _qa_features([two], tokenizer, max_length=64)
-    assert f2["text"][f2["offsets"][f2["start"]][0] : f2["offsets"][f2["end"]][1]].strip() == "red kite"
-
-
-def test_qa_answer_cut_by_max_length_is_dropped(tokenizer):
-    example = {
-        "question": "What does Tomas keep?",
-        "context": STORY,
-        "answers": {"text": ["red kite"], "answer_start": [STORY.index("red kite")]},
-    }
-    (feature,) = _qa_features([example], tokenizer, max_length=8)
-    assert feature["end"] is None
 
 
 def test_generation_exact_match_equals_greedy_decoding(micro_pretrained):
@@ -173,7 +132,8 @@ def test_evaluate_tasks_fine_tunes_every_task_with_its_own_seed(micro_pretrained
     started = []
     scores = evaluate_tasks(protocol, result.model, result.arch, tokenizer, on_task=started.append)
     assert started == ["qa", "answer"]
-    qa = ["qa.exact_match", "qa.f1"] + [f"qa.{g}.{m}" for g in ("near", "mid", "far") for m in ("exact_match", "f1")]
+    span = ("exact_match", "f1", "perplexity")
+    qa = [f"qa.{m}" for m in span] + [f"qa.{g}.{m}" for g in ("near", "mid", "far") for m in span]
     metrics = ("perplexity", "exact_match", "choice_accuracy")
     answer = [f"answer.{m}" for m in metrics] + [f"answer.{g}.{m}" for g in ("near", "mid", "far") for m in metrics]
     assert list(scores) == qa + answer
@@ -207,6 +167,35 @@ def test_freeze_below_trains_only_the_top_layers_and_the_head(family):
     assert all(p.grad is None for n, p in model.named_parameters() if ".0." in n)  # no backward below the top
     freeze_below(model, 10)  # more than the model has: every layer trains
     assert all(p.requires_grad for n, p in model.named_parameters() if ".0." in n)
+
+
+def test_qa_learns_an_easy_task_and_its_span_perplexity_falls_below_a_uniform_guess(micro_pretrained):
+    """The answer is always the story's last word: fine-tuning finds it, and the gold span's perplexity (a
+    softmax over the context's tokens only) ends far below the uniform guess's, which an untrained head scores."""
+    from nas.train.baselines import task_baselines
+
+    result, tokenizer = micro_pretrained
+    cities = ["Oslo", "Lima", "Rome", "Kyiv"]
+    examples = []
+    for i in range(64):
+        context = f"Tomas keeps a red kite. Mira is from {cities[i % 4]}"
+        answer = {"text": [cities[i % 4]], "answer_start": [context.rindex(cities[i % 4])]}
+        examples.append({"question": "Where is Mira from?", "context": context, "answers": answer})
+    taskset = TaskSet(examples[:48], examples[48:])
+    task = Task(name="easy", kind="qa", steps=40, lr=1e-2, batch_size=8)
+    uniform = task_baselines(task, taskset, tokenizer)["perplexity"].value
+    untrained = finetune(
+        task.model_copy(update={"steps": 1, "lr": 1e-9}),
+        taskset,
+        result.model,
+        result.arch,
+        tokenizer,
+        Pretrain(),
+        seed=0,
+    )
+    trained = finetune(task, taskset, result.model, result.arch, tokenizer, Pretrain(), seed=0)
+    assert untrained["perplexity"] == pytest.approx(uniform, rel=0.2)
+    assert trained["f1"] == 1.0 and trained["perplexity"] < 1.5 < uniform / 4
 
 
 def test_a_task_fine_tuning_only_its_head_keeps_the_body(micro_pretrained):

@@ -9,7 +9,8 @@ examples a trial scores, with the trial's own metric code:
   :func:`nas.train.metrics.classification_metrics` computes them for a trial; and ``chance``,
   1 / number of labels, the expected accuracy of a uniform guess.
 - qa: the first k words of the context, k the median (lower) word count of the train split's first
-  gold answers (at least 1): SQuAD exact match and F1 as fractions 0..1.
+  gold answers (at least 1): SQuAD exact match and F1 as fractions 0..1; and a uniform guess of the span's
+  start and end among the context's tokens: its span perplexity (the geometric mean of the context lengths).
 - generation: exact match of always answering the train split's most frequent completion, compared
   token for token with EOS, as a trial's greedy check is; perplexity of a unigram model of the train
   completions' tokens (add-one smoothing over the tokenizer's vocabulary) on the eval completions'
@@ -19,7 +20,7 @@ examples a trial scores, with the trial's own metric code:
   reported.)
 
 :func:`protocol_baselines` caches each task's baselines per process, keyed by the task's settings
-(and the tokenizer's content for generation), so a worker computes them once per task set.
+(and the tokenizer's content for generation and qa), so a worker computes them once per task set.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nas.protocol import CHOICE_METRIC
-from nas.train.metrics import by_grade, classification_metrics, perplexity, squad_metrics
+from nas.train.metrics import by_grade, classification_metrics, perplexity, span_perplexity, squad_metrics
 
 if TYPE_CHECKING:
     from nas.data.tasks import TaskSet
@@ -76,15 +77,23 @@ def classification_baselines(taskset: TaskSet) -> dict[str, Baseline]:
     return out
 
 
-def qa_baselines(taskset: TaskSet) -> dict[str, Baseline]:
-    """The first k words of the context, k the median word count of the train answers."""
+def qa_baselines(taskset: TaskSet, task: Task | None = None, tokenizer: Any = None) -> dict[str, Baseline]:
+    """The first k words of the context, k the median word count of the train answers; with ``task`` and
+    ``tokenizer``, also the span perplexity of a uniform guess over the context's tokens."""
     lengths = [len(e["answers"]["text"][0].split()) for e in taskset.train if e["answers"]["text"]]
     k = max(1, statistics.median_low(lengths)) if lengths else 1
     predictions = [" ".join(e["context"].split()[:k]) for e in taskset.eval]
     answers = [e["answers"]["text"] for e in taskset.eval]
     scores = by_grade(taskset.eval, lambda idx: squad_metrics([predictions[i] for i in idx], [answers[i] for i in idx]))
     predictor = f"first {k} word{'s' if k > 1 else ''}"
-    return {name: Baseline(value / 100.0, predictor) for name, value in scores.items()}
+    out = {name: Baseline(value / 100.0, predictor) for name, value in scores.items()}
+    if task is not None and tokenizer is not None:
+        from nas.train.spans import qa_features, uniform_span_nll
+
+        nll = [uniform_span_nll(f) for f in qa_features(taskset.eval, tokenizer, task.max_length)]
+        uniform = by_grade(taskset.eval, lambda idx: {"perplexity": span_perplexity(nll, idx)})
+        out.update({name: Baseline(value, "uniform span") for name, value in uniform.items()})
+    return out
 
 
 def completion_targets(completions: list[str], tokenizer: Any, max_length: int) -> list[list[int]]:
@@ -115,11 +124,12 @@ def generation_baselines(task: Task, taskset: TaskSet, tokenizer: Any) -> dict[s
 
 
 def task_baselines(task: Task, taskset: TaskSet, tokenizer: Any = None) -> dict[str, Baseline]:
-    """``{metric: Baseline}`` of one task (``chance`` too for classification); ``tokenizer`` for generation."""
+    """``{metric: Baseline}`` of one task (``chance`` too for classification); ``tokenizer`` for generation and
+    qa (without it, qa has no span perplexity baseline)."""
     if task.kind == "classification":
         return classification_baselines(taskset)
     if task.kind == "qa":
-        return qa_baselines(taskset)
+        return qa_baselines(taskset, task, tokenizer)
     return generation_baselines(task, taskset, tokenizer)
 
 
@@ -133,7 +143,7 @@ def protocol_baselines(protocol: TrialProtocol, tokenizer: Any) -> dict[str, Bas
     out = {}
     for task in protocol.tasks:
         key = task.model_dump_json()
-        if task.kind == "generation":
+        if task.kind in ("generation", "qa"):
             key += tokenizer.backend_tokenizer.to_str()
         key = hashlib.sha256(key.encode()).hexdigest()
         if key not in _CACHE:

@@ -3,7 +3,9 @@
 - classification: ``*ForSequenceClassification`` (the head reads the last token); accuracy, macro
   precision / recall / F1.
 - qa: ``*ForQuestionAnswering`` over "question \\n context" (the question first, so that causal
-  attention lets context tokens see it); SQuAD exact match and F1 (as fractions 0..1).
+  attention lets context tokens see it); SQuAD exact match and F1 (as fractions 0..1), and the held-out
+  span perplexity: exp of the gold span's mean start / end cross-entropy over the context's tokens (a
+  smooth score of the same skill: exact match and F1 move only when the argmax does).
 - generation: the causal LM, trained on completion tokens; held-out perplexity of the completions
   and exact match of the greedy completion; where the examples carry candidate completions, multiple-choice
   accuracy (right when the candidate with the lowest summed NLL, EOS included, is the completion alone; all
@@ -16,7 +18,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +29,9 @@ from nas.arch import ArchConfig
 from nas.data.tasks import TaskSet, load_task_set
 from nas.protocol import CHOICE_METRIC, Pretrain, Schedule, Task, TrialProtocol
 from nas.train.baselines import completion_targets
-from nas.train.metrics import by_grade, classification_metrics, perplexity, squad_metrics
+from nas.train.metrics import by_grade, classification_metrics, perplexity, span_perplexity, squad_metrics
 from nas.train.pretrain import autocast_for, lr_multiplier
+from nas.train.spans import best_span, qa_features, span_nll
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -213,50 +215,15 @@ def _classification(task, taskset, lm, arch, tokenizer, config, seed) -> dict[st
 
 
 # ---- extractive QA --------------------------------------------------------------------------
-def _qa_features(examples: list[dict], tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
-    """Token ids of "question\\ncontext", the context's token range, offsets, and the answer's tokens."""
-    features = []
-    for example in examples:
-        prefix = example["question"].strip() + "\n"
-        text = prefix + example["context"]
-        enc = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
-        ids, offsets = enc.ids[:max_length], enc.offsets[:max_length]
-        ctx_first = next((i for i, (s, _) in enumerate(offsets) if s >= len(prefix) - 1 and i > 0), len(ids))
-        start_tok = end_tok = None
-        answers = example["answers"]
-        if answers["text"]:
-            a_start = len(prefix) + answers["answer_start"][0]
-            a_end = a_start + len(answers["text"][0])
-            for i in range(ctx_first, len(ids)):
-                s, e = offsets[i]
-                if start_tok is None and s <= a_start < e:
-                    start_tok = i
-                if s < a_end <= e:
-                    end_tok = i
-                    break
-        features.append(
-            {
-                "ids": ids,
-                "offsets": offsets,
-                "text": text,
-                "ctx_first": ctx_first,
-                "start": start_tok,
-                "end": end_tok,
-                "answers": answers["text"],
-            }
-        )
-    return features
-
-
 def _qa(task, taskset, lm, arch, tokenizer, config, seed) -> dict[str, float]:
     model = _head_model("qa", lm, arch, tokenizer)
     device = next(model.parameters()).device
     train = [
         f
-        for f in _qa_features(taskset.train, tokenizer, task.max_length)
+        for f in qa_features(taskset.train, tokenizer, task.max_length)
         if f["start"] is not None and f["end"] is not None
     ]
-    evals = _qa_features(taskset.eval, tokenizer, task.max_length)
+    evals = qa_features(taskset.eval, tokenizer, task.max_length)
     if not train:
         raise ValueError(f"task '{task.name}': no training answer fits in max_length={task.max_length} tokens")
 
@@ -270,6 +237,7 @@ def _qa(task, taskset, lm, arch, tokenizer, config, seed) -> dict[str, float]:
 
     _train(model, task, [len(f["ids"]) for f in train], loss_of, config, seed)
     predictions = [""] * len(evals)
+    nll: list[float | None] = [None] * len(evals)
     with torch.no_grad():
         for batch in by_length([len(f["ids"]) for f in evals], task.eval_batch_size):
             ids, mask = _pad([evals[i]["ids"] for i in batch], tokenizer.pad_token_id, device)
@@ -277,27 +245,14 @@ def _qa(task, taskset, lm, arch, tokenizer, config, seed) -> dict[str, float]:
                 out = model(input_ids=ids, attention_mask=mask)
             for row, i in enumerate(batch):
                 start, end = out.start_logits[row].float(), out.end_logits[row].float()
-                predictions[i] = _best_span(start, end, evals[i], task.max_answer_tokens)
+                predictions[i] = best_span(start, end, evals[i], task.max_answer_tokens)
+                nll[i] = span_nll(start, end, evals[i])
 
     def score(idx: list[int]) -> dict[str, float]:
         scores = squad_metrics([predictions[i] for i in idx], [evals[i]["answers"] for i in idx])
-        return {name: value / 100.0 for name, value in scores.items()}
+        return {name: value / 100.0 for name, value in scores.items()} | {"perplexity": span_perplexity(nll, idx)}
 
     return by_grade(taskset.eval, score)
-
-
-def _best_span(start: torch.Tensor, end: torch.Tensor, feature: dict, max_tokens: int) -> str:
-    """The highest-scoring context span (start <= end < start + max_tokens) as text."""
-    n, lo = len(feature["ids"]), feature["ctx_first"]
-    if lo >= n:
-        return ""
-    scores = start[lo:n, None] + end[None, lo:n]
-    i = torch.arange(n - lo)
-    band = (i[None, :] >= i[:, None]) & (i[None, :] < i[:, None] + max_tokens)
-    scores = scores.masked_fill(~band.to(scores.device), -math.inf)
-    best = int(scores.argmax())
-    s, e = lo + best // (n - lo), lo + best % (n - lo)
-    return feature["text"][feature["offsets"][s][0] : feature["offsets"][e][1]].strip()
 
 
 # ---- generation -----------------------------------------------------------------------------

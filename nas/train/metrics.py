@@ -1,4 +1,5 @@
-"""Evaluation metrics in pure Python: SQuAD v1.1 EM/F1, macro-averaged classification scores, exact match, perplexity.
+"""Evaluation metrics in pure Python: SQuAD v1.1 EM/F1, macro-averaged classification scores, exact match,
+perplexity (of tokens, or of QA spans).
 
 The SQuAD functions follow the official v1.1 evaluation script (``evaluate-v1.1.py``) exactly.
 """
@@ -17,6 +18,7 @@ __all__ = [
     "exact_match",
     "normalize_answer",
     "perplexity",
+    "span_perplexity",
     "squad_exact_match",
     "squad_f1",
     "squad_metrics",
@@ -133,6 +135,13 @@ def perplexity(mean_loss: float) -> float:
         return math.exp(mean_loss)
     except OverflowError:
         return math.inf
+
+
+def span_perplexity(nll: list[float | None], indices: list[int]) -> float:
+    """:func:`perplexity` of the mean of ``nll[i]`` over ``indices``, skipping ``None`` (an answer cut off by the
+    length limit); ``math.nan`` where every one is ``None``."""
+    values = [v for v in (nll[i] for i in indices) if v is not None]
+    return perplexity(sum(values) / len(values)) if values else math.nan
 
 
 def by_grade(examples: list[dict], score: Callable[[list[int]], dict[str, float]]) -> dict[str, float]:
