@@ -153,3 +153,20 @@ def test_qa_uniform_span_perplexity_is_the_geometric_mean_of_the_context_lengths
     assert second["end"] is None and first["end"] is not None
     n = len(first["ids"]) - first["ctx_first"]
     assert task_baselines(short, TaskSet(evals, evals), tokenizer)["perplexity"].value == pytest.approx(n)
+
+
+def test_qa_uniform_span_perplexity_per_grade_and_nan_where_every_answer_is_cut_off(tokenizer):
+    from nas.train.spans import qa_features
+
+    evals = [
+        {**_qa("Mira lives in Oslo.", "Oslo"), "grade": "near"},
+        {**_qa("Mira lives in Oslo. Tomas lives in Lima. Mira lives in Oslo.", "Lima"), "grade": "far"},
+        {**_qa("Tomas lives in Lima.", "Lima"), "grade": "near"},
+    ]
+    task = Task(name="qa", kind="qa", max_length=64)
+    context = [len(f["ids"]) - f["ctx_first"] for f in qa_features(evals, tokenizer, 64)]
+    baselines = task_baselines(task, TaskSet(evals, evals), tokenizer)
+    assert baselines["near.perplexity"].value == pytest.approx(math.sqrt(context[0] * context[2]))
+    assert baselines["far.perplexity"].value == pytest.approx(context[1])
+    tiny = Task(name="qa", kind="qa", max_length=8)  # "Lima", far into the context, is cut off: no span to score
+    assert math.isnan(task_baselines(tiny, TaskSet(evals, evals[1:2]), tokenizer)["perplexity"].value)

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -196,6 +198,18 @@ def test_qa_learns_an_easy_task_and_its_span_perplexity_falls_below_a_uniform_gu
     trained = finetune(task, taskset, result.model, result.arch, tokenizer, Pretrain(), seed=0)
     assert untrained["perplexity"] == pytest.approx(uniform, rel=0.2)
     assert trained["f1"] == 1.0 and trained["perplexity"] < 1.5 < uniform / 4
+
+
+def test_qa_span_perplexity_is_nan_where_every_held_out_answer_is_cut_off(micro_pretrained):
+    """Answers past max_length cannot be scored as spans: the perplexity is NaN, EM and F1 are still reported."""
+    result, tokenizer = micro_pretrained
+    short = "Mira is from Oslo"
+    long = "Tomas keeps a red kite. " * 6 + "Mira is from Oslo"
+    train = [{"question": "Where?", "context": short, "answers": {"text": ["Oslo"], "answer_start": [13]}}] * 8
+    evals = [{"question": "Where?", "context": long, "answers": {"text": ["Oslo"], "answer_start": [len(long) - 4]}}]
+    task = Task(name="cut", kind="qa", steps=2, batch_size=4, max_length=24)
+    scores = finetune(task, TaskSet(train, evals), result.model, result.arch, tokenizer, Pretrain(), seed=0)
+    assert math.isnan(scores["perplexity"]) and scores["f1"] == 0.0 and set(scores) == set(task.metrics())
 
 
 def test_a_task_fine_tuning_only_its_head_keeps_the_body(micro_pretrained):

@@ -51,6 +51,9 @@ def test_span_nll_is_the_mean_start_end_cross_entropy_over_the_context_only(toke
     (feature,) = qa_features([EXAMPLE], tokenizer, max_length=64)
     n, lo, s, e = len(feature["ids"]), feature["ctx_first"], feature["start"], feature["end"]
     assert 0 < lo < s <= e < n
+    prefix = len(EXAMPLE["question"]) + 1  # "question\n": the context's tokens are those after it, all of them
+    assert feature["offsets"][lo][1] > prefix >= feature["offsets"][lo - 1][1]
+    assert n - lo == len(tokenizer.backend_tokenizer.encode(STORY, add_special_tokens=False).ids)
     flat = torch.zeros(n)
     assert span_nll(flat, flat, feature) == pytest.approx(math.log(n - lo))
     assert uniform_span_nll(feature) == pytest.approx(math.log(n - lo))
@@ -70,3 +73,15 @@ def test_span_nll_of_a_cut_off_answer_is_none_and_skipped_by_span_perplexity(tok
     assert uniform_span_nll(cut) is None
     assert span_perplexity([None, math.log(4.0), math.log(16.0)], [0, 1, 2]) == pytest.approx(8.0)
     assert math.isnan(span_perplexity([None, 1.0], [0]))
+
+
+def test_padding_after_the_example_is_never_a_candidate(tokenizer):
+    """A batch pads each row to the longest: logits past the example's own tokens change neither the NLL nor
+    the decoded span, however large."""
+    (feature,) = qa_features([EXAMPLE], tokenizer, max_length=64)
+    n = len(feature["ids"])
+    start, end = torch.randn(n, generator=torch.Generator().manual_seed(0)), torch.zeros(n)
+    start[feature["start"]], end[feature["end"]] = 3.0, 3.0
+    padded_start, padded_end = torch.cat([start, torch.full((5,), 40.0)]), torch.cat([end, torch.full((5,), 40.0)])
+    assert span_nll(padded_start, padded_end, feature) == pytest.approx(span_nll(start, end, feature))
+    assert best_span(padded_start, padded_end, feature, max_tokens=4) == best_span(start, end, feature, 4) == "Oslo"

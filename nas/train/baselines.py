@@ -143,7 +143,7 @@ def protocol_baselines(protocol: TrialProtocol, tokenizer: Any) -> dict[str, Bas
     out = {}
     for task in protocol.tasks:
         key = task.model_dump_json()
-        if task.kind in ("generation", "qa"):
+        if task.kind in ("generation", "qa") and tokenizer is not None:
             key += tokenizer.backend_tokenizer.to_str()
         key = hashlib.sha256(key.encode()).hexdigest()
         if key not in _CACHE:

@@ -25,7 +25,8 @@ def qa_features(examples: list[dict], tokenizer: Any, max_length: int) -> list[d
         text = prefix + example["context"]
         enc = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
         ids, offsets = enc.ids[:max_length], enc.offsets[:max_length]
-        ctx_first = next((i for i, (s, _) in enumerate(offsets) if s >= len(prefix) - 1 and i > 0), len(ids))
+        # the first token holding a context character (the "\n" separator alone is not context)
+        ctx_first = next((i for i, (_, e) in enumerate(offsets) if e > len(prefix) and i > 0), len(ids))
         start_tok = end_tok = None
         answers = example["answers"]
         if answers["text"]:
