@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    if args.finetune_seeds < 2:
+        parser.error("--finetune-seeds: at least 2 (a spread needs two runs)")
 
     protocol = load_protocol(args.trial, args.overrides)
     task = next((t for t in protocol.tasks if t.name == args.task), None)
@@ -78,19 +80,23 @@ def main() -> None:
     table = [head + " |", "|" + "---|" * (3 + len(args.metrics)), *lines]
     parts = [
         "",
-        "| metric | fine-tuning sd (within a model) | pretraining sd (between a shape's models) | "
-        "gap between the shapes' means |",
+        "| metric | fine-tuning sd (within a model) | sd of a model's mean over its fine-tuning seeds (pretraining, "
+        f"plus fine-tuning / {args.finetune_seeds}) | gap between the shapes' means |",
         "|---|---|---|---|",
     ]
     for name in args.metrics:
         within = statistics.mean(statistics.variance([r[name] for r in runs]) for m in scores.values() for runs in m)
         means = {a: [statistics.mean(r[name] for r in runs) for runs in m] for a, m in scores.items()}
-        between = statistics.mean(statistics.variance(v) for v in means.values()) if args.pretrain_seeds > 1 else 0.0
+        between = (
+            f"{statistics.mean(statistics.variance(v) for v in means.values()) ** 0.5:.3f}"
+            if args.pretrain_seeds > 1
+            else "-"
+        )
         grand = [statistics.mean(v) for v in means.values()]
-        parts.append(f"| {args.task}.{name} | {within**0.5:.3f} | {between**0.5:.3f} | {max(grand) - min(grand):.3f} |")
+        parts.append(f"| {args.task}.{name} | {within**0.5:.3f} | {between} | {max(grand) - min(grand):.3f} |")
     body = "\n".join(
         [
-            f"{args.archs} architectures (sample seed {args.sample_seed}) x {args.pretrain_seeds} pretraining seeds x "
+            f"{len(archs)} architectures (sample seed {args.sample_seed}) x {args.pretrain_seeds} pretraining seeds x "
             f"{args.finetune_seeds} fine-tuning seeds, task `{args.task}` of `{args.trial}`"
             + (f", overrides {' '.join(args.overrides)}" if args.overrides else "")
             + ".",

@@ -13,7 +13,8 @@ what a small model cannot meet. It swaps the builtin example generators for one 
   the far grade is unchanged.
 
 then runs bench/task_recipes.py with the remaining arguments (its JSON output defaults to
-``task_designs_<design>.json``; the printed grade names are the builtin's own: near / mid / far).
+``task_designs_<design>.json``; give each design its own ``--out``: a JSON file's rows are keyed by the
+protocol, not the design; the printed grade names are the builtin's own: near / mid / far).
 
     python bench/task_designs.py probe --archs 3 --steps 40 160 --tasks claims answer \\
         --set tasks.claims.enabled=true --set tasks.answer.enabled=true
