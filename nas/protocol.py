@@ -221,6 +221,10 @@ class Task(Strict):
     # null: the whole model is fine-tuned; N: only the top N transformer layers, the final norm and the head
     # (0: the head alone, a probe of the pretrained features); the embeddings and lower layers stay frozen
     train_layers: Count | None = Field(default=None, ge=0)
+    # fine-tune this many times from the same pretrained weights (seeds seed, seed + 1000, ...) and report each
+    # metric's mean over the runs: less fine-tuning noise, at that many times the task's cost (bench/RESULTS.md,
+    # finetune_noise: on the builtin qa the fine-tuning seed is most of a metric's noise)
+    repeats: Count = Field(default=1, ge=1, le=64)
 
     @model_validator(mode="after")
     def _choices_for_generation(self) -> Task:
@@ -365,6 +369,8 @@ class TrialProtocol(Strict):
                 del task["train_layers"]
             if task["length_grouping"] == 1:  # added since: hashed only when set
                 del task["length_grouping"]
+            if task["repeats"] == 1:  # added since: hashed only when set
+                del task["repeats"]
             files = task["data"]["files"]
             if files is not None and files["choices_field"] is None:  # added since: hashed only when set
                 del files["choices_field"]

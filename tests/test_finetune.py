@@ -212,6 +212,24 @@ def test_qa_span_perplexity_is_nan_where_every_held_out_answer_is_cut_off(micro_
     assert math.isnan(scores["perplexity"]) and scores["f1"] == 0.0 and set(scores) == set(task.metrics())
 
 
+def test_repeats_report_the_mean_of_runs_with_their_own_seeds(micro_pretrained):
+    from nas.data.tasks import load_task_set
+    from nas.train.finetune import REPEAT_SEED_STRIDE
+
+    result, tokenizer = micro_pretrained
+    task = Task(name="qa", kind="qa", steps=3, batch_size=4, data={"builtin": {"seed": 2, "train": 16, "eval": 6}})
+    taskset = load_task_set(task)
+    runs = [
+        finetune(task, taskset, result.model, result.arch, tokenizer, Pretrain(), seed=5 + REPEAT_SEED_STRIDE * k)
+        for k in range(3)
+    ]
+    assert runs[0] != runs[1]  # the seeds differ, so do the runs
+    mean = finetune(
+        task.model_copy(update={"repeats": 3}), taskset, result.model, result.arch, tokenizer, Pretrain(), seed=5
+    )
+    assert mean == pytest.approx({name: sum(r[name] for r in runs) / 3 for name in runs[0]}, nan_ok=True)
+
+
 def test_a_task_fine_tuning_only_its_head_keeps_the_body(micro_pretrained):
     from nas.data.tasks import load_task_set
 

@@ -190,6 +190,13 @@ def test_length_grouping_is_hashed_only_when_set():
     assert grouped.tasks[0].length_grouping == 4 and grouped.content_hash != protocol.content_hash
 
 
+def test_repeats_is_hashed_only_when_set():
+    protocol = load_protocol("cpu-tiny")
+    assert protocol.tasks[0].repeats == 1 and "repeats" not in protocol._hashed()["tasks"][0]
+    four = load_protocol("cpu-tiny", overrides=["tasks.qa.repeats=4"])
+    assert four.tasks[0].repeats == 4 and four.content_hash != protocol.content_hash
+
+
 def test_choices_field_is_hashed_only_when_set_and_adds_the_choice_metric():
     protocol = load_protocol("text-files")
     completion = next(t for t in protocol.tasks if t.kind == "generation")

@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 _SCHEDULE = Schedule(kind="linear", warmup_fraction=0.1, min_lr_ratio=0.0)
+REPEAT_SEED_STRIDE = 1000  # a task's k-th repeat fine-tunes with seed + 1000 k (tasks' own seeds differ by 1)
 
 
 def finetune(
@@ -59,10 +60,14 @@ def finetune(
     pretrain_config: Pretrain,
     seed: int,
 ) -> dict[str, float]:
-    """Fine-tune a copy of the pretrained weights on ``task``; return ``{metric: value}``."""
-    torch.manual_seed(seed)
+    """Fine-tune a copy of the pretrained weights on ``task``; return ``{metric: value}``. With ``task.repeats``
+    K > 1, K runs with seeds ``seed + 1000 * k`` and each metric's mean over them."""
     fn = {"classification": _classification, "qa": _qa, "generation": _generation}[task.kind]
-    return fn(task, taskset, lm, arch, tokenizer, pretrain_config, seed)
+    runs = []
+    for k in range(task.repeats):
+        torch.manual_seed(seed + REPEAT_SEED_STRIDE * k)
+        runs.append(fn(task, taskset, lm, arch, tokenizer, pretrain_config, seed + REPEAT_SEED_STRIDE * k))
+    return {name: sum(run[name] for run in runs) / len(runs) for name in runs[0]}
 
 
 def evaluate_tasks(
