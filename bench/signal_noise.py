@@ -66,12 +66,7 @@ def main() -> None:
         best_seed_runs += [trial(archs[best_index], s) for s in range(1, args.seeds)]
 
     def spreads(name: str) -> tuple[float, float, float]:
-        """Spread across architectures (seed 0), the larger seed spread of the two architectures seeded, and
-        their ratio (nan when no seed moved the metric: a ratio against zero noise is not credited)."""
-        arch_values = [m[name] for _, m in arch_runs]
-        arch_spread = max(arch_values) - min(arch_values)
-        seed_spread = max(max(v) - min(v) for v in ([m[name] for m in runs] for runs in (seed_runs, best_seed_runs)))
-        return arch_spread, seed_spread, (arch_spread / seed_spread if seed_spread > 0 else float("nan"))
+        return metric_spreads(name, [m for _, m in arch_runs], [seed_runs, best_seed_runs])
 
     arch_spread = max(v for _, v in arch_losses) - min(v for _, v in arch_losses)
     seed_spread = max(m["val_loss"] for m in seed_runs) - min(m["val_loss"] for m in seed_runs)
@@ -101,6 +96,16 @@ def main() -> None:
     else:
         title = f"signal_noise: `{args.space}` x `{args.trial}` {'task metrics' if args.tasks else 'held-out loss'}"
         append(title, body)
+
+
+def metric_spreads(name: str, arch_runs: list[dict], seed_groups: list[list[dict]]) -> tuple[float, float, float]:
+    """Spread (max - min) of metric ``name`` across the architectures' runs (seed 0), the largest spread within a
+    group of one architecture's seeds, and their ratio (nan when no seed moved the metric: a ratio against
+    zero noise is not credited)."""
+    arch_values = [m[name] for m in arch_runs]
+    arch_spread = max(arch_values) - min(arch_values)
+    seed_spread = max(max(v) - min(v) for v in ([m[name] for m in runs] for runs in seed_groups))
+    return arch_spread, seed_spread, (arch_spread / seed_spread if seed_spread > 0 else float("nan"))
 
 
 def protocol_of(args: argparse.Namespace):
