@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import append  # noqa: E402
-from signal_noise import metric_spreads, task_table  # noqa: E402
+from signal_noise import design_parser, metric_spreads, task_table  # noqa: E402
 
 from nas.data.tokens import prepare_tokens  # noqa: E402
 from nas.protocol import load_protocol  # noqa: E402
@@ -46,11 +46,7 @@ def parse_recipe(text: str) -> tuple[str, list[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--space", default="tiny")
-    parser.add_argument("--trial", default="cpu-tiny")
-    parser.add_argument("--archs", type=int, default=8)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser = design_parser(__doc__)
     parser.add_argument("--sample-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--recipe", dest="recipes", type=parse_recipe, action="append", required=True)
     parser.add_argument("--skill", default="qa.near.f1", help="the metric whose best value the summary shows")

@@ -27,12 +27,18 @@ from nas.space import load_space, random_samples  # noqa: E402
 from nas.trial import run_trial  # noqa: E402
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def design_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options of signal_noise's design (space, protocol, architectures, seeds), for it and recipe_signal."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default="tiny")
     parser.add_argument("--trial", default="cpu-tiny")
     parser.add_argument("--archs", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=3)
+    return parser
+
+
+def main() -> None:
+    parser = design_parser(__doc__)
     parser.add_argument("--sample-seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--tasks", action="store_true", help="fine-tune the protocol's tasks too; per-metric spreads")
