@@ -21,11 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import append  # noqa: E402
+from signal_noise import first_archs  # noqa: E402
 
 from nas.data.tasks import load_task_set  # noqa: E402
 from nas.data.tokens import prepare_tokens  # noqa: E402
 from nas.protocol import load_protocol  # noqa: E402
-from nas.space import load_space, random_samples  # noqa: E402
 from nas.train.finetune import finetune  # noqa: E402
 from nas.trial import run_trial  # noqa: E402
 
@@ -52,8 +52,7 @@ def main() -> None:
         sys.exit(f"no enabled task {args.task!r} in {args.trial} (enable it with --set tasks.{args.task}.enabled=true)")
     tokenizer = prepare_tokens(protocol).tokenizer
     taskset = load_task_set(task, protocol.source)
-    draws = [s.arch for s in random_samples(load_space(args.space), 200, args.sample_seed) if s.arch is not None]
-    archs = list({a.arch_hash(): a for a in draws}.values())[: args.archs]
+    archs = first_archs(args.space, args.archs, args.sample_seed)
     # scores[arch][pretraining seed] = one {metric: value} per fine-tuning seed
     scores: dict[str, list[list[dict[str, float]]]] = {}
     lines = []

@@ -27,11 +27,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import append  # noqa: E402
-from signal_noise import design_parser, metric_spreads, task_table  # noqa: E402
+from signal_noise import design_parser, first_archs, metric_spreads, task_table  # noqa: E402
 
 from nas.data.tokens import prepare_tokens  # noqa: E402
 from nas.protocol import load_protocol  # noqa: E402
-from nas.space import load_space, random_samples  # noqa: E402
 from nas.train.baselines import protocol_baselines  # noqa: E402
 from nas.train.finetune import evaluate_tasks  # noqa: E402
 from nas.trial import run_trial  # noqa: E402
@@ -111,8 +110,7 @@ def pretrain_sample(base, space: str, sample: int, n_archs: int, n_seeds: int):
     """signal_noise's trials, pretrained only: the first ``n_archs`` distinct architectures of sample ``sample``
     (seed 0), then seeds 1.. of the first and of the lowest held-out loss. Returns (architectures,
     ``{(index, seed): (model, held-out loss)}``, the indices seeded)."""
-    draws = [s.arch for s in random_samples(load_space(space), 200, sample) if s.arch is not None]
-    archs = list({a.arch_hash(): a for a in draws}.values())[:n_archs]
+    archs = first_archs(space, n_archs, sample)
     models: dict[tuple[int, int], tuple] = {}
 
     def pretrain(index: int, seed: int) -> None:

@@ -45,9 +45,7 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
 
-    space = load_space(args.space)
-    draws = [s.arch for s in random_samples(space, 200, args.sample_seed) if s.arch is not None]
-    archs = list({a.arch_hash(): a for a in draws}.values())[: args.archs]
+    archs = first_archs(args.space, args.archs, args.sample_seed)
 
     def trial(arch, seed: int) -> dict[str, float]:
         protocol = load_protocol(args.trial, [*args.overrides, f"pretrain.seed={seed}"])
@@ -102,6 +100,13 @@ def main() -> None:
     else:
         title = f"signal_noise: `{args.space}` x `{args.trial}` {'task metrics' if args.tasks else 'held-out loss'}"
         append(title, body)
+
+
+def first_archs(space: str, n: int, sample_seed: int) -> list:
+    """The first ``n`` distinct architectures of 200 random draws from ``space`` (seed ``sample_seed``): the
+    sample the signal and noise benches share."""
+    draws = [s.arch for s in random_samples(load_space(space), 200, sample_seed) if s.arch is not None]
+    return list({a.arch_hash(): a for a in draws}.values())[:n]
 
 
 def metric_spreads(name: str, arch_runs: list[dict], seed_groups: list[list[dict]]) -> tuple[float, float, float]:

@@ -20,10 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from signal_noise import first_archs  # noqa: E402
+
 from nas.data.tasks import load_task_set  # noqa: E402
 from nas.model import build_model  # noqa: E402
 from nas.protocol import load_protocol  # noqa: E402
-from nas.space import load_space, random_samples  # noqa: E402
 from nas.train.baselines import task_baselines  # noqa: E402
 from nas.train.finetune import finetune  # noqa: E402
 from nas.trial import run_trial  # noqa: E402
@@ -60,9 +61,7 @@ def main() -> None:
         print(body)
         return
     protocol = load_protocol(args.trial, [*args.overrides, f"pretrain.seed={args.seed}"])
-    space = load_space(args.space)
-    draws = [s.arch for s in random_samples(space, 200, args.sample_seed) if s.arch is not None]
-    archs = list({a.arch_hash(): a for a in draws}.values())[: args.archs]
+    archs = first_archs(args.space, args.archs, args.sample_seed)
     tasks = [t for t in protocol.tasks if args.tasks is None or t.name in args.tasks]
     for arch in archs:
         result = run_trial(arch, protocol.model_copy(update={"tasks": []}), keep_model=True)
