@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def stamp_machines(runs: dict) -> None:
 
 def append(title: str, body: str) -> None:
     """Append a section: title, machine, date, the command that ran, then ``body`` (markdown)."""
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    command = "python " + shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])  # quoted: pastes back
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = f"\n## {title}\n\n- machine: {machine()}\n- date: {stamp}\n- command: `{command}`\n\n{body.strip()}\n"
     if not RESULTS.exists():
