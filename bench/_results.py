@@ -47,9 +47,14 @@ def stamp_machines(runs: dict) -> None:
                 run["machine"] = here
 
 
+def command_line() -> str:
+    """The command that runs this script as it ran, quoted so that it pastes back into a shell."""
+    return "python " + shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+
+
 def append(title: str, body: str) -> None:
     """Append a section: title, machine, date, the command that ran, then ``body`` (markdown)."""
-    command = "python " + shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])  # quoted: pastes back
+    command = command_line()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = f"\n## {title}\n\n- machine: {machine()}\n- date: {stamp}\n- command: `{command}`\n\n{body.strip()}\n"
     if not RESULTS.exists():
