@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from nas.protocol import TrialProtocol
     from nas.space import SearchSpace
 
-__all__ = ["check_inputs", "check_seq_len"]
+__all__ = ["check_inputs", "check_seq_len", "check_space_fits"]
 
 PROBE = 64  # architectures drawn to check the space against the protocol
 
@@ -41,6 +41,14 @@ def check_seq_len(protocol: TrialProtocol, archs: list[ArchConfig], what: str) -
         )
 
 
+def check_space_fits(protocol: TrialProtocol, space: SearchSpace) -> None:
+    """:func:`check_seq_len` on a sample of ``space``: what a dry run checks too, since it reads no data."""
+    from nas.space import random_samples
+
+    archs = [s.arch for s in random_samples(space, PROBE, 0) if s.arch is not None]
+    check_seq_len(protocol, archs, f"architectures of space '{space.name}' ({space.source})")
+
+
 def check_inputs(
     protocol: TrialProtocol, space: SearchSpace | None = None, arch: ArchConfig | None = None
 ) -> dict[str, int]:
@@ -56,10 +64,7 @@ def check_inputs(
     if arch is not None:
         check_seq_len(protocol, [arch], "the architecture")
     if space is not None:
-        from nas.space import random_samples
-
-        archs = [s.arch for s in random_samples(space, PROBE, 0) if s.arch is not None]
-        check_seq_len(protocol, archs, f"architectures of space '{space.name}' ({space.source})")
+        check_space_fits(protocol, space)
     if protocol.data.files is not None and protocol.data.source == "files":
         key = "data.files.paths"
         for path in expand_paths(protocol.data.files.paths, protocol.source, key):  # before the cache key

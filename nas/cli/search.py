@@ -163,10 +163,12 @@ def search(
     request = SearchRequest(**{k: v for k, v in flags.items() if k not in ("dry_run", "quiet")})
     with _interruptible():
         plan = validate_search(request, dry_run=dry_run)
-        if dry_run:
+        from nas.preflight import check_inputs, check_space_fits
+
+        if dry_run:  # reads no data, but refuses a protocol the space cannot run (its seq_len)
+            check_space_fits(plan.config.protocol, plan.config.space)
             _print_estimate(plan.config)
             return
-        from nas.preflight import check_inputs
 
         # the corpus and task files read, splits and seq_len checked: a bad file costs seconds, not a trial
         check_inputs(plan.config.protocol, plan.config.space)

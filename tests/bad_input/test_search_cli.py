@@ -86,6 +86,14 @@ CASES["--workers-per-device past 128 workers"] = search(
     "--devices", "0,1,2", "--workers-per-device", "64", culprit="--devices"
 )
 CASES["--devices 200 of them"] = search("--devices", ",".join(str(i) for i in range(200)), culprit="--devices")
+# A protocol the space cannot run (gpu-files's 1024-token windows, tiny's max_seq_len 256) is refused by a dry run
+# too, not estimated: the search it plans would stop at its first step.
+CASES["gpu-files on tiny, dry run"] = search(
+    "--trial", "gpu-files", culprit="pretrain.seq_len: 1024 exceeds max_seq_len 256"
+)
+CASES["seq_len past the space, dry run"] = search(
+    "--set", "pretrain.seq_len=512", culprit="pretrain.seq_len: 512 exceeds max_seq_len 256"
+)
 CASES["worker --n-trials 0"] = Case(("worker", "--study", "s", *RUNS, "--n-trials", "0"), ("--n-trials",))
 CASES["worker --n-trials huge"] = Case(("worker", "--study", "s", *RUNS, "--n-trials", "99999999"), ("--n-trials",))
 CASES["worker --timeout nan"] = Case(("worker", "--study", "s", *RUNS, "--timeout", "nan"), ("--timeout",))
