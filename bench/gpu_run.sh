@@ -6,6 +6,9 @@
 # 2, 4, 8 workers on the GPU, gpu-files on the carried books) in the time left, and leaves
 # bench/RESULTS.md (their sections appended) and the logs in $OUT. Back here, append RESULTS.md's new
 # sections to bench/RESULTS.md.
+# Rehearsed on a CPU machine (2026-11-30: an image-like venv with transformers 5.17, huggingface_hub 1.33 and
+# tokenizers 0.23.2; a stand-in nvidia-smi on PATH; WHEELS, default .whl, pointing at wheels for its Python):
+#   GPU_RUN_SECONDS=420 OUT=/tmp/out WHEELS=/tmp/whl311 bash bench/gpu_run.sh   # ended on time, workers stopped
 set -uo pipefail
 END=$((SECONDS + ${GPU_RUN_SECONDS:-560}))  # the call's limit is 600 s: what is left of 560 goes to the packing
 OUT=${OUT:-/tmp/gpu_out}
