@@ -96,11 +96,11 @@ def fit_to_space(args: argparse.Namespace, space: str) -> list[str]:
     return [f"pretrain.seq_len={longest}", f"pretrain.micro_batch_size={min(micro, pretrain.batch_tokens // longest)}"]
 
 
-def overrides(args: argparse.Namespace, work: Path, space: str) -> list[str]:
+def overrides(args: argparse.Namespace, work: Path, fit: list[str]) -> list[str]:
     sets = [f"cache_dir={work / 'cache'}", f"pretrain.budget.tokens={args.tokens}"]
     if not args.tasks:
         sets += [f"tasks.{t}.enabled=false" for t in ("claims", "qa", "answer")]
-    sets += args.set + fit_to_space(args, space)
+    sets += args.set + fit
     return [x for s in sets for x in ("--set", s)]
 
 
@@ -115,7 +115,8 @@ def search(
     argv += ["--runs-dir", str(work / "runs"), "--n-trials", str(n_trials), "--sampler", "random", "--pruner", "none"]
     argv += ["--seed", "0", "--devices", args.device, "--workers-per-device", str(k), "--quiet"]
     started = time.perf_counter()
-    nas(*argv, *overrides(args, work, space), cwd=ROOT, timeout=args.timeout)
+    fit = fit_to_space(args, space)
+    nas(*argv, *overrides(args, work, fit), cwd=ROOT, timeout=args.timeout)
     wall = time.perf_counter() - started
     status = json.loads(nas("status", name, "--storage", storage, "--json", cwd=ROOT, timeout=120).stdout)
     (use,) = status["placement"] or [None]
@@ -130,7 +131,7 @@ def search(
         "trials_per_hour": use["trials_per_hour"],
         "tokens_per_second": use["tokens_per_second"],
         "peak_memory_mb": max(memory) if memory else None,
-        "fit": ", ".join(fit_to_space(args, space)) or "the protocol's",
+        "fit": ", ".join(fit) or "the protocol's",
     }
 
 
