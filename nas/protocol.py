@@ -66,6 +66,8 @@ TRIAL_METRICS = (
 )
 # Reported when the schedule has cool-downs (held-out losses at several budgets to extrapolate from).
 PREDICTED_METRICS = ("predicted_val_loss", "predicted_val_loss_std", "target_tokens")
+# Reported with pretrain.rungs: the index (0: the budget itself) of the highest rung the trial reached.
+RUNG_METRICS = ("rung",)
 
 
 class TokenizerConfig(Strict):
@@ -110,12 +112,23 @@ class Target(Strict):
     batch_tokens: Count | None = Field(default=None, ge=8)
     prediction: Literal["size-trend", "own-curve"] = "size-trend"
     own_weight: Real = Field(default=0.0, ge=0, le=1)
+    # with pretrain.rungs: the own_weight of a trial whose highest rung is the k-th (one per rung); a trial that
+    # trained on further carries more of its own deviation from the trend (null: own_weight at every rung)
+    rung_weights: list[Real] | None = None
 
     @model_validator(mode="after")
     def _at_most_one(self) -> Target:
         if self.tokens is not None and self.flops is not None:
             raise ValueError("give tokens or flops, not both")
+        if self.rung_weights is not None and not all(0 <= w <= 1 for w in self.rung_weights):
+            raise ValueError(f"rung_weights: each weight must lie in [0, 1], got {list(self.rung_weights)}")
         return self
+
+    def weight_at(self, rung: int | None) -> float:
+        """The own weight of a prediction made at rung index ``rung`` (None: no rungs)."""
+        if rung is None or self.rung_weights is None:
+            return float(self.own_weight)
+        return float(self.rung_weights[min(rung, len(self.rung_weights) - 1)])
 
 
 class Optimizer(Strict):
@@ -180,6 +193,9 @@ class Pretrain(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False
+    # Train on through these multiples of the budget (the first is 1: the budget itself), with a cool-down
+    # branch landing on each: the study's pruner decides at each rung whether the trial goes on (nas.train.schedule)
+    rungs: list[Real] | None = None
 
     @model_validator(mode="after")
     def _batch(self) -> Pretrain:
@@ -187,10 +203,32 @@ class Pretrain(Strict):
             raise ValueError(f"batch_tokens={self.batch_tokens} must be a multiple of seq_len={self.seq_len}")
         return self
 
+    @model_validator(mode="after")
+    def _rungs(self) -> Pretrain:
+        rungs = self.rungs
+        if rungs is None:
+            return self
+        if len(rungs) < 2 or rungs[0] != 1 or any(b <= a for a, b in zip(rungs, rungs[1:], strict=False)):
+            raise ValueError(
+                f"rungs: give increasing multiples of the budget starting at 1, e.g. [1, 2.5, 5]; got {rungs}"
+            )
+        if rungs[-1] > 1000:
+            raise ValueError(f"rungs: the top rung may be at most 1000 x the budget, got {rungs[-1]:g}")
+        if self.schedule.kind != "wsd":
+            raise ValueError(f"rungs need schedule.kind: wsd (a stable phase to branch from), not {self.schedule.kind}")
+        if self.budget.seconds is not None:
+            raise ValueError("rungs need a token or FLOP budget, not a time budget")
+        return self
+
     @property
     def batch_size(self) -> int:
         """Sequences per optimizer step."""
         return self.batch_tokens // self.seq_len
+
+    @property
+    def anneals(self) -> bool:
+        """Whether a trial measures annealed losses at several budgets (cool-downs or rungs)."""
+        return bool(self.schedule.cooldowns or self.rungs)
 
 
 class Latency(Strict):
@@ -291,8 +329,12 @@ class TrialProtocol(Strict):
     def _default_objective(self) -> TrialProtocol:
         """No objectives given, a target and cool-downs given: the objective is the prediction at the target."""
         given = self.model_fields_set
-        if "target" in given and "objectives" not in given and self.pretrain.schedule.cooldowns:
+        if "target" in given and "objectives" not in given and self.pretrain.anneals:
             self.objectives = {"predicted_val_loss": Objective(direction="minimize")}
+        rungs, weights = self.pretrain.rungs, self.target.rung_weights
+        if weights is not None and (rungs is None or len(weights) != len(rungs)):
+            have = "no pretrain.rungs" if rungs is None else f"{len(rungs)} pretrain.rungs"
+            raise ValueError(f"target.rung_weights: give one weight per rung ({have}), got {len(weights)}")
         return self
 
     @model_validator(mode="after")
@@ -329,7 +371,8 @@ class TrialProtocol(Strict):
         return (
             list(TRIAL_METRICS)
             + list(COUNT_NAMES)
-            + (list(PREDICTED_METRICS) if self.pretrain.schedule.cooldowns else [])
+            + (list(PREDICTED_METRICS) if self.pretrain.anneals else [])
+            + (list(RUNG_METRICS) if self.pretrain.rungs else [])
         )
 
     def metric_names(self) -> list[str]:
@@ -354,13 +397,15 @@ class TrialProtocol(Strict):
         if not content["pretrain"]["schedule"]["cooldowns"]:
             del content["pretrain"]["schedule"]["cooldowns"]
         default = Target().model_dump(mode="json")
-        for key in ("prediction", "own_weight"):  # added since: hashed only when set
+        for key in ("prediction", "own_weight", "rung_weights"):  # added since: hashed only when set
             if content["target"][key] == default[key]:
                 del content["target"][key], default[key]
         if content["target"] == default:
             del content["target"]
         if content["pretrain"]["optimizer"]["lr_width_base"] is None:  # added since: hashed only when set
             del content["pretrain"]["optimizer"]["lr_width_base"]
+        if content["pretrain"]["rungs"] is None:  # added since: hashed only when set
+            del content["pretrain"]["rungs"]
         if content["task_gate"] is None:
             del content["task_gate"]
         for task in content["tasks"]:  # every task left is enabled

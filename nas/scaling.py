@@ -249,9 +249,14 @@ class StudyFit:
         trend = fit_size_trend(curves) if size_trend else None
         return cls(trend, fit_beta([points for _, points in curves]), own_weight)
 
-    def predict(self, points: Points, size: float, tokens: float) -> Prediction | None:
-        if self.trend is not None and len(_clean(points)) >= 2:
-            return predict_with_trend(points, size, tokens, self.trend, self.own_weight)
+    def predict(
+        self, points: Points, size: float, tokens: float, own_weight: float | None = None, min_points: int = 2
+    ) -> Prediction | None:
+        """The prediction at ``tokens`` (module doc); ``own_weight`` in place of the fit's (a rung's weight),
+        and with ``min_points`` 1 the trend predicts from a single point (a trial at its first rung)."""
+        weight = self.own_weight if own_weight is None else own_weight
+        if self.trend is not None and len(_clean(points)) >= min_points:
+            return predict_with_trend(points, size, tokens, self.trend, weight)
         return predict_loss(points, tokens, self.beta)
 
     def describe(self) -> str:

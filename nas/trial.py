@@ -275,6 +275,9 @@ def _record_pretraining(result: TrialResult, outcome: PretrainOutcome, seq_len: 
     if outcome.resumed_from_step is not None:
         result.notes.append(f"resumed from the checkpoint at step {outcome.resumed_from_step}")
     val_loss = outcome.final_val_loss
+    if outcome.rung is not None:  # the highest rung's annealed loss (a trial stopped at a rung ends mid-stable)
+        val_loss = outcome.annealed[-1][1]
+        result.metrics["rung"] = outcome.rung
     result.metrics.update(arch.counts())
     result.metrics["flops_per_token"] = arch.flops_per_token(seq_len)
     result.metrics.update(
@@ -299,7 +302,7 @@ def add_prediction(result: TrialResult, protocol: TrialProtocol, others: Sequenc
     study's size trend when ``target.prediction`` is ``size-trend`` and it can be fitted, else the
     trial's own curve with the data exponent fitted on every curve (see nas.scaling). A trial with
     cool-downs in its schedule always reports them (NaN when it has fewer than two points)."""
-    if not protocol.pretrain.schedule.cooldowns:
+    if not protocol.pretrain.anneals:
         return
     target = protocol.target
     metrics = result.metrics
@@ -312,7 +315,8 @@ def add_prediction(result: TrialResult, protocol: TrialProtocol, others: Sequenc
     )
     size = float(result.arch.non_embedding_params())
     curves = [(size, result.annealed), *others]
-    fit = StudyFit.of(curves, target.prediction == "size-trend", target.own_weight)
+    rung = metrics.get("rung")
+    fit = StudyFit.of(curves, target.prediction == "size-trend", target.weight_at(None if rung is None else int(rung)))
     prediction = fit.predict(result.annealed, size, tokens)
     metrics["target_tokens"] = tokens
     metrics["predicted_val_loss"] = prediction.value if prediction else math.nan

@@ -37,9 +37,11 @@ def render_leaderboard(study: Any, limit: int | None = None) -> None:
     objectives = study_info(study).objectives or [f"value{i}" for i in range(len(study.directions))]
     multi = len(study.directions) > 1
     predicted = any("predicted_val_loss" in r.metrics for r in rows)
+    rungs = any(r.rungs for r in rows)
     table = Table(title=f"study {study.study_name}: {len(rows)} trials" + (" (* = Pareto set)" if multi else ""))
     extra = ("measured", "predicted at target") if predicted else ()
-    for column in ("rank", "trial", "architecture", "params", *objectives, *extra, "state", "cause"):
+    head = ("rank", "trial", "architecture", *(["rung"] if rungs else []), "params")
+    for column in (*head, *objectives, *extra, "state", "cause"):
         table.add_column(column, overflow="fold", justify="right" if column in ("rank", "trial", "params") else "left")
     shown = rows if limit is None else rows[:limit]
     for row in shown:
@@ -48,7 +50,9 @@ def render_leaderboard(study: Any, limit: int | None = None) -> None:
         state = row.state if row.status in ("trained", "running", "?") else f"{row.state} ({row.status})"
         params = f"{row.params:,}" if row.params else ""
         shown_extra = _prediction_cells(row) if predicted else []
-        table.add_row(rank, str(row.number), row.summary, params, *values, *shown_extra, state, escape(row.cause or ""))
+        rung = [f"{len(row.rungs)} ({row.rungs[-1][0]:,.0f} tok)" if row.rungs else ""] if rungs else []
+        cells = (rank, str(row.number), row.summary, *rung, params, *values, *shown_extra, state)
+        table.add_row(*cells, escape(row.cause or ""))
     console.print(table)
     if baselines := baselines_line(rows, objectives):
         console.print(f"baselines (no model): {baselines}", highlight=False, soft_wrap=True)

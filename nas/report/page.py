@@ -15,7 +15,7 @@ import optuna
 
 from nas.errors import NasInputError
 from nas.report import fidelity, figures, tables
-from nas.search.records import TrialRecord, prediction_rule, study_records
+from nas.search.records import TrialRecord, leaderboard, prediction_rule, study_records
 from nas.search.storage import study_info
 
 __all__ = ["build_report", "check_report_path", "Report"]
@@ -62,8 +62,9 @@ def build_report(study: optuna.Study, out: str | Path, png_dir: str | Path | Non
     info = study_info(study)
     records = study_records(study)
     done = [r for r in records if r.state == "complete" and r.usable and r.values]  # damaged ones: failures table
+    ranked = [r for r in leaderboard(study) if r.rank is not None]
     objectives = info.objectives or [f"objective {i}" for i in range(len(study.directions))]
-    sections = [tables.summary(info, records, done, objectives)]
+    sections = [tables.summary(info, records, ranked[0] if ranked else None, objectives)]
     if done:
         sections += _figure_sections(study, report, records, done, objectives, info.minimize)
     else:
@@ -74,7 +75,7 @@ def build_report(study: optuna.Study, out: str | Path, png_dir: str | Path | Non
                 "nothing to rank or plot. Run <code>nas search</code> to continue it.</p>",
             )
         )
-    sections.append(tables.leaderboard(done, objectives, info.minimize))
+    sections.append(tables.leaderboard(ranked, objectives))
     sections.append(tables.failures(records))
     report.path.parent.mkdir(parents=True, exist_ok=True)
     report.path.write_text(_page(study.study_name, sections))

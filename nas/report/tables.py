@@ -8,11 +8,10 @@ import math
 from collections import Counter
 from typing import Any
 
-from nas.report.figures import value
 from nas.search.records import COUNT_KEYS, TrialRecord, baselines_line
 from nas.search.storage import StudyInfo
 
-__all__ = ["slug", "section", "fmt", "best", "summary", "leaderboard", "failures"]
+__all__ = ["slug", "section", "fmt", "summary", "leaderboard", "failures"]
 
 
 def slug(title: str) -> str:
@@ -35,15 +34,9 @@ def _kv(rows: list[tuple[str, Any]]) -> str:
     return "".join(f"<tr><th>{html.escape(k)}</th><td>{fmt(v)}</td></tr>" for k, v in rows)
 
 
-def best(done: list[TrialRecord], minimize: list[bool]) -> TrialRecord | None:
-    if not done:
-        return None
-    sign = 1 if minimize[0] else -1
-    return min(done, key=lambda r: sign * value(r))
-
-
-def summary(info: StudyInfo, records: list[TrialRecord], done: list[TrialRecord], objectives: list[str]) -> str:
-    """The study's metadata and budget spent, then the best architecture's card."""
+def summary(info: StudyInfo, records: list[TrialRecord], top: TrialRecord | None, objectives: list[str]) -> str:
+    """The study's metadata and budget spent, then the best architecture's card (``top``: the leaderboard's
+    first, nas.search.records.leaderboard)."""
     states = Counter(
         "damaged" if r.damage else r.status if r.status in ("duplicate", "infeasible", "interrupted") else r.state
         for r in records
@@ -61,7 +54,6 @@ def summary(info: StudyInfo, records: list[TrialRecord], done: list[TrialRecord]
         ("nas version", _known(info.version)),
     ]
     body = "<table class='kv'>" + "".join(f"<tr><th>{k}</th><td>{fmt(v)}</td></tr>" for k, v in rows) + "</table>"
-    top = best(done, info.minimize)
     if top is None:
         return section("Summary", body + "<p class='warn'>No completed trial yet.</p>")
     return section("Summary", body + _card(info.name, top))
@@ -89,35 +81,38 @@ def _card(study_name: str, top: TrialRecord) -> str:
     )
 
 
-def leaderboard(done: list[TrialRecord], objectives: list[str], minimize: list[bool]) -> str:
-    """Trained trials ranked by the first objective, with their counts and every task metric; under the table,
-    the task metrics' baselines (what a trivial predictor scores with no model)."""
-    sign = 1 if minimize and minimize[0] else -1
-    ranked = sorted(done, key=lambda r: sign * value(r))
+def leaderboard(ranked: list[TrialRecord], objectives: list[str]) -> str:
+    """The ranked trials in the leaderboard's order (nas.search.records.leaderboard: `nas status` and `nas
+    export --best` rank alike), with their counts, the rung each reached (with rungs) and every task metric;
+    under the table, the task metrics' baselines (what a trivial predictor scores with no model)."""
+    rungs = any(r.rungs for r in ranked)
     metric_names: list[str] = []
     for r in ranked:
         for key in r.metrics:
             if key not in metric_names and key not in objectives and "." in key:
                 metric_names.append(key)
-    header = ["rank", "trial", "architecture", "params", "FLOPs/token", "KV bytes/token", "tokens/s"]
-    header += [*objectives, *metric_names]
+    header = ["rank", "trial", "architecture", *(["rung"] if rungs else []), "params", "FLOPs/token"]
+    header += ["KV bytes/token", "tokens/s", *objectives, *metric_names]
     rows = []
-    for i, r in enumerate(ranked):
+    for r in ranked:
+        values = [r.metric("predicted_val_loss")] if rungs and not r.values else (r.values or [])
         cells = [
-            i + 1,
+            r.rank,
             r.number,
             r.summary,
+            *([f"{(r.rung or 0) + 1} ({r.rungs[-1][0]:,.0f} tokens)" if r.rungs else "-"] if rungs else []),
             r.counts.get("params"),
             r.metric("flops_per_token"),
             r.metric("kv_cache_bytes_per_token"),
             r.metric("tokens_per_second"),
-            *(r.values or []),
+            *values,
             *[r.metric(m) for m in metric_names],
         ]
         rows.append("<tr>" + "".join(f"<td>{fmt(c)}</td>" for c in cells) + "</tr>")
     head = "".join(f"<th onclick='sortTable(this)'>{html.escape(h)}</th>" for h in header)
     table = (
-        f"<p>{len(ranked)} completed trials; click a column to sort.</p><div class='scroll'>"
+        f"<p>{len(ranked)} ranked trials{' (by the rung reached, then the prediction)' if rungs else ''}; click a "
+        "column to sort.</p><div class='scroll'>"
         f"<table class='sortable' id='leaderboard-table'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}"
         "</tbody></table></div>"
     )

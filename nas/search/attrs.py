@@ -30,6 +30,7 @@ RETRY_OF = "retry_of"
 DUPLICATE_OF = "duplicate_of"
 CURVE = "curve"  # [[step, tokens, val_loss], ...]
 ANNEALED = "annealed"  # [[tokens, val_loss], ...]: each cool-down, then the finished run
+RUNGS = "rungs"  # [[tokens, val_loss], ...]: the annealed loss at each rung reached (pretrain.rungs)
 METRICS = "metrics"
 TASK_BASELINES = "task_baselines"  # {"task.metric": score of a trivial predictor} (nas.train.baselines)
 BASELINE_PREDICTORS = "baseline_predictors"  # {"task.metric": that predictor, e.g. "majority class"}
@@ -107,6 +108,7 @@ SHAPES: dict[str, tuple[Callable[[Any], bool], str]] = {  # key: (valid, what it
     BASELINE_PREDICTORS: (mapping_of(is_text), "a mapping of task metrics to predictor names"),
     CURVE: (rows_of(3), "a list of [step, tokens, val_loss] rows"),
     ANNEALED: (rows_of(2), "a list of [tokens, val_loss] rows"),
+    RUNGS: (rows_of(2), "a list of [tokens, val_loss] rows"),
     WALL_SECONDS: (lambda v: is_finite(v) and v >= 0, "a number of seconds >= 0"),
     PHASE_SECONDS: (mapping_of(is_finite), "a mapping of phases to seconds"),
     RESUMED_FROM_STEP: (is_count, "a step number"),

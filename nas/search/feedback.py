@@ -13,7 +13,7 @@ import optuna
 from nas.protocol import TrialProtocol
 from nas.search import records
 
-__all__ = ["add_study_prediction", "task_gate"]
+__all__ = ["add_study_prediction", "rung_value", "task_gate"]
 
 
 def task_gate(study: optuna.Study, protocol: TrialProtocol, number: int) -> Callable[[float], bool] | None:
@@ -34,6 +34,40 @@ def task_gate(study: optuna.Study, protocol: TrialProtocol, number: int) -> Call
         return val_loss <= float(np.quantile(losses, gate.quantile))
 
     return judge
+
+
+def rung_value(
+    study: optuna.Study, protocol: TrialProtocol, number: int, arch: Any, points: list[list[float]], rung: int
+) -> float:
+    """What trial ``number`` reports at rung index ``rung`` (``points``: its rungs' annealed [tokens, loss] so
+    far, this rung's last): with ``predicted_val_loss`` as the objective, the prediction at the target from the
+    study's size trend plus the rung's weight times the trial's deviation from it at this rung (NaN while the
+    trend cannot be fitted: the trial then goes on); otherwise the rung's annealed loss, the same budget for
+    every trial at that rung."""
+    if list(protocol.objectives) != ["predicted_val_loss"]:
+        return float(points[-1][1])
+    from nas.scaling import StudyFit, target_tokens
+
+    target = protocol.target
+    others = [
+        (r.metric("non_embedding_params"), r.annealed)
+        for r in records.study_records(study)
+        if r.trained and len(r.annealed) >= 2 and r.number != number
+    ]
+    size = float(arch.non_embedding_params())
+    fit = StudyFit.of([(size, points), *others], target.prediction == "size-trend", target.own_weight)
+    if fit.trend is None:
+        return math.nan
+    counts = arch.counts()
+    tokens = target_tokens(
+        counts["params"],
+        arch.flops_per_token(protocol.pretrain.seq_len),
+        target.tokens,
+        target.flops,
+        target.tokens_per_param,
+    )
+    prediction = fit.predict(points, size, tokens, target.weight_at(rung), min_points=1)
+    return prediction.value if prediction is not None else math.nan
 
 
 def add_study_prediction(study: optuna.Study, protocol: TrialProtocol, number: int, result: Any) -> None:

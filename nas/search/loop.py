@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.search import feedback, records
 from nas.search.config import SearchConfig
 from nas.search.records import Status
-from nas.search.samplers import SIZE, CurvePruner, make_pruner, queue_unseen
+from nas.search.samplers import SIZE, CurvePruner, make_pruner, queue_unseen, rung_step
 from nas.search.storage import record_stop, store_artifacts
 from nas.search.study import prepare_study
 from nas.search.summary import Callbacks, SearchInterrupted, SearchSummary
@@ -331,12 +331,18 @@ def _reporter(worker: _Worker, trial: optuna.Trial, arch: Any) -> Callable[[Any]
     wanted = set(pruner.cost_names) | ({SIZE} if pruner.size_matched else set()) if pruner else set()
     costs = {k: v for k, v in arch.counts().items() if k in wanted}
     curve: list[list[float]] = []
+    rungs: list[list[float]] = []
     checked: set[int] = set()
+    protocol = worker.config.protocol
 
     def reporter(point: Any) -> bool:
         with sigint.held():
+            if point.rung is not None:
+                return _rung_reached(worker, trial, arch, point, rungs)
             curve.append([point.step, point.tokens, point.val_loss])
             records.write_curve(trial, curve)
+            if protocol.pretrain.rungs:
+                return False  # with rungs, only a rung decides
             if pruner is not None:
                 trials = study.get_trials(
                     deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
@@ -348,6 +354,20 @@ def _reporter(worker: _Worker, trial: optuna.Trial, arch: Any) -> Callable[[Any]
             return trial.should_prune()
 
     return reporter
+
+
+def _rung_reached(worker: _Worker, trial: optuna.Trial, arch: Any, point: Any, rungs: list[list[float]]) -> bool:
+    """A rung's annealed loss: its value (nas.search.feedback.rung_value) reported at the rung's step, and
+    the pruner's word on going on (never at the top rung, nor while the value cannot be had yet)."""
+    study, protocol = worker.study, worker.config.protocol
+    rungs.append([float(point.tokens), float(point.val_loss)])
+    records.write_rungs(trial, rungs)
+    top = point.rung == len(protocol.pretrain.rungs or []) - 1
+    value = feedback.rung_value(study, protocol, trial.number, arch, rungs, point.rung)
+    if not math.isfinite(value) or isinstance(study.pruner, optuna.pruners.NopPruner):
+        return False
+    trial.report(value, rung_step(point.rung))
+    return not top and trial.should_prune()
 
 
 def _abandon(worker: _Worker, trial: optuna.Trial, exc: BaseException) -> None:

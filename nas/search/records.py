@@ -43,6 +43,7 @@ from nas.search.attrs import (  # noqa: F401  (COUNT_KEYS and Status are also re
     RESUMED_FROM_STEP,
     RETRY_HISTORY,
     RETRY_OF,
+    RUNGS,
     STATUS,
     SUMMARY,
     TASK_BASELINES,
@@ -92,6 +93,7 @@ class TrialRecord:
     baseline_predictors: dict[str, str] = field(default_factory=dict)
     curve: list[list[float]] = field(default_factory=list)
     annealed: list[list[float]] = field(default_factory=list)
+    rungs: list[list[float]] = field(default_factory=list)  # [tokens, loss] at each rung reached (pretrain.rungs)
     cause: str | None = None
     traceback: str | None = None
     wall_seconds: float = 0.0
@@ -112,6 +114,11 @@ class TrialRecord:
     def params(self) -> int | None:
         value = self.counts.get("params")
         return None if value is None else int(value)
+
+    @property
+    def rung(self) -> int | None:
+        """The index of the highest rung reached (None: no rungs, or none reached yet)."""
+        return len(self.rungs) - 1 if self.rungs else None
 
     @property
     def trained(self) -> bool:
@@ -154,6 +161,7 @@ class TrialRecord:
             baseline_predictors=attrs.get(BASELINE_PREDICTORS, {}),
             curve=attrs.get(CURVE, []),
             annealed=attrs.get(ANNEALED, []),
+            rungs=attrs.get(RUNGS, []),
             cause=attrs.get(CAUSE),
             traceback=attrs.get(TRACEBACK),
             wall_seconds=float(attrs.get(WALL_SECONDS, 0.0)),
@@ -265,21 +273,29 @@ def leaderboard(study: optuna.Study) -> list[TrialRecord]:
     """Trained, undamaged trials ranked (single objective by value; multi-objective Pareto set first), then
     the rest in number order (damaged ones with their damage as the cause). With ``predicted_val_loss`` as
     the only objective, by :func:`refitted_predictions` (shown as the rows' ``predicted_val_loss``): a
-    trial's stored value used only the trials trained before it."""
+    trial's stored value used only the trials trained before it. With rungs (``pretrain.rungs``), every
+    trained trial with a prediction is ranked, stopped at a rung or not: first by the highest rung reached
+    (a prediction made further on is the more reliable), then by the prediction."""
     trials, unreadable = read_trials(study)
     records = {t.number: TrialRecord.from_trial(t) for t in trials}
     signs = [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in study.directions]
     complete = [t for t in trials if t.state == TrialState.COMPLETE and records[t.number].usable and t.values]
     points = {t.number: [s * v for s, v in zip(signs, t.values, strict=True)] for t in complete}
-    for number, (value, std) in refitted_predictions(study, list(records.values())).items():
+    refitted = refitted_predictions(study, list(records.values()))
+    rungs = study_target_rungs(study)
+    if rungs:  # stopped trials are ranked too, by the rung they reached
+        complete = [t for t in trials if t.number in refitted and records[t.number].usable]
+        points = {t.number: [math.nan] for t in complete}
+    for number, (value, std) in refitted.items():
         if number in points:  # ranked by the prediction refitted on every trained trial, as the report shows
             points[number] = [value]
             records[number].metrics = records[number].metrics | {
                 "predicted_val_loss": value,
                 "predicted_val_loss_std": std,
             }
-    pareto = _pareto_front(points)
-    ranked = sorted(complete, key=lambda t: (t.number not in pareto, points[t.number][0]))
+    pareto = _pareto_front(points) if not rungs else {t.number for t in complete}
+    reached = {t.number: records[t.number].rung or 0 for t in complete}
+    ranked = sorted(complete, key=lambda t: (t.number not in pareto, -reached[t.number], points[t.number][0]))
     rows = []
     for i, trial in enumerate(ranked):
         row = records.pop(trial.number)
@@ -296,16 +312,30 @@ def leaderboard(study: optuna.Study) -> list[TrialRecord]:
     return rows
 
 
+def _study_protocol(study: optuna.Study) -> Any:
+    """The study's protocol, or None when it does not read back."""
+    from nas.errors import NasInputError
+    from nas.protocol import parse_protocol
+
+    try:
+        return parse_protocol(str(study.user_attrs.get(PROTOCOL_TEXT)), source="study protocol")
+    except NasInputError:
+        return None
+
+
+def study_target_rungs(study: optuna.Study) -> list[float]:
+    """The study protocol's ``pretrain.rungs`` ([] without rungs, or when the protocol does not read back)."""
+    protocol = _study_protocol(study)
+    return list(protocol.pretrain.rungs or []) if protocol is not None else []
+
+
 def prediction_rule(study: optuna.Study) -> tuple[bool, float]:
     """The study protocol's ``target.prediction`` rule: (size trend?, own weight); the defaults when its
     protocol does not read back."""
-    from nas.errors import NasInputError
-    from nas.protocol import Target, parse_protocol
+    from nas.protocol import Target
 
-    try:
-        target = parse_protocol(str(study.user_attrs.get(PROTOCOL_TEXT)), source="study protocol").target
-    except NasInputError:
-        target = Target()
+    protocol = _study_protocol(study)
+    target = protocol.target if protocol is not None else Target()
     return target.prediction == "size-trend", target.own_weight
 
 
@@ -315,15 +345,22 @@ def refitted_predictions(study: optuna.Study, rows: list[TrialRecord]) -> dict[i
     objectives = study.user_attrs.get(OBJECTIVES)
     if not isinstance(objectives, dict) or list(objectives) != ["predicted_val_loss"]:
         return {}
+    from nas.protocol import Target
     from nas.scaling import StudyFit
 
-    trained = [r for r in rows if r.trained and not r.damage and len(r.annealed) >= 2]
-    curves = [(r.metric("non_embedding_params"), r.annealed) for r in trained]
-    fit = StudyFit.of(curves, *prediction_rule(study))
+    protocol = _study_protocol(study)
+    target = protocol.target if protocol is not None else Target()
+    rungs = bool(protocol is not None and protocol.pretrain.rungs)
+    fitted = [r for r in rows if r.trained and not r.damage and len(r.annealed) >= 2]
+    curves = [(r.metric("non_embedding_params"), r.annealed) for r in fitted]
+    fit = StudyFit.of(curves, target.prediction == "size-trend", target.own_weight)
+    ranked = [r for r in rows if r.trained and not r.damage and r.annealed] if rungs else fitted
     out = {}
-    for r in trained:
-        p = fit.predict(r.annealed, r.metric("non_embedding_params"), r.metric("target_tokens"))
-        if r.state == "complete" and p is not None and math.isfinite(p.value):
+    for r in ranked:
+        size, tokens = r.metric("non_embedding_params"), r.metric("target_tokens")
+        weight = target.weight_at(r.rung) if rungs else None
+        p = fit.predict(r.annealed, size, tokens, weight, min_points=1 if rungs else 2)
+        if (rungs or r.state == "complete") and p is not None and math.isfinite(p.value):
             out[r.number] = (p.value, p.std)
     return out
 
@@ -383,6 +420,10 @@ def write_failure(trial: optuna.Trial, cause: str, traceback_lines: list[str]) -
 
 def write_curve(trial: optuna.Trial, curve: list[list[float]]) -> None:
     trial.set_user_attr(CURVE, curve)
+
+
+def write_rungs(trial: optuna.Trial, rungs: list[list[float]]) -> None:
+    trial.set_user_attr(RUNGS, rungs)
 
 
 def write_result(trial: optuna.Trial, result: Any) -> None:

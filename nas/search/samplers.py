@@ -195,6 +195,8 @@ def make_pruner(
         )
     if name == "none":
         return optuna.pruners.NopPruner(), None
+    if protocol.pretrain.rungs:
+        return rung_pruner(name, len(protocol.pretrain.rungs), multi), None
     every = protocol.pretrain.eval_every
     objectives = protocol.objectives
     native = not multi and list(objectives) == ["val_loss"] and objectives["val_loss"].direction == "minimize"
@@ -213,6 +215,32 @@ def make_pruner(
         cost_names=costs,
         size_matched="predicted_val_loss" in objectives,
     )
+
+
+RUNG_REDUCTION = 3  # rungs: a trial goes on past a rung when among the best third there (Optuna's reduction_factor)
+
+
+def rung_step(rung: int) -> int:
+    """The step a rung's value is reported at: RUNG_REDUCTION ** rung, so that Optuna's successive-halving rung
+    k (at min_resource 1 x reduction_factor ** k steps) is the protocol's rung k, and Hyperband's brackets
+    start at the rungs (bench/RESULTS.md, gt_iso_search)."""
+    return RUNG_REDUCTION**rung
+
+
+def rung_pruner(name: str, n_rungs: int, multi: bool) -> optuna.pruners.BasePruner:
+    """Optuna's pruner deciding at a protocol's rungs: each rung's value is reported at :func:`rung_step`.
+    Successive halving promotes a trial past a rung when its value is among the best 1 / RUNG_REDUCTION of
+    the values reported at that rung so far (the first trials there: when best so far; Optuna's rule, as it
+    cannot pause a trial); Hyperband runs brackets that start deciding at later rungs; median compares with
+    the median at the rung."""
+    if multi:
+        raise NasInputError("pretrain.rungs", "rungs decide on one objective: give the study a single objective")
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if name == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=RUNG_REDUCTION)
+    top = rung_step(n_rungs - 1)
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=top, reduction_factor=RUNG_REDUCTION)
 
 
 def queue_unseen(study: optuna.Study, space: SearchSpace, seed: int | None, user_attrs: dict[str, Any]) -> str | None:

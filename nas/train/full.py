@@ -68,11 +68,13 @@ def plan(
     load_metrics(export_dir)  # read at the end, beside the measured loss: a damaged one is refused now
     if tokens is not None and flops is not None:
         raise NasInputError("--tokens", "give --tokens or --flops, not both")
-    # Full training measures its own budget: the trial's cool-downs (extra budgets) are dropped, and it
-    # steps with the target's batch where the protocol names one; --set overrides either.
-    target = _load_recipe(export_dir, trial, overrides or [])[0].target
+    # Full training measures its own budget: the trial's cool-downs and rungs (extra budgets) are dropped, and
+    # it steps with the target's batch where the protocol names one; --set overrides either.
+    recipe = _load_recipe(export_dir, trial, overrides or [])[0]
+    target = recipe.target
     batch = [f"pretrain.batch_tokens={target.batch_tokens}"] if target.batch_tokens else []
-    extra = ["pretrain.schedule.cooldowns=[]", *batch, *(overrides or [])]
+    rungs = ["pretrain.rungs=null", "target.rung_weights=null"] if recipe.pretrain.rungs else []
+    extra = ["pretrain.schedule.cooldowns=[]", *rungs, *batch, *(overrides or [])]
     budget = {"tokens": tokens} if tokens is not None else {"flops": flops} if flops is not None else None
     if budget is None:  # the protocol's target: the budget its trials predicted at (default 20 tokens/param)
         given = {"tokens": target.tokens} if target.tokens else {"flops": target.flops} if target.flops else None

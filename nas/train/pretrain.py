@@ -21,7 +21,16 @@ import torch.nn.functional as F
 
 from nas.protocol import Pretrain
 from nas.train.checkpoint import Checkpoint, cpu_copy, rng_state, set_rng_state
-from nas.train.schedule import budget_tokens, cooldown_length, cooldown_steps, lr_multiplier
+from nas.train.schedule import (
+    Branch,
+    RungPlan,
+    budget_tokens,
+    cooldown_length,
+    cooldown_steps,
+    lr_multiplier,
+    rung_lr,
+    rung_plan,
+)
 from nas.train.windows import batch_at, eval_windows
 
 __all__ = [
@@ -45,9 +54,13 @@ class EvalPoint:
     train_loss: float
     lr: float
     seconds: float  # training seconds so far (evals excluded)
+    rung: int | None = None  # the rung's index, for the annealed loss a rung's cool-down (or the run's end) measured
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.rung is None:
+            del out["rung"]
+        return out
 
 
 Reporter = Callable[[EvalPoint], bool | None]
@@ -60,7 +73,7 @@ class PretrainOutcome:
     steps: int = 0
     tokens: int = 0
     train_seconds: float = 0.0
-    cause: str | None = None  # why it ended early: "pruned at step k", "nan_loss at step k"
+    cause: str | None = None  # why it ended early: "pruned at step k", "pruned at rung k", "nan_loss at step k"
     micro_batch_size: int = 0
     resumed_from_step: int | None = None  # the checkpoint's step, when the run resumed from one
     # [tokens, held-out loss] of each cool-down (the WSD run it stands for), then of the finished run
@@ -68,6 +81,7 @@ class PretrainOutcome:
     cooldown_seconds: float = 0.0  # training time spent in cool-down branches (not in train_seconds)
     cooldown_tokens: int = 0  # tokens trained in cool-down branches (not in tokens)
     eval_seconds: float = 0.0  # wall time of the held-out evals: the first, every eval_every, each cool-down's
+    rung: int | None = None  # with pretrain.rungs: the index of the highest rung reached
 
     @property
     def tokens_per_second(self) -> float:
@@ -163,7 +177,22 @@ class _Run:
     total_steps: int | None  # None for a time budget
     outcome: PretrainOutcome
     reporter: Reporter | None
-    cooldowns: list[int] = field(default_factory=list)  # steps after which a cool-down branches off
+    branches: dict[int, list[Branch]] = field(default_factory=dict)  # cool-downs by the step they branch after
+    plan: RungPlan | None = None  # with pretrain.rungs
+
+    def lr(self, step: int) -> float:
+        """The main run's learning rate at ``step``."""
+        if self.plan is not None:
+            return self.peak_lr * rung_lr(step, self.plan.total_steps, self.plan.warmup_steps, self.config.schedule)
+        progress = _progress(self, step)
+        assert progress is not None
+        return self.peak_lr * lr_multiplier(progress, self.config.schedule)
+
+    def branch_lr(self, step: int, branch: Branch) -> float:
+        """A cool-down's learning rate at ``step``: a WSD run of ``branch.end`` steps."""
+        if self.plan is not None:
+            return self.peak_lr * rung_lr(step, branch.end, self.plan.warmup_steps, self.config.schedule)
+        return self.peak_lr * lr_multiplier(step / branch.end, self.config.schedule)
 
 
 def pretrain(
@@ -194,8 +223,8 @@ def pretrain(
     step = _resume(run, val_ids, checkpoint)
     if outcome.cause is not None:  # pruned on the restored evals
         return outcome
-    while (progress := _progress(run, step)) is not None:
-        lr = run.peak_lr * lr_multiplier(progress, config.schedule)
+    while _progress(run, step) is not None:
+        lr = run.lr(step)
         train_loss = _train_step(run, train_ids, step, lr)
         step += 1
         if not math.isfinite(train_loss):
@@ -205,8 +234,8 @@ def pretrain(
         outcome.tokens = step * config.batch_tokens
         if on_step is not None:
             on_step(step, train_loss, outcome.tokens_per_second)
-        if step in run.cooldowns:
-            _cooldown(run, train_ids, val_ids, step)
+        if any(_cooldown(run, train_ids, val_ids, branch) for branch in run.branches.get(step, [])):
+            break  # pruned at a rung: the model keeps the rung's annealed weights
         done = _budget_spent(run, step)
         if (step % config.eval_every == 0 or done) and _eval_stops(run, val_ids, step, train_loss, lr, done):
             break
@@ -214,6 +243,13 @@ def pretrain(
             _save(checkpoint, run, step)
     if outcome.cause is None and run.total_steps is not None and config.schedule.kind != "constant":
         outcome.annealed.append([float(outcome.tokens), outcome.final_val_loss])  # the run's own decay
+        if run.plan is not None:  # the top rung: reported for the record (nothing is left to prune)
+            outcome.rung = len(run.plan.rung_ends) - 1
+            if run.reporter is not None:
+                last = outcome.curve[-1]
+                run.reporter(
+                    EvalPoint(step, outcome.tokens, last.val_loss, last.train_loss, last.lr, last.seconds, outcome.rung)
+                )
     return outcome
 
 
@@ -232,7 +268,10 @@ def _start(
         raise ValueError(f"batch of {batch} sequences does not split over {parallel.world} processes")
     local = batch // parallel.world
     micro = min(micro_batch_size or config.micro_batch_size or local, local)
-    total_tokens = budget_tokens(config, flops_per_token)
+    plan = rung_plan(config, flops_per_token) if config.rungs else None
+    total_tokens = (
+        plan.total_steps * config.batch_tokens if plan is not None else budget_tokens(config, flops_per_token)
+    )
     peak_lr = config.optimizer.peak_lr(model_width(model))
     optimizer = make_optimizer(model, config, peak_lr, device)
     step_model: Callable[..., Any] = parallel.model if parallel.model is not None else model
@@ -250,9 +289,15 @@ def _start(
         total_steps=math.ceil(total_tokens / config.batch_tokens) if total_tokens is not None else None,
         outcome=PretrainOutcome(micro_batch_size=micro),
         reporter=reporter,
+        plan=plan,
     )
-    if run.total_steps is not None:
-        run.cooldowns = cooldown_steps(run.total_steps, config.schedule)
+    branches = list(plan.branches) if plan is not None else []
+    if plan is None and run.total_steps is not None:
+        branches = [
+            Branch(s, s + cooldown_length(s, config.schedule)) for s in cooldown_steps(run.total_steps, config.schedule)
+        ]
+    for branch in branches:
+        run.branches.setdefault(branch.step, []).append(branch)
     model.train()
     return run
 
@@ -275,6 +320,7 @@ def _resume(run: _Run, val_ids: np.ndarray, checkpoint: Checkpoint | None) -> in
     outcome.train_seconds = saved["train_seconds"]
     outcome.curve = [EvalPoint(**p) for p in saved["curve"]]
     outcome.annealed = saved.get("annealed", [])
+    outcome.rung = saved.get("rung")
     outcome.cooldown_seconds = saved.get("cooldown_seconds", 0.0)
     outcome.cooldown_tokens = saved.get("cooldown_tokens", 0)
     outcome.eval_seconds = saved.get("eval_seconds", 0.0)
@@ -368,28 +414,41 @@ def _eval_stops(run: _Run, val_ids: np.ndarray, step: int, train_loss: float, lr
     return False
 
 
-def _cooldown(run: _Run, train_ids: np.ndarray, val_ids: np.ndarray, step: int) -> None:
-    """Branch a cool-down off the stable phase after ``step``: decay the learning rate over the next
-    batches as a WSD run of ``step + k`` steps would, record that run's held-out loss, then put the
-    model and optimizer back. The main run goes on exactly as without the branch."""
-    config, outcome = run.config, run.outcome
+def _cooldown(run: _Run, train_ids: np.ndarray, val_ids: np.ndarray, branch: Branch) -> bool:
+    """Branch a cool-down off the stable phase after ``branch.step``: decay the learning rate over the next
+    batches as a WSD run of ``branch.end`` steps would, record that run's held-out loss, then put the
+    model and optimizer back. The main run goes on exactly as without the branch. A rung's branch is
+    reported; True when the reporter stops the run there (the model then keeps the rung's weights)."""
+    config, outcome, step = run.config, run.outcome, branch.step
     model_state = cpu_copy(run.model.state_dict())  # off the accelerator: the branch must not add to its peak
     optimizer_state = cpu_copy(run.optimizer.state_dict())
     rng = rng_state()  # dropout draws in the branch must not shift the main run's
     seconds = outcome.train_seconds
-    total = step + cooldown_length(step, config.schedule)
+    total = branch.end
+    lr = train_loss = math.nan
     for branch_step in range(step, total):
-        lr = run.peak_lr * lr_multiplier(branch_step / total, config.schedule)
-        if not math.isfinite(_train_step(run, train_ids, branch_step, lr)):
+        lr = run.branch_lr(branch_step, branch)
+        if not math.isfinite(train_loss := _train_step(run, train_ids, branch_step, lr)):
             break
     val_loss = _timed_eval(run, val_ids)
-    outcome.annealed.append([float(total * config.batch_tokens), val_loss])
+    tokens = total * config.batch_tokens
+    outcome.annealed.append([float(tokens), val_loss])
     outcome.cooldown_seconds += outcome.train_seconds - seconds
     outcome.cooldown_tokens += (total - step) * config.batch_tokens
-    outcome.train_seconds = seconds
+    spent, outcome.train_seconds = outcome.train_seconds, seconds
+    if branch.rung is not None:
+        outcome.rung = branch.rung
+        point = EvalPoint(total, tokens, val_loss, train_loss, lr, spent, branch.rung)
+        if not math.isfinite(val_loss):
+            outcome.cause = f"nan_loss at rung {branch.rung + 1}"
+            return True
+        if run.reporter is not None and run.reporter(point):
+            outcome.cause = f"pruned at rung {branch.rung + 1} ({tokens:,} tokens)"
+            return True
     run.model.load_state_dict(model_state)
     run.optimizer.load_state_dict(optimizer_state)  # tensors go back to each parameter's device
     set_rng_state(rng)
+    return False
 
 
 def _save(checkpoint: Checkpoint, run: _Run, step: int) -> None:
@@ -399,6 +458,7 @@ def _save(checkpoint: Checkpoint, run: _Run, step: int) -> None:
             "train_seconds": run.outcome.train_seconds,
             "curve": [p.to_dict() for p in run.outcome.curve],
             "annealed": run.outcome.annealed,
+            "rung": run.outcome.rung,
             "cooldown_seconds": run.outcome.cooldown_seconds,
             "cooldown_tokens": run.outcome.cooldown_tokens,
             "eval_seconds": run.outcome.eval_seconds,

@@ -7,15 +7,32 @@ WSD run with the same peak: so a cool-down branched off the stable phase at step
 s·d/(1 - d) further steps, gives the loss a full WSD run of s/(1 - d) steps would have ended with
 (warmup aside: the branch keeps the main run's). ``schedule.cooldowns`` lists such branch points as
 fractions of the budget; one trial then measures its loss at several budgets.
+
+With ``pretrain.rungs`` (multiples of the budget, the first 1) the run is planned to the top rung and a
+cool-down lands exactly on each lower rung: rung k ends at step R_k, its branch leaves the main run at
+R_k·(1 - d) and decays as a WSD run of R_k steps would. The warmup is the first rung's
+(``warmup_fraction`` of the budget, in whole steps), shared by every rung, so the state a branch reaches
+at a rung is the state of a straight run of that rung's length under the same warmup and peak
+(:func:`rung_plan`, :func:`rung_lr`): a trial trains on from a rung without a restart.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from nas.protocol import Pretrain, Schedule
 
-__all__ = ["budget_tokens", "lr_multiplier", "cooldown_steps", "cooldown_length"]
+__all__ = [
+    "budget_tokens",
+    "lr_multiplier",
+    "cooldown_steps",
+    "cooldown_length",
+    "Branch",
+    "RungPlan",
+    "rung_plan",
+    "rung_lr",
+]
 
 
 def budget_tokens(config: Pretrain, flops_per_token: float) -> int | None:
@@ -65,3 +82,62 @@ def cooldown_length(branch_step: int, schedule: Schedule) -> int:
     ``branch_step + cooldown_length`` steps, the last ``decay_fraction`` of them decaying."""
     d = schedule.decay_fraction
     return max(1, round(branch_step * d / (1.0 - d))) if d < 1 else branch_step
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A cool-down: it leaves the main run after ``step`` and stands for a WSD run of ``end`` steps;
+    ``rung``: the index of the rung it measures (None: a plain cool-down of ``schedule.cooldowns``)."""
+
+    step: int
+    end: int
+    rung: int | None = None
+
+
+@dataclass(frozen=True)
+class RungPlan:
+    """A run through ``pretrain.rungs``: its steps (the top rung's), warmup steps, each rung's last step,
+    and its cool-down branches in step order."""
+
+    total_steps: int
+    warmup_steps: int
+    rung_ends: tuple[int, ...]
+    branches: tuple[Branch, ...]
+
+
+def rung_plan(config: Pretrain, flops_per_token: float) -> RungPlan:
+    """The plan of a run with ``config.rungs`` (see the module doc); ValueError when the budget is too
+    short to tell the rungs or the warmup apart."""
+    rungs, schedule = config.rungs, config.schedule
+    tokens = budget_tokens(config, flops_per_token)
+    if not rungs or tokens is None:
+        raise ValueError("a rung plan needs pretrain.rungs and a token or FLOP budget")
+    budget_steps = math.ceil(tokens / config.batch_tokens)
+    ends = tuple(max(1, round(budget_steps * m)) for m in rungs)
+    if any(b <= a for a, b in zip(ends, ends[1:], strict=False)):
+        raise ValueError(f"pretrain.rungs {list(rungs)} give rungs of equal length at a budget of {budget_steps} steps")
+    warmup = math.ceil(budget_steps * schedule.warmup_fraction)
+    d = schedule.decay_fraction
+    branches = [Branch(round(end * (1 - d)), end, k) for k, end in enumerate(ends[:-1])]
+    if branches and branches[0].step <= warmup:
+        raise ValueError(
+            f"pretrain.rungs: the first rung's cool-down would start at step {branches[0].step}, inside the "
+            f"{warmup}-step warmup: raise the budget or lower schedule.warmup_fraction"
+        )
+    first_decay = branches[0].step if branches else round(ends[-1] * (1 - d))
+    plain = sorted({round(f * budget_steps) for f in schedule.cooldowns})
+    branches += [Branch(s, s + cooldown_length(s, schedule)) for s in plain if warmup < s < first_decay]
+    return RungPlan(ends[-1], warmup, ends, tuple(sorted(branches, key=lambda b: (b.step, b.end))))
+
+
+def rung_lr(step: int, total_steps: int, warmup_steps: int, schedule: Schedule) -> float:
+    """The LR factor at ``step`` of a WSD run of ``total_steps`` with a warmup of ``warmup_steps`` whole
+    steps: the main run of a rung plan (its top rung) and every rung's branch (a run of that rung's length)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = step / total_steps
+    decay_start = 1.0 - schedule.decay_fraction
+    if progress <= decay_start:
+        return 1.0
+    floor = schedule.min_lr_ratio
+    return 1.0 - (1.0 - floor) * (progress - decay_start) / schedule.decay_fraction
