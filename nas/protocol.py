@@ -124,8 +124,11 @@ class Target(Strict):
             raise ValueError(f"rung_weights: each weight must lie in [0, 1], got {list(self.rung_weights)}")
         return self
 
-    def weight_at(self, rung: int | None) -> float:
-        """The own weight of a prediction made at rung index ``rung`` (None: no rungs)."""
+    def weight_at(self, rung: int | None, at_target: bool = False) -> float:
+        """The own weight of a prediction made at rung index ``rung`` (None: no rungs); 1 for a trial trained
+        to the target itself (its last point is the loss to predict)."""
+        if at_target:
+            return 1.0
         if rung is None or self.rung_weights is None:
             return float(self.own_weight)
         return float(self.rung_weights[min(rung, len(self.rung_weights) - 1)])

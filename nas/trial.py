@@ -32,6 +32,7 @@ from nas.train.pretrain import (
     pretrain,
     resolve_device,
 )
+from nas.train.schedule import rungs_within_target
 from nas.train.windows import batch_at
 
 if TYPE_CHECKING:
@@ -113,12 +114,19 @@ def run_trial(
     result = TrialResult(arch=arch, status="complete", notes=notes)
 
     stage("pretrain")
-    trained = _pretrain_with_retry(result, protocol, tokens, device, reporter, on_step, checkpoint, phases)
+    capped, top, reporter = _rungs_within_target(protocol, arch, reporter)
+    trained = _pretrain_with_retry(result, capped, tokens, device, reporter, on_step, checkpoint, phases)
     if trained is None:
         result.status, result.cause = "failed", "oom"
         phases.close(result)
         return result
     model, outcome = trained
+    if top is not None and outcome.cause is None:  # fully trained, at the target
+        if capped.pretrain.rungs is None and reporter is not None:  # no rungs were left: report the target's
+            last = outcome.curve[-1]
+            reporter(EvalPoint(last.step, last.tokens, last.val_loss, last.train_loss, last.lr, last.seconds, top))
+        outcome.rung = top
+        result.metrics["at_target"] = 1.0
     _record_pretraining(result, outcome, protocol.pretrain.seq_len)
     add_prediction(result, protocol)
     if outcome.cause is None:
@@ -132,6 +140,31 @@ def run_trial(
     if keep_model:
         result.model = model
     return result
+
+
+def _rungs_within_target(
+    protocol: TrialProtocol, arch: ArchConfig, reporter: Reporter | None
+) -> tuple[TrialProtocol, int | None, Reporter | None]:
+    """The protocol with its rungs cut at the target budget (nas.train.schedule.rungs_within_target), the top
+    rung's index when the target became the last rung (else None), and the reporter, which then sees the
+    target's rung as the top rung: a trial trained to its target is as far on as a trial can be."""
+    config = protocol.pretrain
+    if not config.rungs:
+        return protocol, None, reporter
+    flops = arch.flops_per_token(config.seq_len)
+    target = protocol.target
+    tokens = target_tokens(arch.param_count(), flops, target.tokens, target.flops, target.tokens_per_param)
+    capped, at_target = rungs_within_target(config, flops, tokens)
+    if not at_target:
+        return protocol, None, reporter
+    top, last = len(config.rungs) - 1, len(capped.rungs or [None]) - 1
+
+    def report(point: EvalPoint) -> bool | None:
+        if point.rung == last:
+            point = EvalPoint(point.step, point.tokens, point.val_loss, point.train_loss, point.lr, point.seconds, top)
+        return reporter(point) if reporter is not None else None
+
+    return protocol.model_copy(update={"pretrain": capped}), top, report
 
 
 class _Phases:
@@ -316,7 +349,8 @@ def add_prediction(result: TrialResult, protocol: TrialProtocol, others: Sequenc
     size = float(result.arch.non_embedding_params())
     curves = [(size, result.annealed), *others]
     rung = metrics.get("rung")
-    fit = StudyFit.of(curves, target.prediction == "size-trend", target.weight_at(None if rung is None else int(rung)))
+    weight = target.weight_at(None if rung is None else int(rung), bool(metrics.get("at_target")))
+    fit = StudyFit.of(curves, target.prediction == "size-trend", weight)
     prediction = fit.predict(result.annealed, size, tokens)
     metrics["target_tokens"] = tokens
     metrics["predicted_val_loss"] = prediction.value if prediction else math.nan

@@ -117,7 +117,11 @@ class TrialRecord:
 
     @property
     def rung(self) -> int | None:
-        """The index of the highest rung reached (None: no rungs, or none reached yet)."""
+        """The index of the highest rung reached (None: no rungs, or none reached yet); a trial trained to its
+        target (its rungs cut there) counts as at the top rung."""
+        rung = self.metrics.get("rung")
+        if isinstance(rung, int | float) and not isinstance(rung, bool) and rung >= 0:
+            return int(rung)
         return len(self.rungs) - 1 if self.rungs else None
 
     @property
@@ -270,37 +274,13 @@ def baselines_line(records: Iterable[TrialRecord], names: Iterable[str]) -> str:
 
 
 def leaderboard(study: optuna.Study) -> list[TrialRecord]:
-    """Trained, undamaged trials ranked (single objective by value; multi-objective Pareto set first), then
-    the rest in number order (damaged ones with their damage as the cause). With ``predicted_val_loss`` as
-    the only objective, by :func:`refitted_predictions` (shown as the rows' ``predicted_val_loss``): a
-    trial's stored value used only the trials trained before it. With rungs (``pretrain.rungs``), every
-    trained trial with a prediction is ranked, stopped at a rung or not: first by the highest rung reached
-    (a prediction made further on is the more reliable), then by the prediction."""
+    """The ranked trials (:func:`rank_records`), then the rest in number order (damaged ones with their damage
+    as the cause)."""
     trials, unreadable = read_trials(study)
     records = {t.number: TrialRecord.from_trial(t) for t in trials}
-    signs = [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in study.directions]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and records[t.number].usable and t.values]
-    points = {t.number: [s * v for s, v in zip(signs, t.values, strict=True)] for t in complete}
-    refitted = refitted_predictions(study, list(records.values()))
-    rungs = study_target_rungs(study)
-    if rungs:  # stopped trials are ranked too, by the rung they reached
-        complete = [t for t in trials if t.number in refitted and records[t.number].usable]
-        points = {t.number: [math.nan] for t in complete}
-    for number, (value, std) in refitted.items():
-        if number in points:  # ranked by the prediction refitted on every trained trial, as the report shows
-            points[number] = [value]
-            records[number].metrics = records[number].metrics | {
-                "predicted_val_loss": value,
-                "predicted_val_loss_std": std,
-            }
-    pareto = _pareto_front(points) if not rungs else {t.number for t in complete}
-    reached = {t.number: records[t.number].rung or 0 for t in complete}
-    ranked = sorted(complete, key=lambda t: (t.number not in pareto, -reached[t.number], points[t.number][0]))
-    rows = []
-    for i, trial in enumerate(ranked):
-        row = records.pop(trial.number)
-        row.rank, row.pareto = i + 1, trial.number in pareto
-        rows.append(row)
+    rows = rank_records(study, list(records.values()))
+    for row in rows:
+        records.pop(row.number)
     rows += sorted([*records.values(), *unreadable], key=lambda r: r.number)
     retried_as = {history[-1]: t.number for t in trials if (history := retry_history(t))}
     for row in rows:
@@ -327,6 +307,38 @@ def study_target_rungs(study: optuna.Study) -> list[float]:
     """The study protocol's ``pretrain.rungs`` ([] without rungs, or when the protocol does not read back)."""
     protocol = _study_protocol(study)
     return list(protocol.pretrain.rungs or []) if protocol is not None else []
+
+
+def rank_records(study: optuna.Study, rows: list[TrialRecord]) -> list[TrialRecord]:
+    """The trained, undamaged trials of ``rows`` ranked, best first, with ``rank`` and ``pareto`` set: single
+    objective by value; multi-objective Pareto set first. With ``predicted_val_loss`` as the only objective,
+    by :func:`refitted_predictions` on ``rows`` (set as the rows' ``predicted_val_loss``): a trial's stored
+    value used only the trials trained before it. With rungs (``pretrain.rungs``), every trained trial with a
+    prediction is ranked, stopped at a rung or not: first by the highest rung reached (a prediction made
+    further on is the more reliable), then by the prediction. A benchmark ranks a study's first k trials so."""
+    signs = [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in study.directions]
+    refitted = refitted_predictions(study, rows)
+    rungs = bool(study_target_rungs(study))
+    if rungs:  # stopped trials are ranked too, by the rung they reached, on the prediction or the objective's metric
+        objectives = study.user_attrs.get(OBJECTIVES)
+        name = next(iter(objectives)) if isinstance(objectives, dict) and objectives else "val_loss"
+        for r in rows:
+            if r.number not in refitted and r.trained and math.isfinite(r.metric(name)):
+                r.values = [r.metric(name)]
+        ranked = [r for r in rows if r.usable and (r.number in refitted or r.values)]
+    else:
+        ranked = [r for r in rows if r.state == "complete" and r.usable and r.values]
+    points = {r.number: [s * v for s, v in zip(signs, r.values or [], strict=False)] for r in ranked}
+    for number, (value, std) in refitted.items():
+        if number in points:  # ranked by the prediction refitted on every trained trial, as the report shows
+            points[number] = [value]
+            row = next(r for r in ranked if r.number == number)
+            row.metrics = row.metrics | {"predicted_val_loss": value, "predicted_val_loss_std": std}
+    pareto = {r.number for r in ranked} if rungs else _pareto_front(points)
+    ranked.sort(key=lambda r: (r.number not in pareto, -(r.rung or 0) if rungs else 0, points[r.number][0]))
+    for i, row in enumerate(ranked):
+        row.rank, row.pareto = i + 1, row.number in pareto and (not rungs or len(signs) > 1)
+    return ranked
 
 
 def prediction_rule(study: optuna.Study) -> tuple[bool, float]:
@@ -358,7 +370,7 @@ def refitted_predictions(study: optuna.Study, rows: list[TrialRecord]) -> dict[i
     out = {}
     for r in ranked:
         size, tokens = r.metric("non_embedding_params"), r.metric("target_tokens")
-        weight = target.weight_at(r.rung) if rungs else None
+        weight = target.weight_at(r.rung, bool(r.metrics.get("at_target"))) if rungs else None
         p = fit.predict(r.annealed, size, tokens, weight, min_points=1 if rungs else 2)
         if (rungs or r.state == "complete") and p is not None and math.isfinite(p.value):
             out[r.number] = (p.value, p.std)

@@ -174,7 +174,7 @@ def _state_problems(state: dict[str, Any]) -> list[tuple[str, str]]:
     """(field, problem) for each field of a saved state that is missing or not what pretraining reads."""
     from nas.train.pretrain import EvalPoint  # imported here: pretrain imports this module
 
-    point_keys = {f.name for f in fields(EvalPoint)}
+    point_keys = {f.name for f in fields(EvalPoint)} - {"rung"}  # a rung's point is never in the curve
 
     def point(p: Any) -> bool:
         return isinstance(p, dict) and set(p) == point_keys and all(map(_number, p.values()))
@@ -202,6 +202,7 @@ def _state_problems(state: dict[str, Any]) -> list[tuple[str, str]]:
         ("rng", rng, "the random generators' state", True),
         ("annealed", lambda v: isinstance(v, list) and all(map(pair, v)), "a list of [tokens, loss] pairs", False),
         ("cooldown_seconds", _number, "a number", False),
+        ("rung", lambda v: v is None or _count(v), "a rung index", False),
         ("cooldown_tokens", _count, "a whole number >= 0", False),
         ("eval_seconds", _number, "a number", False),
     ]

@@ -32,6 +32,7 @@ __all__ = [
     "RungPlan",
     "rung_plan",
     "rung_lr",
+    "rungs_within_target",
 ]
 
 
@@ -128,6 +129,23 @@ def rung_plan(config: Pretrain, flops_per_token: float) -> RungPlan:
     plain = sorted({round(f * budget_steps) for f in schedule.cooldowns})
     branches += [Branch(s, s + cooldown_length(s, schedule)) for s in plain if warmup < s < first_decay]
     return RungPlan(ends[-1], warmup, ends, tuple(sorted(branches, key=lambda b: (b.step, b.end))))
+
+
+def rungs_within_target(config: Pretrain, flops_per_token: float, target_tokens: float | None) -> tuple[Pretrain, bool]:
+    """``config`` with its rungs cut at the full-training budget: a rung at or past ``target_tokens`` would
+    train longer than full training, so the rungs below the target are kept and the target itself becomes
+    the last rung (a trial that reaches it is fully trained: its loss there is measured, not predicted).
+    Returns (config, whether the target is now the last rung)."""
+    tokens = budget_tokens(config, flops_per_token)
+    rungs = config.rungs
+    if not rungs or tokens is None or target_tokens is None or target_tokens >= rungs[-1] * tokens:
+        return config, False
+    below = [m for m in rungs if m * tokens < target_tokens - config.batch_tokens]
+    final = target_tokens / tokens
+    if not below:  # the target is within the first rung: the trial is a full training at the target
+        budget = config.budget.model_copy(update={"tokens": int(target_tokens), "flops": None})
+        return config.model_copy(update={"rungs": None, "budget": budget}), True
+    return config.model_copy(update={"rungs": [*below, final]}), True
 
 
 def rung_lr(step: int, total_steps: int, warmup_steps: int, schedule: Schedule) -> float:
