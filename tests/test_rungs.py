@@ -40,7 +40,8 @@ def test_plan_lands_a_cooldown_on_each_lower_rung():
     plan = rung_plan(_config([1, 2.5, 5]), 1.0)
     assert plan.total_steps == 50 and plan.rung_ends == (10, 25, 50) and plan.warmup_steps == 2
     assert [(b.step, b.end, b.rung) for b in plan.branches] == [(8, 10, 0), (20, 25, 1)]
-    with_cooldowns = rung_plan(_config([1, 2], schedule={"kind": "wsd", "warmup_fraction": 0.1, "cooldowns": [0.5]}), 1.0)
+    schedule = {"kind": "wsd", "warmup_fraction": 0.1, "cooldowns": [0.5]}
+    with_cooldowns = rung_plan(_config([1, 2], schedule=schedule), 1.0)
     assert [(b.step, b.end, b.rung) for b in with_cooldowns.branches] == [(5, 6, None), (8, 10, 0)]
     schedule = _config([1, 2]).schedule
     assert [rung_lr(s, 10, 2, schedule) for s in (0, 1, 2, 8)] == [0.5, 1.0, 1.0, 1.0]
@@ -99,3 +100,30 @@ def test_rung_weights_need_one_per_rung_and_lie_in_0_1():
     plain = load_protocol("cpu-tiny")
     assert load_protocol("cpu-tiny", overrides=[*wsd]).content_hash != plain.content_hash
     assert "rungs" not in plain.model_dump_json() or plain.pretrain.rungs is None
+
+
+def test_rungs_stop_at_the_target_budget():
+    from nas.train.schedule import rungs_within_target
+
+    config = _config([1, 2.5, 5])  # budget 2,560 tokens: rungs at 2,560, 6,400, 12,800
+    assert rungs_within_target(config, 1.0, 20000) == (config, False)
+    capped, at_target = rungs_within_target(config, 1.0, 8000)
+    assert at_target and capped.rungs == [1, 2.5, 8000 / 2560]
+    assert rung_plan(capped, 1.0).rung_ends == (10, 25, 31)  # the target is the last rung: a full training
+    inside, at_target = rungs_within_target(config, 1.0, 2000)
+    assert at_target and inside.rungs is None and inside.budget.tokens == 2000
+
+
+def test_a_trial_trained_to_its_target_reports_the_top_rung(micro_protocol):
+    from nas.trial import run_trial
+
+    arch = ArchConfig(vocab_size=512, max_seq_len=64, n_layers=1, d_model=32, n_heads=2)
+    sets = ["pretrain.schedule.kind=wsd", "pretrain.rungs=[1, 2, 4]", "target.tokens=40000", "tasks=[]"]
+    protocol = micro_protocol(*sets)
+    rungs = []
+    result = run_trial(
+        arch, protocol, reporter=lambda p: rungs.append((p.rung, p.tokens)) if p.rung is not None else None
+    )
+    assert [r for r, _ in rungs] == [0, 1, 2]  # 16k, 32k, then the target (40k, in whole steps) as the top rung
+    assert rungs[-1][1] == 39936 and result.metrics["rung"] == 2 and result.metrics["at_target"] == 1.0
+    assert result.status == "complete" and result.metrics["tokens_trained"] == 39936
