@@ -36,7 +36,7 @@ from _gutenberg import BATCH_TOKENS  # noqa: E402
 from _results import record  # noqa: E402
 from gt_iso import BUDGETS, OUT, RUNGS, TRIAL_TOKENS, load_split, truth  # noqa: E402
 
-from nas.scaling import StudyFit  # noqa: E402
+from nas.scaling import fit_size_trend, predict_with_trend, shape_features  # noqa: E402
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -89,17 +89,23 @@ def rung_points(arch: dict[str, Any], budget: int, rung: int) -> tuple[list[tupl
     return [near(t) for t in targets], at_target
 
 
-def evaluate(archs: list[dict[str, Any]], budget: int, rung: int, weight: float) -> dict[str, float]:
+def evaluate(
+    archs: list[dict[str, Any]], budget: int, rung: int, weight: float, shape: bool = False
+) -> dict[str, float]:
+    """The prediction at C from every architecture's points up to ``rung`` (``shape``: the trend with
+    nas.scaling's shape terms) against the truth."""
     curves, cut = [], []
     for a in archs:
         points, at_target = rung_points(a, budget, rung)
         curves.append((float(a["entry"]["non_embedding_params"]), points))
         cut.append(at_target)
-    fit = StudyFit.of(curves, True, weight)
+    shapes = [shape_features(a["entry"]["arch"].to_dict()) if shape else () for a in archs]
+    trend = fit_size_trend(curves, shapes if shape else None)
     preds, truths, sizes = [], [], []
-    for a, (size, points), at_target in zip(archs, curves, cut, strict=True):
+    for a, (size, points), at_target, features in zip(archs, curves, cut, shapes, strict=True):
         d = a["targets"][f"C{budget}"]
-        p = fit.predict(points, size, d, 1.0 if at_target else weight, min_points=1)
+        w = 1.0 if at_target else weight
+        p = predict_with_trend(points, size, d, trend, w, features) if trend is not None else None
         if p is None or not math.isfinite(a["truth"][budget]):
             continue
         preds.append(p.value)
@@ -130,7 +136,7 @@ def choose(archs: list[dict[str, Any]]) -> list[float]:
     return chosen
 
 
-def table(archs: list[dict[str, Any]], weights: list[float]) -> str:
+def table(archs: list[dict[str, Any]], weights: list[float], shape: bool = False) -> str:
     lines = [
         "| rung (x T) | weight | " + " | ".join(f"C = {c:.3g}: error / shape rho / at D" for c in BUDGETS) + " |",
         "|---|---|" + "---|" * len(BUDGETS),
@@ -138,7 +144,7 @@ def table(archs: list[dict[str, Any]], weights: list[float]) -> str:
     for rung, w in enumerate(weights):
         cells = []
         for b in range(len(BUDGETS)):
-            r = evaluate(archs, b, rung, w)
+            r = evaluate(archs, b, rung, w, shape)
             cells.append(f"{100 * r['error']:.2f} % / {r['shape']:.2f} / {r['at_target']} of {r['n']}")
         lines.append(f"| {RUNGS[rung]:g} | {w:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -150,6 +156,8 @@ def main() -> None:
     args = parser.parse_args()
     data, entries = json.loads(OUT.read_text()), load_split()
     develop, report = archs_of(data, entries, "develop"), archs_of(data, entries, "report")
+    if min(len(develop), len(report)) < 10:
+        raise SystemExit(f"too few architectures with their runs yet (develop {len(develop)}, report {len(report)})")
     weights = choose(develop)
     zero = [0.0] * len(RUNGS)
     body = "\n\n".join(
@@ -161,6 +169,8 @@ def main() -> None:
             "their D, measured not predicted):\n\n" + table(develop, weights),
             "**Report half, chosen weights:**\n\n" + table(report, weights),
             "Report half, weight 0 (the size trend alone):\n\n" + table(report, zero),
+            "Report half, chosen weights, the trend with shape terms (nas.scaling.shape_features: log aspect, FFN "
+            "ratio, KV share, local/global; fitted on the same points):\n\n" + table(report, weights, shape=True),
         ]
     )
     print(json.dumps({"weights": weights}))

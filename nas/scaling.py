@@ -35,6 +35,7 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,8 @@ __all__ = [
     "target_tokens",
     "PRIOR_BETA",
     "MIN_TREND_CURVES",
+    "SHAPE_FEATURES",
+    "shape_features",
 ]
 
 PRIOR_BETA = (0.28, 0.15, 0.6)  # (centre, low, high) when the points cannot tell
@@ -180,48 +183,77 @@ class SizeTrend:
     spread: float  # RMS of the trials' deviations from the trend at their last point
     sigma2: float  # residual variance per point
     n_curves: int
+    shape_coef: tuple[float, ...] = ()  # per shape feature (shape_features), when fitted with shapes
 
-    def at(self, size: float, tokens: float) -> float:
-        return self.e + self.a * (size / self.n_ref) ** -self.alpha + self.b * (tokens / self.d_ref) ** -self.beta
+    def at(self, size: float, tokens: float, shape: Sequence[float] = ()) -> float:
+        size_part = self.e + self.a * (size / self.n_ref) ** -self.alpha + self.b * (tokens / self.d_ref) ** -self.beta
+        return size_part + sum(c * x for c, x in zip(self.shape_coef, shape, strict=False))
+
+
+SHAPE_FEATURES = ("log aspect (d_model / n_layers)", "FFN ratio", "KV heads / heads", "local/global")
+
+
+def shape_features(arch: dict[str, Any]) -> tuple[float, ...]:
+    """An architecture's shape beyond its size, for a shape-aware trend (SHAPE_FEATURES; arXiv 2510.18245
+    fits such terms): depth-to-width aspect, FFN ratio, the share of KV heads, and whether attention is
+    local in some layers."""
+    d, layers = float(arch["d_model"]), float(arch["n_layers"])
+    heads = float(arch.get("n_heads") or 1)
+    kv = float(arch.get("n_kv_heads") or heads)
+    ffn = float(arch.get("ffn_dim") or 4 * d)
+    return (math.log(d / layers), ffn / d, kv / heads, float(arch.get("attention", "full") != "full"))
 
 
 def _trend_columns(sizes: np.ndarray, tokens: np.ndarray, alpha: float, beta: float) -> np.ndarray:
     return np.stack([np.ones_like(sizes), sizes**-alpha, tokens**-beta], axis=1)
 
 
-def fit_size_trend(curves: Sequence[tuple[float, Points]]) -> SizeTrend | None:
+def fit_size_trend(
+    curves: Sequence[tuple[float, Points]], shapes: Sequence[Sequence[float]] | None = None
+) -> SizeTrend | None:
     """The size trend over ``(non-embedding params, points)`` per trial; None with fewer than
     :data:`MIN_TREND_CURVES` trials of two or more points, fewer than 3 distinct sizes, or no spare
-    degree of freedom (5 coefficients). (alpha, beta) on a grid, (E, A, B) >= 0 by least squares."""
+    degree of freedom (5 coefficients, plus one per shape feature). (alpha, beta) on a grid, (E, A, B) >= 0
+    by least squares. With ``shapes`` (each curve's :func:`shape_features`), the trend also has a linear
+    term per feature, of either sign (each as a pair of non-negative columns, +x and -x)."""
     from scipy.optimize import nnls
 
-    usable = [(float(n), c) for n, points in curves if n > 0 and len(c := _clean(points)) >= 2]
-    if len(usable) < MIN_TREND_CURVES or len({n for n, _ in usable}) < 3:
+    kept = [
+        (float(n), c, tuple(shapes[i]) if shapes is not None else ())
+        for i, (n, points) in enumerate(curves)
+        if n > 0 and len(c := _clean(points)) >= 2
+    ]
+    if len(kept) < MIN_TREND_CURVES or len({n for n, _, _ in kept}) < 3:
         return None
-    sizes = np.concatenate([np.full(len(c), n) for n, c in usable])
-    points = np.concatenate([c for _, c in usable])
-    dof = len(points) - 5
+    sizes = np.concatenate([np.full(len(c), n) for n, c, _ in kept])
+    points = np.concatenate([c for _, c, _ in kept])
+    features = np.concatenate([np.tile(np.asarray(f, dtype=np.float64), (len(c), 1)) for _, c, f in kept])
+    n_shape = features.shape[1] if features.ndim == 2 else 0
+    dof = len(points) - 5 - n_shape
     if dof <= 0:
         return None
     n_ref, d_ref = float(np.exp(np.log(sizes).mean())), float(np.exp(np.log(points[:, 0]).mean()))
     x_n, x_d, losses = sizes / n_ref, points[:, 0] / d_ref, points[:, 1]
+    signed = np.concatenate([features, -features], axis=1) if n_shape else np.zeros((len(points), 0))
     best: tuple[float, float, float, np.ndarray] | None = None
     for alpha in ALPHAS:
         for beta in BETAS:
-            x = _trend_columns(x_n, x_d, alpha, beta)
+            x = np.concatenate([_trend_columns(x_n, x_d, alpha, beta), signed], axis=1)
             coef, norm = nnls(x, losses)
             if best is None or norm < best[0]:
                 best = (norm, float(alpha), float(beta), coef)
     assert best is not None
-    norm, alpha, beta, (e, a, b) = best
-    trend = SizeTrend(float(e), float(a), float(b), alpha, beta, n_ref, d_ref, 0.0, norm**2 / dof, len(usable))
-    last = [c[-1, 1] - trend.at(n, c[-1, 0]) for n, c in usable]
+    norm, alpha, beta, coef = best
+    e, a, b = (float(v) for v in coef[:3])
+    shape_coef = tuple(float(p - m) for p, m in zip(coef[3 : 3 + n_shape], coef[3 + n_shape :], strict=True))
+    trend = SizeTrend(e, a, b, alpha, beta, n_ref, d_ref, 0.0, norm**2 / dof, len(kept), shape_coef)
+    last = [c[-1, 1] - trend.at(n, c[-1, 0], f) for n, c, f in kept]
     spread = math.sqrt(statistics.fmean(d * d for d in last))
-    return SizeTrend(trend.e, trend.a, trend.b, alpha, beta, n_ref, d_ref, spread, trend.sigma2, len(usable))
+    return SizeTrend(e, a, b, alpha, beta, n_ref, d_ref, spread, trend.sigma2, len(kept), shape_coef)
 
 
 def predict_with_trend(
-    points: Points, size: float, tokens: float, trend: SizeTrend, own_weight: float
+    points: Points, size: float, tokens: float, trend: SizeTrend, own_weight: float, shape: Sequence[float] = ()
 ) -> Prediction | None:
     """The trend at ``size`` and ``tokens`` plus ``own_weight`` x the trial's deviation from the trend at
     its last point; the std adds the part of the trials' spread around the trend that is not carried
@@ -229,8 +261,8 @@ def predict_with_trend(
     clean = _clean(points)
     if not len(clean) or not tokens > 0 or not size > 0:
         return None
-    deviation = clean[-1, 1] - trend.at(size, clean[-1, 0])
-    value = trend.at(size, tokens) + own_weight * deviation
+    deviation = clean[-1, 1] - trend.at(size, clean[-1, 0], shape)
+    value = trend.at(size, tokens, shape) + own_weight * deviation
     std = math.sqrt(trend.sigma2 + ((1 - own_weight) * trend.spread) ** 2)
     return Prediction(float(value), std, trend.beta, len(clean), trend.n_curves)
 

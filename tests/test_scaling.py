@@ -147,3 +147,27 @@ def test_study_fit_falls_back_to_each_trials_own_curve_and_says_which_it_used():
     assert few.trend is None and few.predict(curves[0][1], curves[0][0], 1.6e6) == predict_loss(
         curves[0][1], 1.6e6, fit_beta([c for _, c in curves[:3]])
     )
+
+
+def test_a_shape_aware_trend_recovers_a_shape_term_and_leaves_size_alone():
+    from nas.scaling import fit_size_trend, predict_with_trend
+
+    rng = np.random.default_rng(0)
+    curves, shapes, truth = [], [], []
+    for i in range(12):
+        size = 1e5 * 2 ** (i % 6)
+        aspect = float(rng.uniform(0, 3))
+        shape = (aspect, 3.0, 1.0, 0.0)
+
+        def loss(tokens, size=size, aspect=aspect):
+            return 2.0 + 3.0 * (size / 1e5) ** -0.3 + 40.0 * tokens**-0.3 + 0.05 * aspect
+
+        curves.append((size, [(t, loss(t)) for t in (1e5, 2e5, 4e5)]))
+        shapes.append(shape)
+        truth.append(loss(1e6))
+    trend = fit_size_trend(curves, shapes)
+    assert trend is not None and trend.shape_coef[0] == pytest.approx(0.05, abs=0.01)
+    for (size, points), shape, want in zip(curves, shapes, truth, strict=True):
+        assert predict_with_trend(points, size, 1e6, trend, 0.0, shape).value == pytest.approx(want, rel=0.01)
+    plain = fit_size_trend(curves)
+    assert plain is not None and plain.shape_coef == () and plain.spread > trend.spread
