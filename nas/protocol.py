@@ -145,12 +145,21 @@ class Optimizer(Strict):
     weight_decay: Real = Field(default=0.1, ge=0, le=10)
     eps: Real = Field(default=1e-8, gt=0, le=1)
     lr_width_base: Count | None = Field(default=None, ge=1)
+    # what the width rule scales: the whole model's lr (model), or only the hidden matrices' (hidden: µP's Adam
+    # rule; the embeddings, norms and biases keep ``lr``)
+    lr_width_scope: Literal["model", "hidden"] = "model"
+
+    def width_factor(self, width: int | None) -> float:
+        """``lr_width_base / width`` above the base, else 1."""
+        if self.lr_width_base is None or width is None or width <= self.lr_width_base:
+            return 1.0
+        return self.lr_width_base / width
 
     def peak_lr(self, width: int | None) -> float:
-        """The peak learning rate of a model of this width (d_model; None: unknown, ``lr``)."""
-        if self.lr_width_base is None or width is None or width <= self.lr_width_base:
-            return self.lr
-        return self.lr * self.lr_width_base / width
+        """The schedule's peak learning rate for a model of this width (d_model; None: unknown, ``lr``): the
+        whole model's with scope ``model``; with ``hidden``, ``lr`` (the hidden matrices take
+        :meth:`width_factor` of it)."""
+        return self.lr * (self.width_factor(width) if self.lr_width_scope == "model" else 1.0)
 
     @field_validator("betas")
     @classmethod
@@ -407,6 +416,8 @@ class TrialProtocol(Strict):
             del content["target"]
         if content["pretrain"]["optimizer"]["lr_width_base"] is None:  # added since: hashed only when set
             del content["pretrain"]["optimizer"]["lr_width_base"]
+        if content["pretrain"]["optimizer"]["lr_width_scope"] == "model":  # added since: hashed only when set
+            del content["pretrain"]["optimizer"]["lr_width_scope"]
         if content["pretrain"]["rungs"] is None:  # added since: hashed only when set
             del content["pretrain"]["rungs"]
         if content["task_gate"] is None:

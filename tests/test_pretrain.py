@@ -158,3 +158,20 @@ def test_a_model_wider_than_lr_width_base_peaks_at_a_proportionally_smaller_lr(w
     assert stable == pytest.approx([peak, peak])
     assert max(p.lr for p in outcome.curve) == pytest.approx(peak)
     assert len(outcome.annealed) == 2  # the cool-down branch ran too (it decays from the same peak)
+
+
+def test_hidden_width_scope_scales_only_the_hidden_matrices():
+    arch = ArchConfig(vocab_size=50, max_seq_len=32, n_layers=2, d_model=128, n_heads=4)
+    model = transformers.AutoModelForCausalLM.from_config(arch.to_hf_config())
+    optimizer = {"lr": 1e-2, "lr_width_base": 64}
+    whole = Pretrain(optimizer=optimizer)
+    assert whole.optimizer.peak_lr(128) == pytest.approx(5e-3)
+    assert len(pretrain_module.make_optimizer(model, whole, 5e-3, torch.device("cpu")).param_groups) == 2
+    hidden = Pretrain(optimizer={**optimizer, "lr_width_scope": "hidden"})
+    assert hidden.optimizer.peak_lr(128) == 1e-2  # the schedule's peak: embeddings, norms, biases keep lr
+    groups = pretrain_module.make_optimizer(model, hidden, 1e-2, torch.device("cpu")).param_groups
+    embedding = model.get_input_embeddings().weight
+    assert [g.get("lr_scale", 1.0) for g in groups] == [0.5, 1.0, 1.0]
+    assert any(p is embedding for p in groups[1]["params"]) and not any(p is embedding for p in groups[0]["params"])
+    assert all(p.dim() >= 2 for p in groups[0]["params"]) and len(groups[0]["params"]) >= 2 * 7
+    assert Pretrain(optimizer=optimizer).model_dump() != hidden.model_dump()

@@ -126,13 +126,25 @@ def evaluate(model: torch.nn.Module, val: np.ndarray, config: Pretrain, device: 
 
 
 def make_optimizer(model: torch.nn.Module, config: Pretrain, lr: float, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (nanoGPT's split)."""
+    """AdamW with weight decay on matrices only (nanoGPT's split). With ``lr_width_scope: hidden`` the hidden
+    matrices (every matrix but the token and position embeddings, and a tied LM head) are a group of their
+    own whose ``lr_scale`` is the width factor (µP's Adam rule); every step sets a group's lr to the
+    schedule's lr times its ``lr_scale``."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": config.optimizer.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    wd = config.optimizer.weight_decay
+    groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer.lr_width_scope == "hidden":
+        embedded = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+        head = getattr(model, "get_output_embeddings", lambda: None)()
+        if head is not None:
+            embedded.add(id(head.weight))
+        hidden = [p for p in decay if id(p) not in embedded]
+        groups = [
+            {"params": hidden, "weight_decay": wd, "lr_scale": config.optimizer.width_factor(model_width(model))},
+            {"params": [p for p in decay if id(p) in embedded], "weight_decay": wd},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
     opt = config.optimizer
     return torch.optim.AdamW(groups, lr=lr, betas=opt.betas, eps=opt.eps, fused=device.type == "cuda" or None)
 
@@ -354,7 +366,7 @@ def _train_step(run: _Run, train_ids: np.ndarray, step: int, lr: float) -> float
     (averaged over processes). A non-finite loss makes no update. The step's time is added to
     ``train_seconds`` (the lr update excluded, as evals are)."""
     for group in run.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     started = time.perf_counter()
     train_loss = _forward_backward(run, train_ids, step)
     if not math.isfinite(train_loss):
