@@ -37,8 +37,6 @@ class Estimate:
 
 
 def estimate_search(space: SearchSpace, protocol: TrialProtocol, n_trials: int, seed: int) -> Estimate:
-    from nas.train.pretrain import budget_tokens
-
     wanted = max(1, min(n_trials, SAMPLED))
     archs = [s.arch for s in random_samples(space, wanted * DRAWS, seed) if s.arch is not None][:wanted]
     if not archs:
@@ -47,7 +45,7 @@ def estimate_search(space: SearchSpace, protocol: TrialProtocol, n_trials: int, 
     total_flops = 0.0
     for arch in archs:
         fpt = arch.flops_per_token(config.seq_len)
-        tokens = budget_tokens(config, fpt) or 0
+        tokens = _trial_tokens(config, protocol.target, arch, fpt)
         finetune = sum(t.steps * t.batch_size * t.max_length for t in protocol.tasks)
         total_flops += (tokens + finetune) * fpt
     total_flops *= max(n_trials, 1) / len(archs)  # the sample's mean cost, for every trial
@@ -62,6 +60,21 @@ def estimate_search(space: SearchSpace, protocol: TrialProtocol, n_trials: int, 
         pretrain_seconds_per_trial=config.budget.seconds,
         n_trials=max(n_trials, 1),
     )
+
+
+def _trial_tokens(config: Any, target: Any, arch: ArchConfig, fpt: float) -> int:
+    """Tokens a trial trains at most: its budget, or with rungs its top rung (cut at the target), with no
+    pruning; a time budget counts 0 (its seconds are shown instead)."""
+    from nas.scaling import target_tokens
+    from nas.train.schedule import budget_tokens, rung_plan, rungs_within_target
+
+    if not config.rungs or config.budget.seconds is not None:
+        return budget_tokens(config, fpt) or 0
+    full = target_tokens(arch.param_count(), fpt, target.tokens, target.flops, target.tokens_per_param)
+    capped, _ = rungs_within_target(config, fpt, full)
+    if not capped.rungs:
+        return budget_tokens(capped, fpt) or 0
+    return rung_plan(capped, fpt).total_steps * config.batch_tokens
 
 
 def measure_flops_per_second(arch: ArchConfig, protocol: TrialProtocol) -> float:

@@ -17,6 +17,11 @@ def test_estimate_search_directly(in_tmp, micro_protocol):
     assert estimate.pretrain_seconds_per_trial is None  # a token budget
     with_tasks = estimate_search(load_space("micro.yaml"), micro_protocol(), 3, seed=0)
     assert with_tasks.total_flops > estimate.total_flops  # fine-tuning adds to pretraining
+    rungs = ["tasks=[]", "pretrain.schedule.kind=wsd", "pretrain.rungs=[1, 2, 4]", "target.tokens=1000000"]
+    to_the_top = estimate_search(load_space("micro.yaml"), micro_protocol(*rungs), 3, seed=0)
+    assert to_the_top.total_flops == pytest.approx(4 * estimate.total_flops, rel=0.01)  # no pruning: the top rung
+    cut = estimate_search(load_space("micro.yaml"), micro_protocol(*rungs[:-1], "target.tokens=24576"), 3, seed=0)
+    assert cut.total_flops == pytest.approx(1.5 * estimate.total_flops, rel=0.05)  # cut at the target
 
 
 def test_estimate_without_a_feasible_architecture(write_space, micro_protocol):
