@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -67,6 +68,8 @@ class ArchConfig(BaseModel):
     def _resolve(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
+        if problems := _not_single_values(data):
+            raise ValueError("; ".join(problems))
         data = dict(data)
         family = data.get("family")
         if family is None:
@@ -94,7 +97,7 @@ class ArchConfig(BaseModel):
             if data.get("ffn_dim") is None:
                 data["ffn_dim"] = (spec.ffn_ratio or 4) * d_model
         if data.get("position", "rope") == "rope":
-            data["rope_theta"] = float(data.get("rope_theta") or 10000.0)
+            data["rope_theta"] = data.get("rope_theta") or 10000.0  # the field makes it a float, or says why not
         else:
             data["rope_theta"] = None
         attention = data.get("attention", "full")
@@ -315,3 +318,20 @@ class ArchConfig(BaseModel):
 
 
 KNOB_NAMES: tuple[str, ...] = tuple(ArchConfig.model_fields)
+
+
+_KINDS: dict[type, str] = {list: "a list", tuple: "a list", dict: "a mapping"}
+
+
+def _not_single_values(data: dict[Any, Any]) -> list[str]:
+    """Each knob of ``data`` whose value is not one name or number (a list, a tuple, a mapping, a date), as
+    'knob: expected one value, got ...': every knob takes a single value, and resolving one would fail on it."""
+    problems = []
+    for knob, value in data.items():
+        if value is None or isinstance(value, str | numbers.Real):
+            continue
+        kind = _KINDS.get(type(value), f"a {type(value).__name__}")
+        shown = repr(value) if isinstance(value, list | tuple | dict) else str(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        problems.append(f"{knob}: expected one value, got {kind} {shown}")
+    return problems

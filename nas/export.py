@@ -8,7 +8,6 @@ and ``metrics.json`` when metrics are known.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -45,22 +44,11 @@ def check_output_path(path: str | Path, flag: str, file: bool = False) -> Path:
     """``path`` when a folder (or with ``file``, a file) can be written there: its folder exists or can be
     made. Else a NasInputError naming ``flag`` and the path (a folder path that is a file, a path under a
     file, a folder that cannot be written). Nothing is created or removed."""
-    path = Path(path)
-    start = path.parent if file else path
-    try:
-        for part in (start, *start.parents):
-            if part.is_dir():
-                if not os.access(part, os.W_OK | os.X_OK):
-                    raise NasInputError(flag, f"{path}: cannot write in {part} (permission denied)")
-                return path
-            if part.exists() or part.is_symlink():
-                where = "is a file, not a folder" if part == path else f"lies under {part}, which is a file"
-                raise NasInputError(
-                    flag, f"{path}: {where}; give a {'file in a ' if file else ''}folder (made if missing)"
-                )
-    except OSError as exc:  # a name too long, a loop of links
-        raise NasInputError(flag, f"{path}: not a usable path ({exc.strerror or exc})") from None
-    return path
+    from nas.userfiles import folder_problem
+
+    if problem := folder_problem(path, file):
+        raise NasInputError(flag, problem)
+    return Path(path)
 
 
 def load_architecture(folder: str | Path) -> ArchConfig:
@@ -68,7 +56,11 @@ def load_architecture(folder: str | Path) -> ArchConfig:
     from nas.userfiles import parse_yaml, read_text
 
     path = Path(folder) / ARCH_FILE
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as exc:  # a name too long
+        raise NasInputError(path, f"not a usable path ({exc.strerror or exc})") from None
+    if not found:
         raise NasInputError(path, "no such file; is this a folder written by `nas export`?")
     raw = parse_yaml(read_text(path), str(path))
     if not isinstance(raw, dict):

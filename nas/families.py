@@ -5,7 +5,7 @@ maps to when it names none (:func:`choose_family`): the first in :data:`FAMILIES
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = ["FAMILIES", "Family", "choose_family", "conflicts", "family_supports"]
 
@@ -93,18 +93,26 @@ def family_supports(family: str, knob: str, value: Any) -> bool:
     """Whether ``family`` can express ``knob=value`` on its own (used for load-time checks)."""
     spec = FAMILIES[family]
     if knob in _SET_KNOBS:
-        return value is None or value in getattr(spec, knob)
+        return value is None or (isinstance(value, str) and value in getattr(spec, knob))
     if knob == "qk_norm":
         return value is None or bool(value) == spec.qk_norm
     return True
 
 
+def _whole(value: Any) -> TypeGuard[int]:
+    """Whether ``value`` is a whole number (not a bool): the only values the shape checks compute with."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def conflicts(spec: Family, data: dict[str, Any]) -> list[str]:
-    """Knobs in ``data`` that ``spec`` cannot express, each as 'knob=value (family has ...)'."""
+    """Knobs in ``data`` that ``spec`` cannot express, each as 'knob=value (family has ...)'. ``data`` is raw
+    (a knob may be of any type): only names are looked up and only whole numbers computed with, so a value of
+    the wrong type is left to the field's own check, never raised on (an unhashable list) or repeated (a
+    string times ``n_heads``)."""
     problems = []
     for knob in _SET_KNOBS:
         value = data.get(knob)
-        if value is not None and value not in getattr(spec, knob):
+        if value is not None and not (isinstance(value, str) and value in getattr(spec, knob)):
             problems.append(f"{knob}={value} (it has {knob}: {', '.join(sorted(getattr(spec, knob)))})")
     qk_norm = data.get("qk_norm")
     if qk_norm is not None and bool(qk_norm) != spec.qk_norm:
@@ -115,21 +123,15 @@ def conflicts(spec: Family, data: dict[str, Any]) -> list[str]:
         problems.append(f"n_kv_heads={n_kv} != n_heads={n_heads} (it has multi-head attention only)")
     if (
         not spec.free_head_dim
-        and head_dim is not None
-        and isinstance(d_model, int)
-        and isinstance(n_heads, int)
+        and _whole(head_dim)
+        and _whole(d_model)
+        and _whole(n_heads)
         and head_dim * n_heads != d_model
     ):
         problems.append(f"head_dim={head_dim} != d_model/n_heads (it ties head_dim to d_model/n_heads)")
-    if (
-        spec.heads_divide_width
-        and isinstance(d_model, int)
-        and isinstance(n_heads, int)
-        and n_heads > 0
-        and d_model % n_heads
-    ):
+    if spec.heads_divide_width and _whole(d_model) and _whole(n_heads) and n_heads > 0 and d_model % n_heads:
         problems.append(f"d_model={d_model} not divisible by n_heads={n_heads} (it needs d_model % n_heads == 0)")
-    if spec.ffn_ratio and ffn_dim is not None and isinstance(d_model, int) and ffn_dim != spec.ffn_ratio * d_model:
+    if spec.ffn_ratio and ffn_dim is not None and _whole(d_model) and ffn_dim != spec.ffn_ratio * d_model:
         problems.append(f"ffn_dim={ffn_dim} (it fixes ffn_dim = {spec.ffn_ratio} * d_model)")
     return problems
 

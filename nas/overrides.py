@@ -4,7 +4,6 @@ A list item is addressed by its ``name`` or its index."""
 
 from __future__ import annotations
 
-import json
 import types
 import typing
 from typing import Any
@@ -46,7 +45,7 @@ def apply_key_overrides(
     raw: dict[str, Any], overrides: list[str], root: type[BaseModel], hidden: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """A deep copy of ``raw`` with each ``key.path=value`` of ``overrides`` applied."""
-    raw = json.loads(json.dumps(raw))  # a deep copy of plain data
+    raw = _copy(raw)
     for item in overrides:
         key, sep, value_text = item.partition("=")
         if not sep or not key:
@@ -54,6 +53,16 @@ def apply_key_overrides(
         value = parse_yaml_value(value_text, f"--set {key}")
         _set(raw, key, value, root, hidden)
     return raw
+
+
+def _copy(value: Any) -> Any:
+    """A copy of parsed YAML in which every mapping and list is new (two aliases of one YAML node become two
+    copies, so a ``--set`` changes one of them); the values themselves (a date included) are kept as they are."""
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    return value
 
 
 def _set(raw: dict[str, Any], key: str, value: Any, root: type[BaseModel], hidden: tuple[str, ...]) -> None:
@@ -67,6 +76,8 @@ def _set(raw: dict[str, Any], key: str, value: Any, root: type[BaseModel], hidde
             if last:
                 raise NasInputError("--set", f"{key}: name a key inside the list item, not the item")
             node = node[_list_index(node, part, where)]
+            if not isinstance(node, dict | list):
+                raise NasInputError("--set", f"{where}: is a value ({node!r}), not a section")
             continue
         next_model = None
         if model is not None:
@@ -88,7 +99,11 @@ def _set(raw: dict[str, Any], key: str, value: Any, root: type[BaseModel], hidde
 def _list_index(items: list[Any], part: str, key: str) -> int:
     if part.isdigit() and int(part) < len(items):
         return int(part)
-    names = [item.get("name") for item in items if isinstance(item, dict)]
+    names = [item.get("name") if isinstance(item, dict) else None for item in items]
     if part in names:
         return names.index(part)
-    raise NasInputError("--set", f"{key}: no item '{part}'{did_you_mean(part, [str(n) for n in names])}")
+    hint = did_you_mean(part, [str(n) for n in names if n is not None])
+    if not hint and (values := [(i, item) for i, item in enumerate(items) if not isinstance(item, dict)]):
+        i, item = values[0]
+        hint = f" (item {i} is {item!r}, not a mapping with a name)"
+    raise NasInputError("--set", f"{key}: no item '{part}'{hint}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import errno
 import glob
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "check_file",
     "compile_line_pattern",
     "decode",
+    "folder_problem",
     "match_lines",
     "parse_yaml",
     "parse_yaml_value",
@@ -84,6 +86,26 @@ def expand_paths(paths: list[str], source: str | None = None, key: str = "") -> 
             raise _fail(Path(entry), source, key, "no file matches this pattern")
         files += matches
     return files
+
+
+def folder_problem(path: str | Path, file: bool = False) -> str | None:
+    """Why a folder (with ``file``, a file) cannot be written at ``path``, as '{path}: ...': it is a file, it lies
+    under one, its first existing folder is not writable, or the path is not usable (a name too long); None when
+    it can be (its folders existing or made when missing). Nothing is created or removed."""
+    path = Path(path)
+    start = path.parent if file else path
+    try:
+        for part in (start, *start.parents):
+            if part.is_dir():
+                if not os.access(part, os.W_OK | os.X_OK):
+                    return f"{path}: cannot write in {part} (permission denied)"
+                return None
+            if part.exists() or part.is_symlink():
+                where = "is a file, not a folder" if part == path else f"lies under {part}, which is a file"
+                return f"{path}: {where}; give a {'file in a ' if file else ''}folder (made if missing)"
+    except OSError as exc:  # a name too long, a loop of links
+        return f"{path}: not a usable path ({exc.strerror or exc})"
+    return None
 
 
 def check_file(path: str | Path, source: str | None = None, key: str = "") -> Path:

@@ -9,6 +9,7 @@ data gives them.
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,19 +116,18 @@ def _read(task: Task, files: FilesTaskData, paths: list[str], source: str, key: 
         "generation": {"prompt": files.prompt_field, "completion": files.completion_field},
         "qa": {"context": "context", "question": "question", "answers": "answers"},
     }[task.kind]
-    if task.kind != "generation" or files.choices_field is None:
-        return _rows(load_table(paths, fmt, source, key, encoding=files.encoding), fields, paths[0], source, section)
-    # Candidate completions are checked row by row, so each file is read on its own to name it in a problem.
-    fields["choices"] = files.choices_field
+    if task.kind == "generation" and files.choices_field is not None:
+        fields["choices"] = files.choices_field
+    # Each file is read on its own, so that a problem names the file and its row.
     out, problems = [], []
     for path in paths:
         rows = _rows(load_table([path], fmt, source, key, encoding=files.encoding), fields, path, source, section)
-        found = (_choices_problem(row, f"row {i} of {path}") for i, row in enumerate(rows, start=1))
+        found = (_row_problem(row, fields, f"row {i} of {path}", section, key) for i, row in enumerate(rows, start=1))
         problems += [problem for problem in found if problem]
         out += rows
     if problems:
-        more = [f"... and {len(problems) - 5} more rows like these"] if len(problems) > 5 else []
-        raise NasInputError(source, [(f"{section}.choices_field", p) for p in problems[:5] + more])
+        more = [(problems[4][0], f"... and {len(problems) - 5} more rows like these")] if len(problems) > 5 else []
+        raise NasInputError(source, problems[:5] + more)
     return out
 
 
@@ -142,21 +142,75 @@ def _rows(table: Any, fields: dict[str, str], path: str, source: str, section: s
     return [{name: row[field] for name, field in fields.items()} | {"title": row.get("title", "")} for row in rows]
 
 
-def _choices_problem(example: dict, where: str) -> str | None:
+def _shown(value: Any) -> str:
+    """A value of a data file as a problem names it: ``null``, or its type and (short) repr."""
+    if value is None:
+        return "null"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+TEXT_NAMES = ("text", "prompt", "completion", "context", "question")
+QA_NAMES = ("context", "question", "answers")  # fixed field names, under the files key (no *_field key)
+
+
+def _row_problem(row: dict, fields: dict[str, str], where: str, section: str, key: str) -> tuple[str, str] | None:
+    """The first thing wrong with the values of one example read from a table (``fields``: name -> the file's
+    field), with the protocol key that names its field (``key`` for qa's fixed fields), else None."""
+    for name, field in fields.items():
+        if problem := _value_problem(name, field, row):
+            return (key if name in QA_NAMES else f"{section}.{name}_field", f"{where}: {problem}")
+    return None
+
+
+def _value_problem(name: str, field: str, row: dict) -> str | None:
+    """What is wrong with ``row[name]`` (the file's ``field``): texts must be strings, a label a string or a
+    number, qa answers SQuAD's ``{text: [...], answer_start: [...]}`` found in the context, candidate
+    completions distinct strings holding the completion."""
+    value = row[name]
+    if name in TEXT_NAMES and not isinstance(value, str):
+        return f"'{field}' must be a string, got {_shown(value)}"
+    if name == "label" and not (isinstance(value, str) or (isinstance(value, int | float) and math.isfinite(value))):
+        return f"'{field}' must be a string or a number, got {_shown(value)}"
+    if name == "answers":
+        return _answers_problem(value, row["context"])
+    if name == "choices":
+        return _choices_problem(row)
+    return None
+
+
+def _answers_problem(answers: Any, context: Any) -> str | None:
+    """What is wrong with a qa example's answers: SQuAD's ``{text: [...], answer_start: [...]}``, each answer a
+    string found at its offset in the context."""
+    shape = "'answers' must be a mapping {text: [strings], answer_start: [offsets]}"
+    if not isinstance(answers, dict) or not all(isinstance(answers.get(k), list) for k in ("text", "answer_start")):
+        return f"{shape}, got {_shown(answers)}"
+    texts, starts = answers["text"], answers["answer_start"]
+    if len(texts) != len(starts):
+        return f"{shape}: {len(texts)} texts but {len(starts)} offsets"
+    for text, start in zip(texts, starts, strict=True):
+        if not isinstance(text, str):
+            return f"{shape}: an answer text is {_shown(text)}"
+        at_offset = isinstance(start, int) and isinstance(context, str) and context[start : start + len(text)] == text
+        if not at_offset:
+            return f"the answer {text!r} is not at answer_start {start!r} of its context"
+    return None
+
+
+def _choices_problem(example: dict) -> str | None:
     """What is wrong with an example's candidate completions: they must be distinct strings, in a list that holds
     the example's completion."""
     choices = example["choices"]
     if choices is None:
-        return f"{where} has no choices"
+        return "has no choices"
     if not isinstance(choices, list):
-        return f"{where}: the choices must be a list of strings, got {type(choices).__name__}"
+        return f"the choices must be a list of strings, got {type(choices).__name__}"
     if strange := [c for c in choices if not isinstance(c, str)]:
-        got = "null" if strange[0] is None else f"{type(strange[0]).__name__} {strange[0]!r}"
-        return f"{where}: the choices must be strings, got {got}"
+        return f"the choices must be strings, got {_shown(strange[0])}"
     if len(set(choices)) < len(choices):
-        return f"{where}: the choices repeat {next(c for c in choices if choices.count(c) > 1)!r}"
+        return f"the choices repeat {next(c for c in choices if choices.count(c) > 1)!r}"
     if example["completion"] not in choices:
-        return f"{where}: the completion {example['completion']!r} is not among its choices"
+        return f"the completion {example['completion']!r} is not among its choices"
     return None
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from nas.errors import NasInputError
 from nas.protocol import TokenizerConfig, TrialProtocol
+from nas.userfiles import folder_problem
 
 __all__ = ["TokenData", "prepare_tokens", "train_tokenizer", "load_tokenizer", "EOS", "PAD"]
 
@@ -82,7 +83,10 @@ def prepare_tokens(protocol: TrialProtocol) -> TokenData:
     memo_key = str(folder.resolve())
     if memo_key in _MEMO:
         return _MEMO[memo_key]
-    if not (folder / "meta.json").is_file():
+    if not _cached(folder):
+        # before the corpus is read and the tokenizer trained: a cache_dir that is, or lies under, a file
+        if problem := folder_problem(protocol.cache_dir) or folder_problem(folder):
+            raise NasInputError(protocol.source, [("cache_dir", problem)])
         _build(protocol, folder)
         built = True
     else:
@@ -99,6 +103,14 @@ def prepare_tokens(protocol: TrialProtocol) -> TokenData:
     )
     _MEMO[memo_key] = data
     return data
+
+
+def _cached(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished cache entry (False where the path cannot be looked at)."""
+    try:
+        return (folder / "meta.json").is_file()
+    except OSError:  # a name too long: folder_problem says so
+        return False
 
 
 def _build(protocol: TrialProtocol, folder: Path) -> None:

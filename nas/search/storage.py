@@ -53,6 +53,7 @@ SCHEMES = ("sqlite", "postgresql", "mysql")
 SEARCH_ATTR = "nas.search"  # the search settings a joining worker reads (SearchConfig.search_attrs)
 STOPPED_ATTR = "nas.stopped"  # why the last worker loop on the study stopped, and when
 MAX_NAME = 100
+JOURNAL_FIRST_LINE = 1 << 20  # bytes of a journal's first record read to check it (a study's creation: far fewer)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -130,14 +131,50 @@ def _journal(url: str, heartbeats: Heartbeats | None) -> optuna.storages.BaseSto
     from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
     path = Path(url.removeprefix("journal:"))
-    if not path.parent.is_dir():
-        raise NasInputError("--storage", f"{url}: folder {path.parent} does not exist")
-    if heartbeats is not None:
-        # A worker killed while it appends leaves the file's lock behind: the others take it over after the
-        # lock's grace period (Optuna's default 30 s), so no longer than the heartbeat grace (a write takes ms).
-        lock = JournalFileSymlinkLock(str(path), grace_period=max(3, min(30, heartbeats.grace)))
-        return HeartbeatJournalStorage(JournalFileBackend(str(path), lock_obj=lock), heartbeats)
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    if problem := _journal_problem(path, url):
+        raise NasInputError("--storage", problem)
+    try:  # opening replays the whole log: a file that is not Optuna's fails here
+        if heartbeats is not None:
+            # A worker killed while it appends leaves the file's lock behind: the others take it over after the
+            # lock's grace period (Optuna's default 30 s), so no longer than the heartbeat grace (a write takes ms).
+            lock = JournalFileSymlinkLock(str(path), grace_period=max(3, min(30, heartbeats.grace)))
+            return HeartbeatJournalStorage(JournalFileBackend(str(path), lock_obj=lock), heartbeats)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    except Exception as exc:  # a bad line, a record of the wrong shape, an unreadable file
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise NasInputError("--storage", _not_a_journal(url, f"{type(exc).__name__}: {detail}")) from None
+
+
+def _not_a_journal(url: str, why: str) -> str:
+    """The message for a journal file that is not one, saying ``why``."""
+    advice = "give one that `nas search --storage journal:PATH` wrote, or a new path"
+    return f"{url}: not an Optuna journal file ({why}); {advice}"
+
+
+def _journal_problem(path: Path, url: str) -> str | None:
+    """What stops ``path`` being read (and appended to) as an Optuna journal file, or None: a missing folder, a
+    folder in its place, or a first line that is not a journal record (a file of something else, which a worker
+    would otherwise append to). A missing or empty file is a new journal."""
+    try:
+        if not path.parent.is_dir():
+            return f"{url}: folder {path.parent} does not exist"
+        if path.is_dir():
+            return f"{url}: is a folder, not a journal file"
+        if not path.is_file():
+            return None
+        with path.open("rb") as f:
+            first = f.readline(JOURNAL_FIRST_LINE)
+    except OSError as exc:
+        return f"{url}: cannot read it ({exc.strerror or exc})"
+    if not first.endswith(b"\n"):  # empty, or a first record still being written
+        return None
+    try:
+        record = json.loads(first)
+    except (ValueError, RecursionError):
+        record = None
+    if not (isinstance(record, dict) and "op_code" in record):
+        return _not_a_journal(url, "line 1 is not a journal record")
+    return None
 
 
 def _creating_race(exc: Exception) -> bool:

@@ -92,13 +92,15 @@ def plan(
 def _load_recipe(export_dir: Path, trial: str | None, overrides: list[str]) -> tuple[TrialProtocol, str]:
     """The protocol to train with (``--trial``, or the export's recipe.yaml) and where it came from."""
     from nas.protocol import load_protocol, parse_protocol
+    from nas.userfiles import read_text
 
     if trial is not None:
         return load_protocol(trial, overrides), trial
     recipe = export_dir / "recipe.yaml"
     if not recipe.is_file():
         raise NasInputError(str(recipe), "missing: the export has no recipe; name a protocol with --trial")
-    return parse_protocol(recipe.read_text(), source=str(recipe), overrides=overrides), str(recipe)
+    text = read_text(recipe)  # not UTF-8, unreadable: a NasInputError naming the file
+    return parse_protocol(text, source=str(recipe), overrides=overrides), str(recipe)
 
 
 def new_run(

@@ -191,6 +191,80 @@ def _set_cases() -> dict[str, Case]:
     }
 
 
+# ---- --set into a file whose values are of unexpected types: `nas trials show/run FILE --set KEY=VALUE` ----
+TASKS_AT = CPU_TINY.index("tasks:\n")
+OBJECTIVES_AT = CPU_TINY.index("objectives:\n")
+
+
+def _tasks(text: str) -> str:
+    """cpu-tiny with its task list replaced by ``text`` (YAML)."""
+    return CPU_TINY[:TASKS_AT] + f"tasks: {text}\n" + CPU_TINY[OBJECTIVES_AT:]
+
+
+# (id, file text, --set item, fragments)
+FILE_SETS: list[tuple[str, str, str, tuple[str, ...]]] = [
+    (
+        "a date in the file",
+        _with("  seed: 0\n", "  seed: 2024-01-01\n"),
+        "pretrain.eval_every=5",
+        ("{path}: pretrain.seed: Input should be a valid integer (got datetime.date(2024, 1, 1))",),
+    ),
+    (
+        "a date in a task",
+        _with("    steps: 100\n", "    steps: 2024-01-01\n"),
+        "tasks.qa.lr=1e-3",
+        ("{path}: tasks.1.steps: Input should be a valid integer",),
+    ),
+    (
+        "a timestamp in the file",
+        _with("cache_dir: runs/cache\n", "cache_dir: 2024-01-01 10:00:00\n"),
+        "pretrain.seed=3",
+        ("{path}: cache_dir: Input should be a valid string",),
+    ),
+    ("a task a number, by index", _tasks("[3]"), "tasks.0.steps=5", ("--set: tasks.0: is a value (3), not a section",)),
+    ("a task a string, by index", _tasks("[qa]"), "tasks.0.steps=5", ("--set: tasks.0: is a value ('qa')",)),
+    ("a task null, by index", _tasks("[null]"), "tasks.0.steps=5", ("--set: tasks.0: is a value (None)",)),
+    (
+        "a task a number, by name",
+        _tasks("[3]"),
+        "tasks.qa.steps=5",
+        ("--set: tasks.qa: no item 'qa' (item 0 is 3, not a mapping with a name)",),
+    ),
+    (
+        "a task a string, by name",
+        _tasks("[qa]"),
+        "tasks.qa.steps=5",
+        ("--set: tasks.qa: no item 'qa' (item 0 is 'qa', not a mapping with a name)",),
+    ),
+]
+
+
+def _file_set_cases() -> dict[str, Case]:
+    cases = {}
+    for name, text, item, fragments in FILE_SETS:
+        for verb in ("show", "run"):
+            argv = ("trials", verb, "{path}", "--set", item)
+            cases[f"{verb} --set: {name}"] = Case(argv, fragments, text=text, name="protocol.yaml")
+    return cases
+
+
+# ---- a cache_dir that is, or lies under, a file: refused before the corpus is read ----------------------
+def _cache_cases() -> dict[str, Case]:
+    cases = {}
+    for label, cache, fragment in (
+        ("under a file", "{path}/cache", "cache_dir: {path}/cache: lies under {path}, which is a file"),
+        ("a file", "{path}", "cache_dir: {path}: is a file, not a folder"),
+        ("a name too long", "{tmp}/" + "c" * 300, "cache_dir: {tmp}/ccc"),
+    ):
+        for verb in (
+            ("trials", "run", "cpu-tiny"),
+            ("search", "--study", "s", "--runs-dir", "{tmp}/runs", "--n-trials", "1", "--quiet"),
+        ):
+            argv = (*verb, "--set", f"cache_dir={cache}")
+            cases[f"{verb[0]}: cache_dir {label}"] = Case(argv, (fragment,), text="a file\n", name="afile")
+    return cases
+
+
 # ---- data files: `nas trials validate FILE --data` and `nas trials run FILE` ------------------
 WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly vex the jolly king".split()
 
@@ -294,6 +368,14 @@ SQUAD_BAD_OFFSET = json.dumps(
         ]
     }
 ).encode()
+ROW = {"prompt": "a", "completion": "b", "choices": ["b"]}  # a good generation row
+QA_ROW = {"context": "Ada lives in Oslo.", "question": "Where?", "answers": {"text": ["Oslo"], "answer_start": [13]}}
+
+
+def _jsonl(*rows: dict) -> bytes:
+    return b"".join(json.dumps(row).encode() + b"\n" for row in rows)
+
+
 SQUAD_OFFSET_STRING = SQUAD_BAD_OFFSET.replace(b'"answer_start": 3', b'"answer_start": "13"')
 # (id, protocol changes, setup or None, fragments)
 DATA: list[tuple[str, dict[str, str], object, tuple[str, ...]]] = [
@@ -445,6 +527,61 @@ DATA: list[tuple[str, dict[str, str], object, tuple[str, ...]]] = [
         _damage("completions.jsonl", b'{"prompt": "a", "completion": " b", "choices": [" c", " d"]}\n' * 5),
         ("tasks.completion.data.files.choices_field: row 1 of", "completion ' b' is not among its choices"),
     ),
+    # a value of the wrong type in a row: refused naming the file, the row and the field's key
+    (
+        "a prompt null",
+        {},
+        _damage("completions.jsonl", _jsonl(ROW, {**ROW, "prompt": None})),
+        ("tasks.completion.data.files.prompt_field: row 2 of {tmp}/completions.jsonl: 'prompt' must be a string",),
+    ),
+    (
+        "a completion null",
+        {},
+        _damage("completions.jsonl", _jsonl(*[{**ROW, "completion": None}] * 3)),
+        ("tasks.completion.data.files.completion_field: row 1 of", "'completion' must be a string, got null"),
+    ),
+    (
+        "a completion a number",
+        {},
+        _damage("completions.jsonl", _jsonl(*[{**ROW, "completion": 3, "choices": ["3"]}] * 7)),
+        ("completion_field: row 1 of", "'completion' must be a string, got int 3", "... and 2 more rows like these"),
+    ),
+    (
+        "a prompt a list",
+        {},
+        _damage("completions.jsonl", _jsonl({**ROW, "prompt": ["a"]})),
+        ("prompt_field: row 1 of", "'prompt' must be a string, got list ['a']"),
+    ),
+    (
+        "a label null",
+        {"SENTIMENT": "{tmp}/sentiment.jsonl"},
+        _damage("sentiment.jsonl", _jsonl(*[{"text": "good", "label": "pos"}, {"text": "bad", "label": None}] * 5)),
+        ("tasks.sentiment.data.files.label_field: row 2 of", "'label' must be a string or a number, got null"),
+    ),
+    (
+        "a text null",
+        {"SENTIMENT": "{tmp}/sentiment.jsonl"},
+        _damage("sentiment.jsonl", _jsonl(*[{"text": None, "label": "pos"}, {"text": "bad", "label": "neg"}] * 5)),
+        ("tasks.sentiment.data.files.text_field: row 1 of", "'text' must be a string, got null"),
+    ),
+    (
+        "qa answers a list",
+        {"SQUAD": "{tmp}/squad.jsonl"},
+        _damage("squad.jsonl", _jsonl(*[{**QA_ROW, "answers": [{"text": "Oslo", "answer_start": 13}]}] * 4)),
+        ("tasks.squad.data.files.train: row 1 of {tmp}/squad.jsonl: 'answers' must be a mapping",),
+    ),
+    (
+        "qa context null",
+        {"SQUAD": "{tmp}/squad.jsonl"},
+        _damage("squad.jsonl", _jsonl(*[{**QA_ROW, "context": None}] * 4)),
+        ("tasks.squad.data.files.train: row 1 of", "'context' must be a string, got null"),
+    ),
+    (
+        "qa answer off its offset",
+        {"SQUAD": "{tmp}/squad.jsonl"},
+        _damage("squad.jsonl", _jsonl(*[{**QA_ROW, "answers": {"text": ["Oslo"], "answer_start": [2]}}] * 4)),
+        ("tasks.squad.data.files.train: row 1 of", "the answer 'Oslo' is not at answer_start 2 of its context"),
+    ),
     (
         "completions latin-1",
         {},
@@ -469,7 +606,7 @@ def _data_cases() -> dict[str, Case]:
     return cases
 
 
-CASES = {**_file_cases(), **_set_cases(), **_data_cases()}
+CASES = {**_file_cases(), **_set_cases(), **_file_set_cases(), **_cache_cases(), **_data_cases()}
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -338,3 +338,87 @@ def test_train_output_path_that_is_or_lies_under_a_file(name, trained, tmp_path,
     _a_file(tmp_path)
     check(OUTPUT_CASES[name], tmp_path, capsys)
     assert (tmp_path / "file").read_text() == "keep me\n" and not (tmp_path / "new").exists()
+
+
+# ---- an export folder written by hand: its architecture.yaml and recipe.yaml ------------------------------
+ARCH = "vocab_size: 512\nmax_seq_len: 64\nn_layers: 1\nd_model: 32\nn_heads: 2\n"
+
+
+def _export(arch: str = ARCH, recipe: bytes | None = None) -> Callable[[Path], None]:
+    """``{tmp}/export`` with ``arch`` as its architecture.yaml (and ``recipe`` as its recipe.yaml)."""
+
+    def setup(tmp: Path) -> None:
+        (tmp / "export").mkdir()
+        (tmp / "export" / "architecture.yaml").write_text(arch)
+        if recipe is not None:
+            (tmp / "export" / "recipe.yaml").write_bytes(recipe)
+
+    return setup
+
+
+def _knob(line: str) -> str:
+    """ARCH with the knob of ``line`` ('knob: value') replaced or added."""
+    knob = line.split(":")[0]
+    kept = [row for row in ARCH.splitlines() if not row.startswith(f"{knob}:")]
+    return "\n".join([*kept, line]) + "\n"
+
+
+# A knob that is a list (a mapping, a date) where the architecture takes one value; before: a TypeError (an
+# unhashable list, float() of a list or a date), an OverflowError, or the list silently dropped.
+KNOBS = {
+    "n_layers a list": ("n_layers: [1, 2]", "n_layers: expected one value, got a list [1, 2]"),
+    "n_heads a list": ("n_heads: [2, 4]", "n_heads: expected one value, got a list [2, 4]"),
+    "position a list": ("position: [rope]", "position: expected one value, got a list ['rope']"),
+    "family a list": ("family: [llama]", "family: expected one value, got a list ['llama']"),
+    "family a mapping": ("family: {name: llama}", "family: expected one value, got a mapping {'name': 'llama'}"),
+    "activation a list": ("activation: [silu, gelu]", "activation: expected one value, got a list"),
+    "attention a list": ("attention: [full]", "attention: expected one value, got a list ['full']"),
+    "qk_norm a list": ("qk_norm: [true]", "qk_norm: expected one value, got a list [True]"),
+    "window a list": ("window: [8]", "window: expected one value, got a list [8]"),
+    "rope_theta a list": ("rope_theta: [1, 2]", "rope_theta: expected one value, got a list [1, 2]"),
+    "rope_theta a date": ("rope_theta: 2024-01-01", "rope_theta: expected one value, got a date 2024-01-01"),
+    "rope_theta past a float": ("rope_theta: 1" + "0" * 400, "rope_theta: Input should be a valid number"),
+}
+RECIPES = {
+    "recipe.yaml latin-1": ("name: x\ndescription: café\n".encode("latin-1"), "byte 24 (0xe9 0a)"),
+    "recipe.yaml UTF-16": ("name: x\n".encode("utf-16"), "it looks like UTF-16"),
+    "recipe.yaml binary": (bytes(range(256)) * 4, "it looks binary"),
+    "recipe.yaml gzip": (b"\x1f\x8b\x08\x00\xff\xfe", "it looks gzip-compressed"),
+}
+TRAIN = ("train", "{tmp}/export", "--tokens", "1000", "-o", "{tmp}/out")
+ARCH_FILE = "{tmp}/export/architecture.yaml: "
+EXPORT_CASES = {
+    **{
+        f"train: {name}": Case((*TRAIN, "--trial", "cpu-tiny"), (ARCH_FILE + fragment,), setup=_export(_knob(line)))
+        for name, (line, fragment) in KNOBS.items()
+    },
+    **{
+        f"trials run --arch: {name}": Case(
+            ("trials", "run", "cpu-tiny", "--arch", "{tmp}/export"), (ARCH_FILE + fragment,), setup=_export(_knob(line))
+        )
+        for name, (line, fragment) in KNOBS.items()
+    },
+    **{
+        f"train: {name}": Case(
+            TRAIN, ("{tmp}/export/recipe.yaml: not utf-8 text", fragment), setup=_export(recipe=recipe)
+        )
+        for name, (recipe, fragment) in RECIPES.items()
+    },
+    "trials run --arch: a name too long": Case(
+        ("trials", "run", "cpu-tiny", "--arch", "{tmp}/" + "x" * 300), ("architecture.yaml: not a usable path",)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPORT_CASES))
+def test_an_export_with_a_bad_file_is_refused_naming_it(name, tmp_path, capsys):
+    check(EXPORT_CASES[name], tmp_path, capsys)
+    assert not (tmp_path / "out").exists()  # refused before the run folder is made
+
+
+def test_the_hand_written_export_reads(tmp_path):
+    """The control: the export the cases above damage reads as it is."""
+    from nas.export import load_architecture
+
+    _export()(tmp_path)
+    assert load_architecture(tmp_path / "export").n_layers == 1

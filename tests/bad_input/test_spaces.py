@@ -54,6 +54,19 @@ TEXTS: list[tuple[str, str | bytes, str]] = [
     ("float overflow", _derived("int(10.0 ** 400)"), "derived.d_model:"),
     ("min of nothing", _derived("min()"), "derived.d_model:"),
     ("string in arithmetic", _derived("n_heads * 'x'"), "d_model: Input should be a valid integer"),
+    # a list where the architecture takes one value, a number past a float (these raised TypeError, OverflowError)
+    ("derived width a tuple", _derived("(64, 128)"), "d_model: expected one value, got a list"),
+    ("derived width a list", _derived("[n_heads, 128]"), "d_model: expected one value, got a list"),
+    (
+        "derived rope_theta a tuple",
+        _with("d_model: n_heads * head_dim\n", 'd_model: n_heads * head_dim\n  rope_theta: "(64, 128)"\n'),
+        "rope_theta: expected one value, got a list",
+    ),
+    (
+        "rope_theta past a float",
+        _with("  head_dim: 8\n", "  head_dim: 8\n  rope_theta: 1" + "0" * 400 + "\n"),
+        "rope_theta: Input should be a valid number",
+    ),
     ("dunder name", _constraint("__class__ > 1"), "constraints[0]: name '__class__' is not allowed"),
     ("attribute", _constraint("n_layers.real > 1"), "constraints[0]: attribute access"),
     ("import call", _constraint("__import__('os')"), "constraints[0]:"),

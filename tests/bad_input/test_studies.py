@@ -14,6 +14,7 @@ import math
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -387,3 +388,62 @@ def test_damaged_study_metadata_is_noted_and_the_study_still_reads(name, templat
     assert [t["number"] for t in trials if t["rank"]] == [1, 2, 0]
     ok(["report", NAME, *runs, "-o", str(tmp_path / "r.html")], capsys)
     ok(["export", NAME, *runs, "--best", "-o", str(tmp_path / "out")], capsys)
+
+
+# ---- --storage journal:FILE where FILE is not an Optuna journal ----------------------------------------
+def _journal_with_a_bad_line(tmp: Path) -> None:
+    """``journal.log``: a real journal holding study 's', with a line of garbage between its records."""
+    from optuna.storages.journal import JournalFileBackend
+
+    path = tmp / "journal.log"
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    optuna.create_study(study_name="s", storage=storage).set_user_attr("a", 1)
+    first, *rest = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(first + b"garbage\n" + b"".join(rest))
+
+
+def _journal_folder(tmp: Path) -> None:
+    (tmp / "journal.log").mkdir()
+
+
+NOT_A_JOURNAL = "not an Optuna journal file"
+# (id, bytes of the file or a setup that makes it, fragments besides "--storage" and the URL)
+JOURNALS: dict[str, tuple[bytes | Callable[[Path], None], tuple[str, ...]]] = {
+    "a text file": (b"some notes\n", (NOT_A_JOURNAL, "line 1 is not a journal record")),
+    "a binary file": (bytes(range(256)) * 4, (NOT_A_JOURNAL, "line 1 is not a journal record")),
+    "random bytes": (bytes((i * 151 + 7) % 256 for i in range(4096)), (NOT_A_JOURNAL,)),
+    "gzip": (b"\x1f\x8b\x08\x00garbage\n\x00\xff more\n", (NOT_A_JOURNAL,)),
+    "JSON of another shape": (b'{"op_code": 0}\n{"op_code": 0}\n', (NOT_A_JOURNAL, "KeyError: 'study_name'")),
+    "a JSON list": (b"[1, 2]\n[3]\n", (NOT_A_JOURNAL, "line 1 is not a journal record")),
+    "deep JSON": (b"[" * 100_000 + b"]" * 100_000 + b"\n", (NOT_A_JOURNAL, "line 1 is not a journal record")),
+    "a bad line inside a journal": (_journal_with_a_bad_line, (NOT_A_JOURNAL, "JSONDecodeError")),
+    "a folder": (_journal_folder, ("is a folder, not a journal file",)),
+}
+JOURNAL_VERBS = {
+    "status": ("status", "s"),
+    "report": ("report", "s", "-o", "{tmp}/r.html"),
+    "export": ("export", "s", "--best", "-o", "{tmp}/out"),
+    "worker": ("worker", "--study", "s", "--runs-dir", "{tmp}/runs"),
+}
+JOURNAL_CASES = {
+    f"{verb}: {name}": Case(
+        (*argv, "--storage", "journal:{tmp}/journal.log"),
+        ("--storage: journal:{tmp}/journal.log: ", *fragments),
+        data=content if isinstance(content, bytes) else None,
+        name="journal.log",
+        setup=None if isinstance(content, bytes) else content,
+    )
+    for name, (content, fragments) in JOURNALS.items()
+    for verb, argv in JOURNAL_VERBS.items()
+}
+
+
+@pytest.mark.parametrize("name", list(JOURNAL_CASES))
+def test_a_journal_that_is_not_one(name, tmp_path, capsys):
+    """Refused naming the file (before: a UnicodeDecodeError, KeyError or IsADirectoryError, or a text file read
+    as an empty journal that a worker would then append to); the file is left as it was."""
+    case = JOURNAL_CASES[name]
+    check(case, tmp_path, capsys)
+    if case.data is not None:
+        assert (tmp_path / "journal.log").read_bytes() == case.data
+    assert not (tmp_path / "r.html").exists() and not (tmp_path / "out").exists()
