@@ -142,6 +142,10 @@ class ArchConfig(BaseModel):
         ]
 
     # ---- counts -----------------------------------------------------------------------------
+    def dims(self) -> tuple[int, int, int, int, int]:
+        """(d_model, n_heads, n_kv_heads, head_dim, ffn_dim), each resolved."""
+        return self._dims()
+
     def _dims(self) -> tuple[int, int, int, int, int]:
         assert self.n_kv_heads is not None and self.head_dim is not None and self.ffn_dim is not None
         return self.d_model, self.n_heads, self.n_kv_heads, self.head_dim, self.ffn_dim

@@ -199,6 +199,12 @@ def _print_estimate(config: SearchConfig) -> None:
         f"~{estimate.minutes:.1f} min",
         highlight=False,
     )
+    free = f" of the {estimate.available_bytes / 2**30:.1f} GiB free here" if estimate.available_bytes else ""
+    console.print(
+        f"peak memory per worker: ~{estimate.peak_bytes / 2**30:.2f} GiB{free} (a training step of the "
+        f"largest sampled architecture, {estimate.peak_reference})",
+        highlight=False,
+    )
 
 
 @contextlib.contextmanager

@@ -1,6 +1,10 @@
 """`nas search --dry-run`: sample the space and estimate the study's compute at the throughput measured
-here and now, training nothing. At most :data:`SAMPLED` architectures are drawn, whatever ``n_trials``
-(a million trials are estimated from the same sample, scaled), so a dry run takes seconds."""
+here and now, and the memory a worker needs, training nothing. At most :data:`SAMPLED` architectures are
+drawn, whatever ``n_trials`` (a million trials are estimated from the same sample, scaled), so a dry run
+takes seconds. The throughput is one forward pass of a micro-batch no larger than :data:`MEASURE_BYTES`
+allows, without gradients (a training step's FLOPs are three forwards'); the peak memory of a training
+step is worked out from the counts (:func:`step_memory_bytes`), and a protocol whose step cannot fit the
+machine's memory is refused."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ __all__ = ["Estimate", "estimate_search", "SAMPLED"]
 
 SAMPLED = 100  # architectures an estimate samples at most
 DRAWS = 4  # draws per architecture wanted: a constrained space rejects some
+MEASURE_BYTES = 1 << 30  # activations (and logits) the throughput's forward pass may hold
 
 
 @dataclass
@@ -30,6 +35,9 @@ class Estimate:
     reference: str  # the summary of the median-cost architecture
     pretrain_seconds_per_trial: float | None  # a time budget, when the protocol has one
     n_trials: int = 0  # the trials estimated (``n_archs`` of them sampled); 0: n_archs
+    peak_bytes: float = 0.0  # a worker's training step, for the largest sampled architecture (step_memory_bytes)
+    peak_reference: str = ""  # that architecture's summary
+    available_bytes: float | None = None  # the device's memory (available RAM on CPU), None if unknown
 
     @property
     def minutes(self) -> float:
@@ -50,6 +58,16 @@ def estimate_search(space: SearchSpace, protocol: TrialProtocol, n_trials: int, 
         total_flops += (tokens + finetune) * fpt
     total_flops *= max(n_trials, 1) / len(archs)  # the sample's mean cost, for every trial
     reference = sorted(archs, key=lambda a: a.flops_per_token())[len(archs) // 2]
+    largest = max(archs, key=lambda a: step_memory_bytes(a, config))
+    peak, available = step_memory_bytes(largest, config), device_memory_bytes(config)
+    if available is not None and peak > available:
+        problem = (
+            f"one training step of {largest.summary()} needs about {peak / 2**30:.1f} GiB (weights, gradients "
+            f"and Adam state, and the activations and logits of a micro-batch of {_micro(config)} sequences of "
+            f"{config.seq_len}), more than the {available / 2**30:.1f} GiB this machine has free: lower "
+            "pretrain.micro_batch_size (the batch is kept by accumulation) or the space's sizes"
+        )
+        raise NasInputError(protocol.source, [("pretrain.micro_batch_size", problem)])
     return Estimate(
         n_archs=len(archs),
         space_name=space.name,
@@ -59,7 +77,56 @@ def estimate_search(space: SearchSpace, protocol: TrialProtocol, n_trials: int, 
         reference=reference.summary(),
         pretrain_seconds_per_trial=config.budget.seconds,
         n_trials=max(n_trials, 1),
+        peak_bytes=peak,
+        peak_reference=largest.summary(),
+        available_bytes=available,
     )
+
+
+def _micro(config: Any) -> int:
+    return int(min(config.micro_batch_size or config.batch_size, config.batch_size))
+
+
+def _bytes_per_value(config: Any) -> int:
+    from nas.train.pretrain import resolve_device
+
+    device = resolve_device(config)
+    return 2 if config.dtype == "bfloat16" or (config.dtype == "auto" and device.type == "cuda") else 4
+
+
+def _activation_bytes(arch: ArchConfig, config: Any, sequences: int) -> float:
+    """The activations a backward pass keeps for ``sequences`` sequences (per layer and token: the residual
+    stream, norms, q/k/v and attention output, the FFN's inner values, and the attention probabilities
+    where they are materialised), plus the logits in the loss's float32 and their gradient."""
+    tokens = sequences * config.seq_len
+    d, heads, kv_heads, head_dim, ffn = arch.dims()
+    inner = 3 * ffn if arch.ffn == "gated" else 2 * ffn
+    per_layer = 6 * d + 2 * heads * head_dim + 2 * kv_heads * head_dim + inner + 2 * heads * config.seq_len
+    logits = tokens * arch.vocab_size * (_bytes_per_value(config) + 8)
+    return tokens * arch.n_layers * per_layer * _bytes_per_value(config) + logits
+
+
+def step_memory_bytes(arch: ArchConfig, config: Any) -> float:
+    """A worker's peak memory in one training step, worked out from the counts: float32 weights, gradients and
+    AdamW's two moments (16 bytes per parameter), and the activations of one micro-batch."""
+    return 16.0 * arch.param_count() + _activation_bytes(arch, config, _micro(config))
+
+
+def device_memory_bytes(config: Any) -> float | None:
+    """The protocol's device's memory: a GPU's total, or the RAM available now (None if unknown)."""
+    import torch
+
+    from nas.train.pretrain import resolve_device
+
+    if resolve_device(config).type == "cuda":
+        return float(torch.cuda.mem_get_info()[1])
+    try:
+        for line in open("/proc/meminfo"):  # noqa: SIM115  (a small read-only file)
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _trial_tokens(config: Any, target: Any, arch: ArchConfig, fpt: float) -> int:
@@ -78,22 +145,28 @@ def _trial_tokens(config: Any, target: Any, arch: ArchConfig, fpt: float) -> int
 
 
 def measure_flops_per_second(arch: ArchConfig, protocol: TrialProtocol) -> float:
-    """Training FLOP/s of ``arch`` here: the fastest of 3 steps after one warm-up step."""
+    """Training FLOP/s of ``arch`` here, from forward passes alone: the fastest of 3 after a warm-up, of a
+    micro-batch whose activations stay within MEASURE_BYTES, without gradients (a training step costs three
+    forwards' FLOPs, at about a forward's rate)."""
     import torch
     import transformers
 
-    from nas.train.pretrain import make_optimizer, resolve_device
+    from nas.train.pretrain import autocast_for, resolve_device
 
     config = protocol.pretrain
     device = resolve_device(config)
+    per_sequence = _activation_bytes(arch, config, 1)
+    sequences = max(1, min(_micro(config), int(MEASURE_BYTES // per_sequence)))
     model: Any = transformers.AutoModelForCausalLM.from_config(arch.to_hf_config()).to(device)
-    optimizer = make_optimizer(model, config, 1e-4, device)
-    x = torch.randint(0, arch.vocab_size, (config.batch_size, config.seq_len), device=device)
+    model.eval()
+    x = torch.randint(0, arch.vocab_size, (sequences, config.seq_len), device=device)
     times = []
-    for _ in range(4):
-        start = time.perf_counter()
-        model(input_ids=x, labels=x).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        times.append(time.perf_counter() - start)
-    return arch.flops_per_token(config.seq_len) * config.batch_tokens / min(times[1:])
+    with torch.no_grad():
+        for _ in range(4):
+            start = time.perf_counter()
+            with autocast_for(device, config):
+                model(input_ids=x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+    return arch.flops_per_token(config.seq_len) / 3 * sequences * config.seq_len / min(times[1:])

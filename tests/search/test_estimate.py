@@ -50,3 +50,40 @@ def test_a_large_estimate_samples_at_most_100_architectures_and_scales(in_tmp, m
     many = estimate_search(space, protocol, 1_000_000, seed=0)  # used to draw 4 million samples
     assert many.n_archs == hundred.n_archs == SAMPLED and many.n_trials == 1_000_000
     assert many.total_flops == pytest.approx(hundred.total_flops * 1_000_000 / SAMPLED)
+
+
+def _capped_dry_run(tmp_path, *sets: str) -> tuple[int, str]:
+    """`nas search --space small-100m --trial gpu-short --dry-run` in a process whose address space is capped at
+    12 GiB: the dry run must not train (the old one ran 4 steps at the full batch, 23.7 GB resident)."""
+    import resource
+    import subprocess
+    import sys
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (12 << 30, 12 << 30))
+
+    args = [sys.executable, "-m", "nas", "search", "--space", "small-100m", "--trial", "gpu-short", "--dry-run"]
+    args += [a for s in sets for a in ("--set", s)]
+    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, preexec_fn=cap, env=env, timeout=300)
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_a_dry_run_of_a_100m_space_trains_nothing_and_fits_a_memory_cap(tmp_path):
+    from nas.protocol import load_protocol
+    from nas.search.estimate import device_memory_bytes, step_memory_bytes
+    from nas.space import load_space, random_samples
+
+    code, out = _capped_dry_run(tmp_path, "pretrain.micro_batch_size=1")
+    assert code == 0, out
+    assert "estimated compute" in out and "peak memory per worker" in out and "GiB" in out
+    # the shipped micro-batch (32 sequences of 1024) on this machine: refused with the figure when it cannot fit
+    protocol = load_protocol("gpu-short")
+    archs = [s.arch for s in random_samples(load_space("small-100m"), 400, 0) if s.arch is not None][:100]
+    worst = max(step_memory_bytes(a, protocol.pretrain) for a in archs)
+    code, out = _capped_dry_run(tmp_path)
+    if worst > (device_memory_bytes(protocol.pretrain) or 0):
+        assert code == 2 and "pretrain.micro_batch_size" in out and "GiB" in out and "Traceback" not in out, out
+    else:
+        assert code == 0 and "peak memory per worker" in out, out
