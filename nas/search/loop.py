@@ -337,7 +337,7 @@ def _reporter(worker: _Worker, trial: optuna.Trial, arch: Any) -> Callable[[Any]
 
     def reporter(point: Any) -> bool:
         with sigint.held():
-            if point.rung is not None:
+            if getattr(point, "rung", None) is not None:  # a rung's annealed loss (nas.train.pretrain.EvalPoint)
                 return _rung_reached(worker, trial, arch, point, rungs)
             curve.append([point.step, point.tokens, point.val_loss])
             records.write_curve(trial, curve)
