@@ -5,7 +5,7 @@ For each budget C and each rung k (the trial budget T = 49,152 tokens x 1, 2.5, 
 architecture of a half is taken to have reached rung k: its points are the ground truth's seed-0 annealed
 losses at the rungs up to k, cut at its D = C / flops_per_token as nas cuts them (a trial whose next rung
 passes D is trained to D: its loss there is measured). nas's size trend (nas.scaling.fit_size_trend) is
-fitted on those points, and each architecture's prediction at D is nas's rule (nas.scaling.StudyFit.predict):
+fitted on those points (at rung 0 on the points up to rung 1: a trend needs two budgets per curve), and each architecture's prediction at D is nas's rule (nas.scaling.StudyFit.predict):
 the trend plus w x its deviation from the trend at its highest rung. Figures, against the truth (the mean
 over seeds of the loss at D):
 - error: the median |prediction - truth| / truth;
@@ -94,13 +94,16 @@ def evaluate(
 ) -> dict[str, float]:
     """The prediction at C from every architecture's points up to ``rung`` (``shape``: the trend with
     nas.scaling's shape terms) against the truth."""
-    curves, cut = [], []
+    curves, cut, fitted = [], [], []
     for a in archs:
         points, at_target = rung_points(a, budget, rung)
         curves.append((float(a["entry"]["non_embedding_params"]), points))
         cut.append(at_target)
+        # the trend needs two budgets per curve: at rung 0 it is fitted on points up to rung 1 (in a study, the
+        # trials promoted past the first rung give it), the trial's own prediction still from rung 0 alone
+        fitted.append((curves[-1][0], rung_points(a, budget, max(rung, 1))[0]))
     shapes = [shape_features(a["entry"]["arch"].to_dict()) if shape else () for a in archs]
-    trend = fit_size_trend(curves, shapes if shape else None)
+    trend = fit_size_trend(fitted, shapes if shape else None)
     preds, truths, sizes = [], [], []
     for a, (size, points), at_target, features in zip(archs, curves, cut, shapes, strict=True):
         d = a["targets"][f"C{budget}"]

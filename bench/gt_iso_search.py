@@ -56,6 +56,7 @@ Table = dict[str, dict[str, Any]]
 FRACTIONS = (0.02, 0.05, 0.1, 0.25, 0.5)
 AT = 0.25  # the compute fraction the pick must be good at
 STRATEGIES = {  # label: (sampler, pruner, rungs?, objective)
+    "random, trial loss at T": ("random", "none", False, "val_loss"),
     "TPE, trial loss at T": ("tpe", "none", False, "val_loss"),
     "TPE + Hyperband, rung loss": ("tpe", "hyperband", True, "val_loss"),
     "TPE + SHA, rungs, predicted at C": ("tpe", "sha", True, "predicted_val_loss"),
