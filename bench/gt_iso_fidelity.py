@@ -5,9 +5,10 @@ For each budget C and each rung k (the trial budget T = 49,152 tokens x 1, 2.5, 
 architecture of a half is taken to have reached rung k: its points are the ground truth's seed-0 annealed
 losses at the rungs up to k, cut at its D = C / flops_per_token as nas cuts them (a trial whose next rung
 passes D is trained to D: its loss there is measured). nas's size trend (nas.scaling.fit_size_trend) is
-fitted on those points (at rung 0 on the points up to rung 1: a trend needs two budgets per curve), and each architecture's prediction at D is nas's rule (nas.scaling.StudyFit.predict):
-the trend plus w x its deviation from the trend at its highest rung. Figures, against the truth (the mean
-over seeds of the loss at D):
+fitted on those points (at rung 0 on the points up to rung 1: a trend needs two budgets per curve), and
+each architecture's prediction at D is nas's rule (nas.scaling.predict_with_trend): the trend plus w x its
+deviation from the trend at its highest rung. Figures, against the truth (the mean over seeds of the loss
+at D):
 - error: the median |prediction - truth| / truth;
 - shape: Spearman between the prediction's and the truth's deviations from a size-only fit (quadratic in
   log non-embedding params, fitted on the half at that budget): does the prediction rank shapes of equal
