@@ -296,7 +296,15 @@ def restricted_space(table: Table, folder: Path) -> Path:
         sample = space.sample(optuna.trial.FixedTrial(values))
         if sample.arch is not None and sample.arch.arch_hash() in table:
             keep.add(tuple(sample.values.get(n) for n in names))
-    raw["constraints"].append(f"({', '.join(names)}) in {tuple(sorted(keep))!r}")
+    head, rest = names[:2], names[2:]  # split so that each expression stays within nas.expr's size bound
+    groups: dict[tuple, set[tuple]] = {}
+    for values in keep:
+        groups.setdefault(values[:2], set()).add(values[2:])
+    raw["constraints"].append(f"({', '.join(head)}) in {tuple(sorted(groups, key=repr))!r}")
+    raw["constraints"] += [
+        f"({', '.join(head)}) != {key!r} or ({', '.join(rest)},) in {tuple(sorted(group, key=repr))!r}"
+        for key, group in sorted(groups.items(), key=lambda kv: repr(kv[0]))
+    ]
     path = folder
     path.write_text(yaml.safe_dump(raw, sort_keys=False, width=1_000_000))
     found = {a.arch_hash() for a in enumerate_space(path)}
