@@ -37,7 +37,7 @@ def test_flops_budget_gives_a_bigger_model_fewer_tokens():
     assert budget_tokens(Pretrain(budget={"seconds": 3}), 1.0) is None
 
 
-def _setup(seed=0):
+def pattern_setup(seed=0):
     rng = np.random.default_rng(0)
     # A learnable stream: a repeating pattern with a little noise.
     ids = (np.tile(np.arange(20), 500) + (rng.random(10000) < 0.05) * 7) % 50
@@ -47,7 +47,7 @@ def _setup(seed=0):
     return arch, model, ids[:9000].astype(np.uint16), ids[9000:].astype(np.uint16)
 
 
-def _config(**kw):
+def pattern_config(**kw):
     base = dict(
         seq_len=32,
         batch_tokens=256,
@@ -60,9 +60,9 @@ def _config(**kw):
 
 
 def test_loss_falls_and_curve_is_recorded():
-    arch, model, train, val = _setup()
+    arch, model, train, val = pattern_setup()
     reports = []
-    outcome = pretrain(model, train, val, _config(), arch.flops_per_token(32), reporter=reports.append)
+    outcome = pretrain(model, train, val, pattern_config(), arch.flops_per_token(32), reporter=reports.append)
     assert outcome.cause is None and outcome.steps == 30 and outcome.tokens == 30 * 256
     assert [p.step for p in outcome.curve] == [0, 10, 20, 30]
     assert [p.step for p in reports] == [10, 20, 30]  # step 0 is recorded, not reported
@@ -72,13 +72,13 @@ def test_loss_falls_and_curve_is_recorded():
 
 
 def test_reporter_can_stop_the_run():
-    arch, model, train, val = _setup()
-    outcome = pretrain(model, train, val, _config(), arch.flops_per_token(32), reporter=lambda p: p.step >= 20)
+    arch, model, train, val = pattern_setup()
+    outcome = pretrain(model, train, val, pattern_config(), arch.flops_per_token(32), reporter=lambda p: p.step >= 20)
     assert outcome.cause == "pruned at step 20" and outcome.steps == 20 and outcome.curve[-1].step == 20
 
 
 def test_nan_loss_stops_with_cause(monkeypatch):
-    arch, model, train, val = _setup()
+    arch, model, train, val = pattern_setup()
     calls = {"n": 0}
     real = pretrain_module.compute_loss
 
@@ -91,7 +91,7 @@ def test_nan_loss_stops_with_cause(monkeypatch):
         return loss
 
     monkeypatch.setattr(pretrain_module, "compute_loss", poisoned)
-    outcome = pretrain(model, train, val, _config(), arch.flops_per_token(32))
+    outcome = pretrain(model, train, val, pattern_config(), arch.flops_per_token(32))
     assert outcome.cause == "nan_loss at step 4" and outcome.steps == 3  # three optimizer steps completed
     assert all(math.isfinite(p.val_loss) for p in outcome.curve)
 
@@ -107,10 +107,10 @@ def test_eval_seconds_time_every_held_out_eval_and_nothing_else(monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(pretrain_module, "evaluate", slow)
-    arch, model, train, val = _setup()
+    arch, model, train, val = pattern_setup()
     schedule = {"kind": "wsd", "warmup_fraction": 0.0, "decay_fraction": 0.25, "cooldowns": [0.3]}
     started = time.perf_counter()
-    outcome = pretrain(model, train, val, _config(budget={"tokens": 256 * 40}, schedule=schedule), 1.0)
+    outcome = pretrain(model, train, val, pattern_config(budget={"tokens": 256 * 40}, schedule=schedule), 1.0)
     wall = time.perf_counter() - started
     assert len(calls) == len(outcome.curve) + 1 == 6  # steps 0, 10, 20, 30, 40 and the cool-down's (at 12)
     assert outcome.eval_seconds >= 0.05 * len(calls)
@@ -118,32 +118,32 @@ def test_eval_seconds_time_every_held_out_eval_and_nothing_else(monkeypatch):
 
 
 def test_gradient_accumulation_matches_the_full_batch():
-    arch, model_a, train, val = _setup()
-    _, model_b, _, _ = _setup()
-    a = pretrain(model_a, train, val, _config(budget={"tokens": 256 * 5}), 1.0)
-    b = pretrain(model_b, train, val, _config(budget={"tokens": 256 * 5}), 1.0, micro_batch_size=2)
+    arch, model_a, train, val = pattern_setup()
+    _, model_b, _, _ = pattern_setup()
+    a = pretrain(model_a, train, val, pattern_config(budget={"tokens": 256 * 5}), 1.0)
+    b = pretrain(model_b, train, val, pattern_config(budget={"tokens": 256 * 5}), 1.0, micro_batch_size=2)
     assert b.micro_batch_size == 2 and a.micro_batch_size == 8
     assert a.curve[-1].val_loss == pytest.approx(b.curve[-1].val_loss, rel=1e-3)
 
 
 def test_seconds_budget_stops_on_time():
-    arch, model, train, val = _setup()
-    outcome = pretrain(model, train, val, _config(budget={"seconds": 0.5}), 1.0)
+    arch, model, train, val = pattern_setup()
+    outcome = pretrain(model, train, val, pattern_config(budget={"seconds": 0.5}), 1.0)
     assert outcome.cause is None and 0.5 <= outcome.train_seconds < 2.0 and outcome.steps > 0
 
 
 def test_data_parallel_batch_must_split_over_the_processes():
-    arch, model, train, val = _setup()
+    arch, model, train, val = pattern_setup()
     with pytest.raises(ValueError, match="batch of 8 sequences does not split over 3 processes"):
-        pretrain(model, train, val, _config(), 1.0, parallel=DataParallel(rank=0, world=3))
-    single = pretrain(model, train, val, _config(budget={"tokens": 256 * 2}), 1.0, parallel=DataParallel())
+        pretrain(model, train, val, pattern_config(), 1.0, parallel=DataParallel(rank=0, world=3))
+    single = pretrain(model, train, val, pattern_config(budget={"tokens": 256 * 2}), 1.0, parallel=DataParallel())
     assert single.steps == 2 and single.micro_batch_size == 8  # one process: the whole batch
 
 
 @pytest.mark.parametrize(("width_base", "peak"), [(None, 1e-2), (64, 1e-2), (16, 1e-2 * 16 / 32)])
 def test_a_model_wider_than_lr_width_base_peaks_at_a_proportionally_smaller_lr(width_base, peak, monkeypatch):
-    arch, model, train, val = _setup()  # d_model 32
-    config = _config(
+    arch, model, train, val = pattern_setup()  # d_model 32
+    config = pattern_config(
         optimizer={"lr": 1e-2, "lr_width_base": width_base},
         schedule=Schedule(kind="wsd", warmup_fraction=0.1, decay_fraction=0.2, cooldowns=[0.5]),
     )

@@ -1,39 +1,26 @@
 """Rungs: a run planned to its top rung, a cool-down landing on each lower rung, stopped at a rung by its
 reporter, and continued from a rung without a restart (bit-identical to a straight run to that rung)."""
 
-import numpy as np
 import pytest
 import torch
-import transformers
 
 from nas.arch import ArchConfig
 from nas.errors import NasInputError
-from nas.protocol import Pretrain, load_protocol
+from nas.protocol import load_protocol
 from nas.train.pretrain import pretrain
 from nas.train.schedule import rung_lr, rung_plan
+from tests.test_pretrain import pattern_config, pattern_setup
 
 
 def _setup():
-    rng = np.random.default_rng(0)
-    ids = (np.tile(np.arange(20), 500) + (rng.random(10000) < 0.05) * 7) % 50
-    arch = ArchConfig(vocab_size=50, max_seq_len=32, n_layers=2, d_model=32, n_heads=2)
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(arch.to_hf_config())
-    return arch, model, ids[:9000].astype(np.uint16), ids[9000:].astype(np.uint16)
+    return pattern_setup()
 
 
 def _config(rungs, **kw):
-    base = dict(
-        seq_len=32,
-        batch_tokens=256,
-        budget={"tokens": 256 * 10},
-        eval_every=7,
-        eval_tokens=512,
-        optimizer={"lr": 1e-2},
-        schedule={"kind": "wsd", "warmup_fraction": 0.2, "decay_fraction": 0.2},
-        rungs=rungs,
+    schedule = {"kind": "wsd", "warmup_fraction": 0.2, "decay_fraction": 0.2}
+    return pattern_config(
+        **{"budget": {"tokens": 256 * 10}, "eval_every": 7, "schedule": schedule, "rungs": rungs, **kw}
     )
-    return Pretrain(**{**base, **kw})
 
 
 def test_plan_lands_a_cooldown_on_each_lower_rung():
