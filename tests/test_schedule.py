@@ -10,7 +10,8 @@ from nas.errors import NasInputError
 from nas.protocol import Pretrain, Schedule, load_protocol
 from nas.train.pretrain import pretrain
 from nas.train.schedule import cooldown_length, cooldown_steps, lr_multiplier
-from tests.test_pretrain import _config, _setup
+from tests.test_pretrain import pattern_config as _config
+from tests.test_pretrain import pattern_setup as _setup
 
 
 def test_cooldown_steps_lie_after_warmup_and_inside_the_stable_phase():
