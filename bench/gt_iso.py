@@ -18,6 +18,7 @@ holds (3.44M): each run records its ``epochs`` (tokens / training tokens); above
 
     python bench/gt_iso.py --plan                                # runs, core-hours, best sizes to expect
     python bench/gt_iso.py --split                               # write gt_iso_split.json (once)
+    python bench/gt_iso.py --extend                              # after widening the space: add the new ones
     nice -n 19 python bench/gt_iso.py --threads 1                # all runs (start one per core)
     python bench/gt_iso.py --report [--record]                   # the ground truth's figures
     python bench/gt_iso.py --scale 0.02 --limit 2 --out /tmp/iso.json   # a smoke test (never into bench/)
@@ -57,6 +58,10 @@ EVAL_EVERY = 128  # steps between held-out evals of the main run
 DECAY = 0.2  # WSD decay fraction (the protocol's default)
 TRAIN_TOKENS = 3_440_000  # about the Gutenberg training split's tokens (for epochs)
 SECOND_SEED_TOP = 8  # the best this many per budget get seed 1
+# The extension's smallest architectures stop at the middle budget: below a quarter of the largest budget's
+# best size in the first 72's seed 0 (41,376 non-embedding params) they are outside the issue's 4x band
+# there, and their D at 2e12 (5-6M tokens) would repeat the data almost twice.
+LAST_BUDGET_MIN_PARAMS = 41_376 // 4
 
 
 def budget_tokens(flops: float, fpt: float) -> int:
@@ -68,8 +73,9 @@ def targets(arch: ArchConfig, scale: float = 1.0) -> dict[str, int]:
     """The annealed points a run of ``arch`` must give: name -> tokens ("C0".. the budgets, "R1".. rungs);
     the largest budget's D is the run's own end."""
     fpt = arch.flops_per_token(SEQ_LEN)
-    points = {f"C{i}": budget_tokens(c * scale, fpt) for i, c in enumerate(BUDGETS)}
-    end = points[f"C{len(BUDGETS) - 1}"]
+    budgets = BUDGETS if arch.non_embedding_params() >= LAST_BUDGET_MIN_PARAMS else BUDGETS[:-1]
+    points = {f"C{i}": budget_tokens(c * scale, fpt) for i, c in enumerate(budgets)}
+    end = max(points.values())
     rungs = {f"R{r:g}": int(r * TRIAL_TOKENS * scale) // BATCH_TOKENS * BATCH_TOKENS for r in RUNGS}
     return points | {k: max(BATCH_TOKENS, v) for k, v in rungs.items() if v < end}
 
@@ -83,7 +89,7 @@ def branch_step(tokens: int) -> int:
 def schedule(arch: ArchConfig, scale: float = 1.0) -> tuple[int, list[float], float]:
     """(total steps, cool-down fractions, warmup fraction) of the architecture's run."""
     points = targets(arch, scale)
-    total = points[f"C{len(BUDGETS) - 1}"] // BATCH_TOKENS
+    total = max(points[f"C{i}"] for i in range(len(BUDGETS)) if f"C{i}" in points) // BATCH_TOKENS
     warmup = WARMUP_STEPS
     steps = sorted({branch_step(t) for t in points.values() if t < total * BATCH_TOKENS})
     steps = [s for s in steps if warmup < s and s / total < 1 - DECAY]  # the protocol's own bounds
@@ -120,6 +126,29 @@ def build_split() -> dict[str, Any]:
         "rungs": list(RUNGS),
         "archs": [describe(a) | {"half": halves[a.arch_hash()]} for a in archs],
     }
+
+
+def extend_split() -> str:
+    """Add the space's architectures that the split lacks (the space was widened after runs began): the
+    new ones are paired by size among themselves, one of each pair to each half (gt_archs.split), and the
+    existing entries keep their halves. Written before any of the new ones runs."""
+    data = json.loads(SPLIT.read_text())
+    known = {e["hash"] for e in data["archs"]}
+    archs = enumerate_space(SPACE)
+    lost = known - {a.arch_hash() for a in archs}
+    if lost:
+        raise SystemExit(f"{SPACE.name} no longer holds {len(lost)} architectures of {SPLIT.name}")
+    new = [a for a in archs if a.arch_hash() not in known]
+    if not new:
+        return f"{SPLIT.name} already holds every architecture of {SPACE.name}"
+    n = len(data.get("extensions", [])) + 1
+    halves = split(new)
+    data["archs"] += [describe(a) | {"half": halves[a.arch_hash()], "extension": n} for a in new]
+    data.setdefault("extensions", []).append(
+        {"added": len(new), "space_text": SPACE.read_text(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    )
+    SPLIT.write_text(json.dumps(data, indent=1) + "\n")
+    return f"{SPLIT.name}: added {len(new)} architectures (extension {n})"
 
 
 def load_split(path: Path = SPLIT) -> list[dict[str, Any]]:
@@ -258,7 +287,7 @@ def print_plan(scale: float = 1.0) -> None:
     print(f"{len(entries)} architectures; budgets {', '.join(f'{c:.3g}' for c in BUDGETS)} FLOPs")
     for e, s in zip(entries, seconds, strict=True):
         t = targets(e["arch"], scale)
-        d = " ".join(f"{t[f'C{i}'] / 1e3:6.0f}k" for i in range(len(BUDGETS)))
+        d = " ".join(f"{t[f'C{i}'] / 1e3:6.0f}k" if f"C{i}" in t else "      -" for i in range(len(BUDGETS)))
         print(f"{e['summary']:52s} {e['non_embedding_params']:>9,} D {d} {s / 60:5.1f} min")
     total = sum(seconds) + sum(second)
     print(
@@ -271,6 +300,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plan", action="store_true", help="print the runs and core-hours and stop")
     parser.add_argument("--split", action="store_true", help="write gt_iso_split.json (kept if present)")
+    parser.add_argument("--extend", action="store_true", help="add the space's new architectures to the split")
     parser.add_argument("--report", action="store_true", help="print the ground truth's figures")
     parser.add_argument("--record", action="store_true", help="with --report: append it to bench/RESULTS.md")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -290,6 +320,9 @@ def main() -> None:
             return
         SPLIT.write_text(json.dumps(build_split(), indent=1) + "\n")
         print(f"wrote {SPLIT}")
+        return
+    if args.extend:
+        print(extend_split())
         return
     if args.report:
         from _gt_iso_report import report
