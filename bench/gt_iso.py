@@ -145,7 +145,11 @@ def extend_split() -> str:
     halves = split(new)
     data["archs"] += [describe(a) | {"half": halves[a.arch_hash()], "extension": n} for a in new]
     data.setdefault("extensions", []).append(
-        {"added": len(new), "space_text": SPACE.read_text(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        {
+            "added": len(new),
+            "space_text": SPACE.read_text(),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
     )
     SPLIT.write_text(json.dumps(data, indent=1) + "\n")
     return f"{SPLIT.name}: added {len(new)} architectures (extension {n})"

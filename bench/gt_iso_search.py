@@ -8,7 +8,7 @@ replaced by a lookup of the ground truth's annealed points: a trial's rung k is 
 T x rung (T = 49,152 tokens), cut at the target as nas cuts it (nas.train.schedule.rungs_within_target: a
 trial whose next rung passes D is trained to D, its measured loss there). A trial's compute is its tokens
 (main run and cool-downs) x flops_per_token; the exhaustive cost is every architecture trained to its D
-(n x C). The pick after each trial is what `nas status` ranks first (nas.search.records.rank_records).
+(n x C). The pick after each trial is what `nas status` ranks first (nas.search.ranking.rank_records).
 
 Strategies: random search trains random architectures fully at C (its pick is the best truth it trained);
 TPE on the trial loss at T (today's default objective; no pruning: the table holds no curve below T);
@@ -47,7 +47,8 @@ from gt_iso import BUDGETS, OUT, RUNGS, SPACE, TRIAL_TOKENS, WARMUP_STEPS, load_
 import nas.trial  # noqa: E402
 from nas.scaling import target_tokens  # noqa: E402
 from nas.search import SearchConfig, run_search  # noqa: E402
-from nas.search.records import TrialRecord, rank_records  # noqa: E402
+from nas.search.ranking import rank_records  # noqa: E402
+from nas.search.records import TrialRecord  # noqa: E402
 from nas.space import load_space  # noqa: E402
 from nas.train.pretrain import EvalPoint  # noqa: E402
 from nas.train.schedule import rung_plan, rungs_within_target  # noqa: E402

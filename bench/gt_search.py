@@ -65,7 +65,8 @@ import nas.search.loop  # noqa: E402
 import nas.search.study  # noqa: E402
 import nas.trial  # noqa: E402
 from nas.search import SearchConfig, run_search  # noqa: E402
-from nas.search.records import TrialRecord, refitted_predictions  # noqa: E402
+from nas.search.ranking import refitted_predictions  # noqa: E402
+from nas.search.records import TrialRecord  # noqa: E402
 from nas.space import load_space  # noqa: E402
 
 Table = dict[str, dict[str, Any]]
@@ -226,7 +227,7 @@ def search(table: Table, space: Path, design: str, strategy: str, seed: int, fol
 
 def refitted(study: optuna.Study, traj: Traj) -> Traj:
     """The trajectory with each step's values refitted on the trials trained so far, as `nas status` and
-    `nas export` rank a study whose objective is the prediction (nas.search.records.refitted_predictions)."""
+    `nas export` rank a study whose objective is the prediction (nas.search.ranking.refitted_predictions)."""
     rows = [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
     assert len(rows) == len(traj)
     out: Traj = []

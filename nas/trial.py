@@ -121,12 +121,8 @@ def run_trial(
         phases.close(result)
         return result
     model, outcome = trained
-    if top is not None and outcome.cause is None:  # fully trained, at the target
-        if capped.pretrain.rungs is None and reporter is not None:  # no rungs were left: report the target's
-            last = outcome.curve[-1]
-            reporter(EvalPoint(last.step, last.tokens, last.val_loss, last.train_loss, last.lr, last.seconds, top))
-        outcome.rung = top
-        result.metrics["at_target"] = 1.0
+    if top is not None and outcome.cause is None:
+        _reached_target(result, outcome, top, reporter if capped.pretrain.rungs is None else None)
     _record_pretraining(result, outcome, protocol.pretrain.seq_len)
     add_prediction(result, protocol)
     if outcome.cause is None:
@@ -140,6 +136,16 @@ def run_trial(
     if keep_model:
         result.model = model
     return result
+
+
+def _reached_target(result: TrialResult, outcome: PretrainOutcome, top: int, reporter: Reporter | None) -> None:
+    """A rung trial fully trained to its target: the target is its top rung (``top``). ``reporter``: given
+    when no rung was left below the target, so the target's point is reported as the top rung's."""
+    if reporter is not None:
+        last = outcome.curve[-1]
+        reporter(EvalPoint(last.step, last.tokens, last.val_loss, last.train_loss, last.lr, last.seconds, top))
+    outcome.rung = top
+    result.metrics["at_target"] = 1.0
 
 
 def _rungs_within_target(

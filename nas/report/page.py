@@ -15,7 +15,8 @@ import optuna
 
 from nas.errors import NasInputError
 from nas.report import fidelity, figures, tables
-from nas.search.records import TrialRecord, leaderboard, prediction_rule, study_records
+from nas.search.ranking import leaderboard, prediction_rule
+from nas.search.records import TrialRecord, study_records
 from nas.search.storage import study_info
 
 __all__ = ["build_report", "check_report_path", "Report"]

@@ -20,7 +20,8 @@ from nas.search.config import SearchConfig, SearchPlan, SearchRequest, validate_
 from nas.search.estimate import Estimate, estimate_search
 from nas.search.export import check_export_choice, export_from_study, export_targets
 from nas.search.loop import run_search, work
-from nas.search.records import Status, TrialRecord, leaderboard, study_records, trained_count
+from nas.search.ranking import leaderboard
+from nas.search.records import Status, TrialRecord, study_records, trained_count
 from nas.search.samplers import (
     PRUNERS,
     SAMPLERS,

@@ -14,7 +14,8 @@ from typing import Any
 import optuna
 
 from nas.errors import NasInputError
-from nas.search.records import TrialRecord, leaderboard, read_trials, refitted_predictions
+from nas.search.ranking import leaderboard, refitted_predictions
+from nas.search.records import TrialRecord, read_trials
 from nas.search.storage import study_context, study_info
 
 __all__ = ["check_export_choice", "export_targets", "export_from_study", "damaged_notes"]

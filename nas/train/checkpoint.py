@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from nas.errors import NasInputError
+from nas.train.outcome import EvalPoint
 
 __all__ = ["Checkpoint", "cpu_copy", "rng_state", "set_rng_state"]
 
@@ -172,8 +173,6 @@ def _count(v: Any) -> bool:
 
 def _state_problems(state: dict[str, Any]) -> list[tuple[str, str]]:
     """(field, problem) for each field of a saved state that is missing or not what pretraining reads."""
-    from nas.train.pretrain import EvalPoint  # imported here: pretrain imports this module
-
     point_keys = {f.name for f in fields(EvalPoint)} - {"rung"}  # a rung's point is never in the curve
 
     def point(p: Any) -> bool:
