@@ -99,14 +99,24 @@ class LogFile:
         self.quiet = quiet
         self.echo = echo
         self.file: TextIO | None = None
+        self.failing = False
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.file = path.open("a")
 
     def __call__(self, line: str) -> None:
         if self.file is not None:
-            self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
-            self.file.flush()
+            try:
+                self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+                self.file.flush()
+            except OSError as exc:  # a full disk: the search goes on, the line goes to the console
+                if not self.failing:
+                    err_console.print(
+                        f"log file {self.file.name}: {exc.strerror or exc}; lines not kept", highlight=False
+                    )
+                self.failing = True
+            else:
+                self.failing = False
         if not self.quiet:
             self.echo.print(f"[dim]{escape(line)}[/dim]", highlight=False)
 

@@ -73,7 +73,9 @@ def rung_value(
 def add_study_prediction(study: optuna.Study, protocol: TrialProtocol, number: int, result: Any) -> None:
     """Trial ``number``'s prediction at the target budget (nas.trial.add_prediction) with every other
     trained trial's size and annealed points: the size trend and the shared data exponent sharpen as
-    the study grows."""
+    the study grows. A protocol with no cool-downs predicts nothing: the study is not read."""
+    if not protocol.pretrain.anneals:
+        return
     from nas.trial import add_prediction
 
     others = [

@@ -279,7 +279,7 @@ def _train_and_tell(worker: _Worker, trial: optuna.Trial, arch: Any) -> str:
     from nas.trial import run_trial  # looked up at call time: benchmarks replace it with a table
 
     config, cb = worker.config, worker.cb
-    checkpoint = _checkpoint(config, arch)
+    checkpoint = _checkpoint(config, arch, cb.log)
     cb.trial_started(trial.number, arch.summary())
     try:
         # Training: Ctrl-C stops it at once (the reporter and checkpoint saves hold it again); the trial is then
@@ -304,21 +304,29 @@ def _train_and_tell(worker: _Worker, trial: optuna.Trial, arch: Any) -> str:
         cb.log(f"trial {trial.number}: resumed from the checkpoint at step {result.resumed_from_step}")
     feedback.add_study_prediction(worker.study, worker.config.protocol, trial.number, result)
     records.write_result(trial, result)
-    store_artifacts(trial, result, worker.artifacts, worker.config.keep_weights)
+    try:
+        store_artifacts(trial, result, worker.artifacts, worker.config.keep_weights)
+    except OSError as exc:  # a full disk: the curve file is lost, the trial's result is in the storage
+        cb.log(f"trial {trial.number}: its artifacts were not stored ({exc.strerror or exc}); its result was")
     outcome = _tell(worker, trial, result)
     if checkpoint is not None:
         checkpoint.clear()
     return outcome
 
 
-def _checkpoint(config: SearchConfig, arch: Any) -> Any:
-    """The trial's checkpoint (None when off); a save in progress holds Ctrl-C until it is complete."""
+def _checkpoint(config: SearchConfig, arch: Any, log: Callable[[str], None]) -> Any:
+    """The trial's checkpoint (None when off); a save in progress holds Ctrl-C until it is complete. A save
+    that the disk refuses (full) is skipped: training goes on, and a retry resumes from an earlier save."""
     from nas.train.checkpoint import Checkpoint
 
     class HeldCheckpoint(Checkpoint):
-        def save(self, state: dict[str, Any]) -> Path:
+        def save(self, state: dict[str, Any]) -> Path | None:
             with sigint.held():
-                return super().save(state)
+                try:
+                    return super().save(state)
+                except OSError as exc:
+                    log(f"checkpoint at step {state.get('step')} not saved ({exc.strerror or exc}); training goes on")
+                    return None
 
     every = config.protocol.pretrain.eval_every if config.checkpoint_every is None else config.checkpoint_every
     key = f"{arch.arch_hash()}-{config.protocol.content_hash}"

@@ -28,6 +28,7 @@ from nas.errors import NasInputError, did_you_mean
 from nas.protocol import TrialProtocol, parse_protocol
 from nas.search import records
 from nas.search.attrs import OBJECTIVES, PROTOCOL_TEXT, SPACE_TEXT
+from nas.search.outage import ride_out
 from nas.search.workers import HeartbeatJournalStorage, Heartbeats
 from nas.space import SearchSpace, parse_space
 
@@ -117,7 +118,10 @@ def open_storage(url: str, heartbeats: Heartbeats | None = None) -> optuna.stora
         }
     for attempt in range(5):  # 5 tries: processes that open a new database at once race to create tables
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(scheme), **beat)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(scheme), **beat)
+            if heartbeats is not None and scheme != "sqlite":  # a worker waits out a database restart
+                ride_out(storage, heartbeats.grace)
+            return storage
         except Exception as exc:  # sqlalchemy's OperationalError, a missing driver, ...
             if _creating_race(exc) and attempt < 4:  # another process is creating the tables
                 time.sleep(0.5 * (attempt + 1))

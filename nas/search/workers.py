@@ -39,6 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.cpu import available_cpus
 from nas.search import records
+from nas.search.outage import settling
 from nas.search.records import Status
 
 __all__ = [
@@ -273,7 +274,10 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 def fail_stale(study: optuna.Study) -> None:
     """Optuna's fail_stale_trials, then :func:`fail_dead_here`; never raising (a storage hiccup must not
     stop a worker). Each fails a trial and then queues its retry: the worker loop counts a trial failed
-    this way as still running until its retry is queued (nas.search.loop)."""
+    this way as still running until its retry is queued (nas.search.loop). Not while the storage is settling
+    after an outage (nas.search.outage): every heartbeat is old then, and live workers beat again first."""
+    if settling():
+        return
     with contextlib.suppress(Exception):
         fail_stale_trials(study)
     with contextlib.suppress(Exception):

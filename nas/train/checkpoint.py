@@ -24,12 +24,13 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from nas.errors import NasInputError
 from nas.train.outcome import EvalPoint
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Checkpoint", "cpu_copy", "rng_state", "set_rng_state"]
 
@@ -99,6 +100,7 @@ class Checkpoint:
         return f"remove {saves[0]} to resume from {saves[1].name if len(saves) > 1 else 'the start'}"
 
     def save(self, state: dict[str, Any]) -> Path:
+        import torch
         from safetensors.torch import save_file
 
         state = dict(state)
@@ -108,8 +110,12 @@ class Checkpoint:
         tmp = self.folder / f".step-{step:08d}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        save_file(weights, tmp / WEIGHTS, metadata={"step": str(step), "key": self.key})
-        torch.save({**state, "key": self.key}, tmp / STATE)
+        try:
+            save_file(weights, tmp / WEIGHTS, metadata={"step": str(step), "key": self.key})
+            torch.save({**state, "key": self.key}, tmp / STATE)
+        except BaseException:  # a full disk, say: the half-written save goes, the last complete one stays
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         final = self.folder / f"step-{step:08d}"
         _discard(final)  # a save of the same step (a resumed run's last)
         os.replace(tmp, final)  # a reader never sees half a save; a kill mid-write leaves the last one
@@ -146,6 +152,8 @@ def _weights_file(save: Path, hint: str) -> Path:
 
 def _read_state(save: Path, device: torch.device | str, mmap: bool, hint: str) -> dict[str, Any]:
     """``state.pt`` of one save, its fields checked."""
+    import torch
+
     path = save / STATE
     if not path.is_file():
         raise _damaged(path, "missing (the save is incomplete)", hint)
@@ -185,6 +193,8 @@ def _state_problems(state: dict[str, Any]) -> list[tuple[str, str]]:
         return isinstance(o, dict) and isinstance(o.get("state"), dict) and isinstance(o.get("param_groups"), list)
 
     def rng(r: Any) -> bool:
+        import torch
+
         return isinstance(r, dict) and isinstance(r.get("torch"), torch.Tensor) and r["torch"].dtype == torch.uint8
 
     checks: list[tuple[str, Callable[[Any], bool], str, bool]] = [  # (field, valid, what it must be, required)
@@ -236,6 +246,8 @@ def _read_weights(
 
 def cpu_copy(state: Any) -> Any:
     """A deep copy of a state dict with every tensor on the CPU."""
+    import torch
+
     if isinstance(state, torch.Tensor):
         return state.detach().to("cpu", copy=True)
     if isinstance(state, dict):
@@ -246,6 +258,8 @@ def cpu_copy(state: Any) -> Any:
 
 
 def rng_state() -> dict[str, Any]:
+    import torch
+
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -253,6 +267,8 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
