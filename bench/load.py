@@ -16,7 +16,8 @@ the sampler's ask() latency at 100, 1,000 and 5,000 trials; --memory one idle wo
     python bench/load.py --storage journal --workers 64 --n-trials 2000 --faults kill,stop
     python bench/load.py --ask                      # ask() latency, TPE and random, on PostgreSQL
     python bench/load.py --memory                   # one idle worker's peak memory
-    python bench/load.py ... --record               # append the run's figures to bench/RESULTS.md
+    python bench/load.py ... --out runs.jsonl       # append the run's figures as one JSON line
+    python bench/load.py --report runs.jsonl --record   # their tables, appended to bench/RESULTS.md
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,61 +36,14 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from _load_cluster import Cluster, fill_disk, tmpfs
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_load_standin.py"
 SPACE, PROTOCOL = "small-100m", "cpu-tiny"
-
-
-# ---- a throwaway PostgreSQL cluster ------------------------------------------------------------------
-def _pg_bin(name: str) -> str:
-    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    if not found:
-        raise SystemExit(f"no {name} under /usr/lib/postgresql: install postgresql")
-    return str(found[-1])
-
-
-def _as_postgres(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(["runuser", "-u", "postgres", "--", *argv], capture_output=True, text=True)
-    if check and done.returncode:
-        raise SystemExit(f"{Path(argv[0]).name} failed (rc {done.returncode}): {done.stderr.strip()[-500:]}")
-    return done
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Cluster:
-    """initdb + pg_ctl in a temporary folder on a free port; ``restart`` stops it for ``outage`` seconds."""
-
-    def __init__(self, root: Path, max_connections: int) -> None:
-        self.data, self.port = root / "pgdata", _free_port()
-        root.mkdir(parents=True, exist_ok=True)
-        os.chmod(root.parent, 0o755)  # mkdtemp's 0700 would keep the postgres user out
-        shutil.chown(root, "postgres")
-        _as_postgres(_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres")
-        self.options = f"-p {self.port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections={max_connections}"
-        self.log = root / "pg.log"
-        self.start()
-        _as_postgres(_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "load")
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/load"
-
-    def start(self) -> None:
-        _as_postgres(_pg_bin("pg_ctl"), "-D", str(self.data), "-o", self.options, "-l", str(self.log), "-w", "start")
-
-    def stop(self) -> None:
-        _as_postgres(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop", check=False)
-
-    def restart(self, outage: float) -> None:
-        self.stop()
-        time.sleep(outage)
-        self.start()
 
 
 # ---- the study and its workers -----------------------------------------------------------------------
@@ -181,6 +134,8 @@ def run_faults(
     stalled = restarted = filled = False
     while not done.wait(1.0):
         now, since = time.monotonic(), time.monotonic() - started
+        if cluster is not None:
+            cluster.count_connections()
         live = sup.live()
         if "kill" in faults and now >= next_kill and live:
             victim = rng.choice(live)
@@ -208,30 +163,6 @@ def run_faults(
             filled = True
             log.append(f"{since:.0f}s the run folder's disk filled for 20s")
             fill_disk(disk, 20.0)
-
-
-def fill_disk(folder: Path, seconds: float) -> None:
-    """Fill the tmpfs under ``folder`` to the last byte for ``seconds``, then free it."""
-    filler = folder / "filler.bin"
-    with contextlib.suppress(OSError), open(filler, "wb") as f:
-        while True:
-            f.write(b"\0" * 2**20)
-    with contextlib.suppress(OSError), open(folder / "filler2.bin", "wb") as f:
-        while True:
-            f.write(b"\0" * 4096)
-    time.sleep(seconds)
-    filler.unlink(missing_ok=True)
-    (folder / "filler2.bin").unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size_mb: int) -> Iterator[Path]:
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 # ---- the figures, read from the storage -------------------------------------------------------------
@@ -361,8 +292,9 @@ def _tails(logs: Path) -> list[str]:
 
 # ---- ask() latency and memory ------------------------------------------------------------------------
 def ask_latency(url: str, sampler_name: str, sizes: tuple[int, ...] = (100, 1000, 5000)) -> dict[int, float]:
-    """Median seconds of ask() plus the space's sampling (what a worker's ask costs) at each history size:
-    the history is added as COMPLETE trials with params the space's sampling drew."""
+    """Median seconds of one worker's ask (study.ask() and the space's sampling through the trial, as the
+    search loop does) at each history size. The history is complete trials with params the space's sampling
+    drew (on an in-memory study, then added to the storage in one batch), values random."""
     import optuna
 
     from nas.search.samplers import make_sampler
@@ -371,24 +303,25 @@ def ask_latency(url: str, sampler_name: str, sizes: tuple[int, ...] = (100, 1000
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space(SPACE)
-    storage = open_storage(url)
-    study = optuna.create_study(
-        study_name=f"ask-{sampler_name}-{time.time_ns()}",
-        storage=storage,
-        sampler=optuna.samplers.RandomSampler(seed=0),
-    )
+    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(study_name=f"ask-{sampler_name}-{time.time_ns()}", storage=open_storage(url))
     rng = random.Random(0)
     out: dict[int, float] = {}
     have = 0
     for size in sizes:
-        batch = []
+        history = []
         while have < size:
-            t = study.ask()
+            t = scratch.ask()
             space.sample(t)
-            batch.append(t)
+            frozen = scratch._storage.get_trial(t._trial_id)
+            history.append(
+                optuna.trial.create_trial(
+                    params=frozen.params, distributions=frozen.distributions, value=rng.uniform(2, 5)
+                )
+            )
+            scratch.tell(t, state=optuna.trial.TrialState.FAIL)
             have += 1
-        for t in batch:
-            study.tell(t, rng.uniform(2, 5))
+        study.add_trials(history)
         study.sampler = make_sampler(sampler_name, 0, space, False)
         times = []
         for _ in range(5):
@@ -397,8 +330,8 @@ def ask_latency(url: str, sampler_name: str, sizes: tuple[int, ...] = (100, 1000
             space.sample(t)
             times.append(time.perf_counter() - begin)
             study.tell(t, state=optuna.trial.TrialState.FAIL)
-        out[size] = statistics.median(times)
-        study.sampler = optuna.samplers.RandomSampler(seed=size)
+        out[size] = round(statistics.median(times), 4)
+        print(f"{sampler_name} at {size} trials: ask {out[size]:.3f}s", file=sys.stderr, flush=True)
     return out
 
 
@@ -450,13 +383,25 @@ def main() -> None:
     parser.add_argument("--grace", type=int, default=30)
     parser.add_argument("--kill-every", type=float, default=30.0)
     parser.add_argument("--outage", type=float, default=10.0, help="seconds PostgreSQL is down in a restart")
-    parser.add_argument("--max-connections", type=int, default=300)
+    parser.add_argument("--max-connections", type=int, default=100, help="the cluster's (PostgreSQL's default)")
     parser.add_argument("--limit", type=float, default=3600.0, help="give up after this many seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, database)")
     parser.add_argument("--ask", action="store_true", help="measure ask() latency instead")
     parser.add_argument("--memory", action="store_true", help="measure one idle worker's memory instead")
     parser.add_argument("--out", type=Path, help="append the figures as one JSON line here")
+    parser.add_argument("--report", type=Path, help="print the tables of the runs in this JSON-lines file")
+    parser.add_argument("--record", action="store_true", help="with --report: append them to bench/RESULTS.md")
     args = parser.parse_args()
+    if args.report:
+        from _load_report import report
+
+        text = report(args.report)
+        print(text)
+        if args.record:
+            from _results import append
+
+            append("load: many workers, real faults", text)
+        return
     if args.memory:
         result: dict[str, Any] = {
             "memory": {"torch loaded (before)": idle_memory(False), "stand-in path (after)": idle_memory(True)}

@@ -42,6 +42,7 @@ warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to b
 EXHAUSTED_AFTER = 100  # consecutive samples that are infeasible or duplicates: the space is exhausted
 FALLBACK_AFTER = 2  # duplicates in a row, then an unseen architecture is queued (a sampler that repeats itself)
 FAILURES_IN_A_ROW = 5
+INFEASIBLE_CONSTRAINT = "constraints:space"  # Optuna's constraint key: > 0 marks a trial infeasible to its samplers
 
 
 @dataclass
@@ -222,13 +223,17 @@ def _surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
 
 
 def _claim(worker: _Worker, trial: optuna.Trial) -> Any:
-    """Sample the architecture and claim it; an infeasible sample is told FAIL (returns None)."""
+    """Sample the architecture and claim it (returns None for an infeasible sample). An infeasible sample is
+    told PRUNED with a violated constraint: TPE then ranks it below every feasible trial and steers away
+    from its region (a FAIL trial teaches TPE nothing, and a space whose constraints reject most of the
+    grid drew thousands of rejected samples per trained trial). It never counts as trained (its status)."""
     study, config = worker.study, worker.config
     retry_of = records.retry_of(study._storage.get_trial(trial._trial_id))
     sample = config.space.sample(trial)
     if sample.arch is None:
         records.set_status(trial, Status.INFEASIBLE, f"infeasible: {sample.reason}")
-        study.tell(trial, state=TrialState.FAIL)
+        study._storage.set_trial_system_attr(trial._trial_id, INFEASIBLE_CONSTRAINT, 1.0)
+        study.tell(trial, state=TrialState.PRUNED)
         worker.cb.log(f"trial {trial.number}: infeasible: {sample.reason}")
         return None
     killed = (

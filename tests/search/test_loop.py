@@ -420,3 +420,35 @@ def test_the_task_gate_fine_tunes_only_trials_at_or_below_the_studys_quantile(in
     trained = [r for r in study_records(study) if r.trained]  # the skip is noted where status shows it
     assert sorted("qa.f1" not in r.metrics for r in trained) == sorted(r.notes == ["tasks skipped"] for r in trained)
     assert all(("qa.f1" in r.metrics) == (not r.notes) for r in trained)
+
+
+def test_infeasible_samples_are_pruned_with_a_violated_constraint_so_tpe_learns_from_them(in_tmp, micro_cache):
+    """An infeasible sample is told PRUNED with Optuna's constraint attribute (TPE ranks it below every feasible
+    trial), keeps its status, and never counts as trained: the study still trains exactly n_trials."""
+    from nas.search.loop import INFEASIBLE_CONSTRAINT
+
+    (in_tmp / "micro.yaml").write_text(MICRO_SPACE_WITH_A_HOLE)
+    summary = run_search(micro_config(in_tmp, micro_cache, "hole", n_trials=2, sampler="tpe"))
+    trials = summary.study.get_trials()
+    infeasible = [t for t in trials if t.user_attrs.get("nas_status") == "infeasible"]
+    assert summary.trained == 2 and trained_count(summary.study) == 2
+    assert infeasible, "the sampler never drew from the hole: widen it"
+    assert all(t.state == TrialState.PRUNED and t.system_attrs[INFEASIBLE_CONSTRAINT] == 1.0 for t in infeasible)
+    assert all(t.constraints == {"space": 1.0} for t in infeasible)  # what TPE reads as infeasible
+
+
+MICRO_SPACE_WITH_A_HOLE = """\
+name: micro-hole
+parameters:
+  vocab_size: 512
+  max_seq_len: 64
+  n_layers: {type: int, low: 1, high: 2}
+  n_heads: {type: choice, values: [1, 2]}
+  head_dim: 16
+  ffn_mult: {type: choice, values: [1, 2, 3]}
+derived:
+  d_model: n_heads * head_dim
+  ffn_dim: ffn_mult * d_model
+constraints:
+  - "ffn_mult < 3"
+"""
