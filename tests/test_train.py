@@ -162,6 +162,7 @@ def test_two_processes_match_one(exported, tmp_path, capsys):
         (["train", "EXPORT"], "--out: give the output folder"),
         (["train", "EXPORT", "-o", "o", "--tokens", "10", "--flops", "1e9"], "give --tokens or --flops, not both"),
         (["train", "EXPORT", "-o", "o", "--nproc", "3"], "does not split over 3 processes"),
+        (["train", "/" + "x" * 300, "-o", "o"], "File name too long"),
     ],
 )
 def test_bad_train_input_exits_2(argv, message, exported, tmp_path, monkeypatch, capsys):
@@ -170,6 +171,21 @@ def test_bad_train_input_exits_2(argv, message, exported, tmp_path, monkeypatch,
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_run_refused_before_its_first_step_leaves_no_folder(exported, tmp_path, monkeypatch, capsys):
+    """The data cannot be prepared (the cache folder lies under a regular file): exit 2, and -o is gone, so
+    the same command runs once the input is fixed; an -o that existed keeps its own files."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plain").write_text("a file")
+    for out, existed in (tmp_path / "new", False), (tmp_path / "mine", True):
+        if existed:
+            out.mkdir()
+            (out / "notes.txt").write_text("kept")
+        with pytest.raises(SystemExit) as info:
+            main(["train", str(exported), "-o", str(out), "--set", f"cache_dir={tmp_path / 'plain' / 'cache'}"])
+        assert info.value.code == 2 and "cache" in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] if existed else not out.exists()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="no tensorboard (extra: tensorboard)")

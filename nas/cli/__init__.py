@@ -6,6 +6,7 @@ One module per group of verbs: ``spaces`` and ``trials`` (files), ``search`` (se
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
@@ -40,10 +41,21 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv)
     except NasInputError as exc:
-        err_console.print(
-            f"[bold red]error:[/bold red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True
-        )
-        sys.exit(2)
+        _refuse(str(exc))
+    except OSError as exc:
+        if exc.errno not in PATH_ERRORS or not exc.filename:
+            raise
+        _refuse(f"{exc.filename}: {exc.strerror}")  # a path the user gave that the system refuses
+
+
+# A path the system refuses by its name or place (too long, under a file, not allowed, ...): bad input,
+# wherever it is first touched. Other OS errors (a full disk mid-run, say) keep their traceback.
+PATH_ERRORS = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.ELOOP, errno.EROFS, errno.ENOENT}
+
+
+def _refuse(message: str) -> None:
+    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

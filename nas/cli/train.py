@@ -9,6 +9,7 @@ from typing import Annotated, Any, cast
 import typer
 
 from nas.cli.common import LogFile, SetOption, console, err_console, progress_bars
+from nas.errors import NasInputError
 
 
 def register(app: typer.Typer) -> None:
@@ -49,8 +50,16 @@ def train_command(
             return
         out_dir: Path = resume
     else:
+        existed = out is not None and out.exists()
         spec = new_run(export_dir, out, trial, tokens, flops, overrides, checkpoint_every, nproc)
         out_dir = cast(Path, out)  # new_run refused a missing -o
+        if spec.nproc == 1:
+            try:
+                _train_here(out_dir, spec, quiet)
+            except NasInputError:
+                _undo_start(out_dir, existed)
+                raise
+            return
     if spec.nproc == 1:
         _train_here(out_dir, spec, quiet)
         return
@@ -59,6 +68,22 @@ def train_command(
         err_console.print(f"torchrun exited with {code}; see {out_dir}/train.log, then nas train --resume {out_dir}")
         raise typer.Exit(1)
     _print_trained(out_dir, json.loads((out_dir / "metrics.json").read_text()))
+
+
+def _undo_start(out_dir: Path, existed: bool) -> None:
+    """A new run refused before it trained a step (its data, say): the folder goes as it came, so the same
+    command can be given again once the input is fixed; nothing of a run that trained is touched."""
+    import shutil
+
+    from nas.train.run_folder import SPEC_FILE
+
+    if any(out_dir.rglob("step-*")):
+        return
+    if not existed:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return
+    for name in (SPEC_FILE, "train.log"):
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def _train_here(out_dir: Path, spec: Any, quiet: bool) -> None:
