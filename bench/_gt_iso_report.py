@@ -52,8 +52,8 @@ def report(data: dict[str, Any], entries: list[dict[str, Any]]) -> str:
         f"budgets {', '.join(f'{c:.3g}' for c in BUDGETS)} FLOPs. Truth: the loss at D = C / flops_per_token "
         "(mean over seeds).",
         "",
-        "| C (FLOPs) | best (loss, N, D) | best N's place among the sizes | within 4x of best N | within +-20 % "
-        "(shapes) | seed spread (median, n) | Spearman size-trend vs truth | best within 4x needs repeated data |",
+        "| C (FLOPs) | best (loss, N, D) | best N's place among the sizes | within 4x of best N (measured) "
+        "| within +-20 % (shapes) | seed spread (median, n) | Spearman size-trend vs truth | best within 4x needs repeated data |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for i in range(len(BUDGETS)):
@@ -65,6 +65,9 @@ def report(data: dict[str, Any], entries: list[dict[str, Any]]) -> str:
         n_best = best["entry"]["non_embedding_params"]
         place = sum(s < n_best for s in sizes)
         band = [r for r in table.values() if n_best / 4 <= r["entry"]["non_embedding_params"] <= 4 * n_best]
+        unmeasured = sum(
+            1 for e in entries if n_best / 4 <= e["non_embedding_params"] <= 4 * n_best and e["hash"] not in table
+        )
         near = [r for r in table.values() if abs(r["entry"]["non_embedding_params"] / n_best - 1) <= 0.2]
         gaps = [abs(r["seeds"][0] - r["seeds"][1]) for r in table.values() if {0, 1} <= set(r["seeds"])]
         spread = statistics.median(gaps) if gaps else math.nan
@@ -74,7 +77,7 @@ def report(data: dict[str, Any], entries: list[dict[str, Any]]) -> str:
         repeated = sum(r["epochs"] > 1 for r in band)
         lines.append(
             f"| {BUDGETS[i]:.3g} | {best['entry']['summary']} ({best['mean']:.4f}, {n_best:,}, {best['tokens']:,}) | "
-            f"{place + 1} of {len(sizes)} | {len(band)} | {len(near)}: "
+            f"{place + 1} of {len(sizes)} | {len(band)} ({unmeasured} without a point) | {len(near)}: "
             f"{', '.join(sorted({shape_of(r['entry']) for r in near}))} | {spread:.4f} ({len(gaps)}) | "
             f"{_spearman(list(fit), list(means)):.2f} | {repeated} |"
         )

@@ -18,7 +18,15 @@ from nas.errors import NasInputError
 from nas.search import records
 from nas.search.config import SearchConfig, range_problems
 from nas.search.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
-from nas.search.storage import SEARCH_ATTR, default_storage, find_study, open_storage, study_context, study_metadata
+from nas.search.storage import (
+    SEARCH_ATTR,
+    close_storage,
+    default_storage,
+    find_study,
+    open_storage,
+    study_context,
+    study_metadata,
+)
 from nas.search.workers import Heartbeats
 
 __all__ = ["create_or_resume", "warm_start", "prepare_study", "join_study"]
@@ -121,6 +129,7 @@ def join_study(
     found = find_study(name, storage, runs_dir, what="--study")
     space, protocol = study_context(found)
     stored = _stored_settings(found)
+    close_storage(found._storage)  # the worker's own storage (with heartbeats) is opened below
     base_seed = stored["seed"]
     offset = seed_offset if seed_offset is not None else os.getpid()
     config = SearchConfig(

@@ -166,3 +166,17 @@ def test_artifacts_the_disk_refuses_lose_no_trial(in_tmp, micro_cache, monkeypat
     assert summary.trained == 1
     assert [r.state for r in study_records(summary.study)] == ["complete"]
     assert any("artifacts were not stored (No space left on device)" in line for line in lines)
+
+
+def test_a_worker_holds_few_connections(tmp_path):
+    """A worker's pool is two connections and two more on demand (its loop and its heartbeat thread), and
+    the reader it joined the study with is closed at once: 64 workers fit PostgreSQL's default 100."""
+    from nas.search.storage import _engine_kwargs, close_storage, open_storage
+
+    kwargs = _engine_kwargs("postgresql")
+    assert kwargs["pool_size"] + kwargs["max_overflow"] <= 4 and kwargs["pool_pre_ping"]
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    optuna.create_study(storage=storage, study_name="s")
+    assert storage.engine.pool.checkedin() >= 1
+    close_storage(optuna.load_study(study_name="s", storage=storage)._storage)
+    assert storage.engine.pool.checkedin() == 0
