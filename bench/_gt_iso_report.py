@@ -53,7 +53,8 @@ def report(data: dict[str, Any], entries: list[dict[str, Any]]) -> str:
         "(mean over seeds).",
         "",
         "| C (FLOPs) | best (loss, N, D) | best N's place among the sizes | within 4x of best N (measured) "
-        "| within +-20 % (shapes) | seed spread (median, n) | Spearman size-trend vs truth | best within 4x needs repeated data |",
+        "| within +-20 % (shapes) | seed spread (median, n) | Spearman size-trend vs truth "
+        "| best within 4x needs repeated data |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for i in range(len(BUDGETS)):
