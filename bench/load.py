@@ -215,6 +215,21 @@ def figures(url: str, study_name: str, n_trials: int, workers: int, wall: float)
         "trials": len(trials),
         "lost": len(lost),
         "doubled": len(doubled),
+        "doubled_detail": [
+            [
+                {
+                    "number": t.number,
+                    "state": t.state.name,
+                    "retry_of": records.retry_of(t),
+                    "worker": t.user_attrs.get(WORKER),
+                    "start": str(t.datetime_start),
+                    "end": str(t.datetime_complete),
+                    "duplicate_of": t.user_attrs.get("duplicate_of"),
+                }
+                for t in by_arch[h]
+            ]
+            for h in doubled
+        ],
         "told_after_failed": len(told_after_fail),
         "stuck_running": sum(1 for t in trials if t.state == TrialState.RUNNING),
         "retries": len(retries),
@@ -260,6 +275,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             done.set()
             wall = time.monotonic() - started
             out = figures(url, study, args.n_trials, args.workers, wall)
+            if cluster is not None:
+                out |= {"peak_connections": cluster.peak_connections, "max_connections": args.max_connections}
             out |= {
                 "storage": args.storage,
                 "faults": sorted(faults),

@@ -214,7 +214,7 @@ def read_trials(study: optuna.Study) -> tuple[list[FrozenTrial], list[TrialRecor
     """The study's trials, and a record for each trial Optuna cannot read back (say, a stored attribute
     edited into something that is not JSON), in number order; the rest read as usual."""
     try:
-        return study.get_trials(deepcopy=False), []
+        return _with_missed(study, study.get_trials(deepcopy=False)), []
     except _DECODE_ERRORS:
         pass
     storage, study_id = study._storage, study._study_id  # one trial at a time: the damage stays in its trial
@@ -231,6 +231,25 @@ def read_trials(study: optuna.Study) -> tuple[list[FrozenTrial], list[TrialRecor
         except _DECODE_ERRORS as exc:
             damaged.append(TrialRecord.unreadable(number, exc))
         number += 1
+
+
+def _with_missed(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """``trials`` with the ones Optuna's storage cache skipped read one by one. The cache reads only trials
+    with an id above the last finished one it has seen (and the unfinished it knows): a trial whose creation
+    committed after a later trial had already finished (many busy workers) is never read again, and its
+    worker's claim would be invisible to the others' dedupe. Such a trial shows as a gap in the numbers."""
+    if not trials or trials[-1].number + 1 == len(trials):
+        return trials
+    have = {t.number for t in trials}
+    storage, study_id = study._storage, study._study_id
+    missed = []
+    for number in range(trials[-1].number):
+        if number not in have:
+            try:
+                missed.append(storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, number)))
+            except KeyError:  # deleted meanwhile: nothing to read
+                continue
+    return sorted([*trials, *missed], key=lambda t: t.number)
 
 
 def study_records(study: optuna.Study) -> list[TrialRecord]:

@@ -214,3 +214,27 @@ def test_task_baselines_round_trip_and_are_shown_beside_their_metric():
     line = baselines_line([older, written], ["val_loss", "claims.accuracy", "qa.f1"])
     assert line == "claims.accuracy: majority class 0.4, chance 0.3333 · qa.f1: first 2 words 0.07"
     assert baselines_line([older], ["qa.f1"]) == ""
+
+
+def test_a_trial_the_storage_cache_missed_is_read_all_the_same(tmp_path):
+    """Optuna's cache skips a trial whose creation committed after a later trial finished (it reads only ids
+    above the last finished one): read_trials finds it by the gap in the numbers, so dedupe still sees it."""
+    import optuna
+
+    from nas.search.records import read_trials
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    writer = optuna.create_study(study_name="s", storage=url)
+    claimed = writer.ask()  # stays RUNNING: another worker's claim
+    writer.tell(writer.ask(), 1.0)
+    reader = optuna.load_study(study_name="s", storage=url)
+    reader.get_trials()
+    info = reader._storage._studies[reader._study_id]  # the cache as it is after the race: trial 0 never seen
+    del info.trials[claimed.number]
+    info.unfinished_trial_ids.discard(claimed._trial_id)
+    del reader._storage._trial_id_to_study_id_and_number[claimed._trial_id]
+    del reader._storage._study_id_and_number_to_trial_id[(reader._study_id, claimed.number)]
+    assert [t.number for t in reader.get_trials()] == [1]
+    trials, damaged = read_trials(reader)
+    assert [t.number for t in trials] == [0, 1] and not damaged
+    assert trials[0].state == optuna.trial.TrialState.RUNNING
