@@ -99,7 +99,8 @@ class Checkpoint:
         """What to do about a damaged newest save: remove it, and resume from the one before or the start."""
         return f"remove {saves[0]} to resume from {saves[1].name if len(saves) > 1 else 'the start'}"
 
-    def save(self, state: dict[str, Any]) -> Path:
+    def save(self, state: dict[str, Any]) -> Path | None:
+        """Write ``state`` as the newest save; its folder (None: a subclass skipped it, e.g. on a full disk)."""
         import torch
         from safetensors.torch import save_file
 
