@@ -109,7 +109,9 @@ class SearchView:
 
 def search(
     space: Annotated[str, typer.Option(help="Search space: a shipped name or a YAML file.")] = "tiny",
-    trial: Annotated[str, typer.Option("--trial", help="Trial protocol: a shipped name or a YAML file.")] = "cpu-tiny",
+    trial: Annotated[
+        str, typer.Option("--protocol", "--trial", help="Trial protocol: a shipped name or a YAML file.")
+    ] = "cpu-tiny",
     study: Annotated[str | None, typer.Option(help="Study name (default: SPACE-PROTOCOL).")] = None,
     storage: StorageOption = None,
     n_trials: Annotated[
@@ -293,7 +295,7 @@ def _search_with_workers(config: SearchConfig, n_workers: int, devices: list[str
         message = (
             f"SQLite storage with {n_workers} workers: writes queue on one file lock; for several processes "
             f"use --storage journal:{config.run_dir / 'journal.log'}, across machines "
-            "postgresql://... (see README, Scaling out)"
+            "postgresql://... (see docs/scaling-out.md)"
         )
         err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
         view.log(f"warning: {message}")

@@ -1,0 +1,45 @@
+"""The README and docs/ stay true: links resolve, the README's protocol examples load, it stays short."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_relative_link_resolves(page):
+    text = page.read_text()
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    missing = [link for link in links if "://" not in link and not (page.parent / link).exists()]
+    assert not missing, f"{page.name}: links to missing files {missing}"
+
+
+def test_the_readme_is_short_and_its_protocol_examples_load():
+    from nas.protocol import parse_protocol
+
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 250
+    corpus, tasks = re.findall(r"```yaml\n(.*?)```", text, re.S)[:2]
+    alone = parse_protocol(corpus, source="README corpus example")
+    assert alone.tasks == [] and list(alone.objectives) == ["val_loss"]
+    both = parse_protocol(corpus.replace("tasks: []\nobjectives: {val_loss: minimize}\n", "") + tasks, source="README")
+    assert [t.name for t in both.tasks] == ["sentiment"] and list(both.objectives) == ["val_loss", "sentiment.accuracy"]
+
+
+def test_the_docs_pages_are_listed_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    unlisted = [p.name for p in PAGES[1:] if f"docs/{p.name}" not in readme]
+    assert not unlisted, f"docs pages the README does not point to: {unlisted}"
+
+
+@pytest.mark.parametrize("command", ["search", "train"])
+def test_protocol_is_the_flag_the_readme_names(command, tmp_path, monkeypatch, capsys):
+    from tests.conftest import run
+
+    monkeypatch.chdir(tmp_path)
+    argv = [command, "--protocol", "nope.yaml"] + (["--dry-run"] if command == "search" else ["x", "-o", "o"])
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "No such option" not in err
