@@ -31,7 +31,7 @@ def test_the_readme_is_short_and_its_protocol_examples_load():
 
 def test_the_docs_pages_are_listed_in_the_readme():
     readme = (ROOT / "README.md").read_text()
-    unlisted = [p.name for p in PAGES[1:] if f"docs/{p.name}" not in readme]
+    unlisted = [p.name for p in PAGES[1:] if p.name != "index.md" and f"docs/{p.name}" not in readme]
     assert not unlisted, f"docs pages the README does not point to: {unlisted}"
 
 
