@@ -43,3 +43,25 @@ def test_protocol_is_the_flag_the_readme_names(command, tmp_path, monkeypatch, c
     argv = [command, "--protocol", "nope.yaml"] + (["--dry-run"] if command == "search" else ["x", "-o", "o"])
     code, _, err = run(argv, capsys)
     assert code == 2 and "No such option" not in err
+
+
+def test_version_and_the_next_steps_after_a_search(capsys):
+    from nas import __version__
+    from nas.cli.results import print_next
+    from tests.conftest import run
+
+    code, out, _ = run(["--version"], capsys)
+    assert code == 0 and out.strip() == f"nas {__version__}"
+
+    class Study:  # print_next reads a name; the leaderboard and best need a real study, so stub them
+        study_name = "s"
+
+    import nas.cli.results as results
+
+    saved = results.render_leaderboard, results.print_best
+    results.render_leaderboard, results.print_best = (lambda *a, **k: None), (lambda *a, **k: None)
+    try:
+        print_next(Study(), None)
+    finally:
+        results.render_leaderboard, results.print_best = saved
+    assert "nas report s" in capsys.readouterr().out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import sys
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -24,6 +25,25 @@ app = typer.Typer(
 )
 app.add_typer(spaces.app, name="spaces")
 app.add_typer(trials.app, name="trials")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from nas import __version__
+
+        console.print(f"nas {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """nas: find the best Transformer LM architecture for a compute budget."""
+
+
 search.register(app)
 train.register(app)
 results.register(app)

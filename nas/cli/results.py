@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from nas.cli.common import RunsOption, StorageOption, StudyArg, console, err_console
+from nas.errors import NasInputError
 
 
 def register(app: typer.Typer) -> None:
@@ -96,6 +98,7 @@ def print_next(study: Any, storage: str | None) -> None:
     console.print(
         "next:\n"
         f"  nas status {name}{where}\n"
+        f"  nas report {name}{where}\n"
         f"  nas dashboard {name}{where}\n"
         f"  nas export {name}{where} --best -o exports/{name}",
         highlight=False,
@@ -198,6 +201,7 @@ def export(
     pareto: Annotated[int | None, typer.Option(min=1, help="Export the first K of the Pareto set.")] = None,
     storage: StorageOption = None,
     runs_dir: RunsOption = Path("runs"),
+    force: Annotated[bool, typer.Option("--force", help="Replace an -o folder that already holds files.")] = False,
 ) -> None:
     """Export a trial as a Hugging Face model folder with tokenizer, metrics and a training recipe.
 
@@ -213,7 +217,13 @@ def export(
     if trial_number is None:
         for note in damaged_notes(found):
             err_console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
-    for number, folder in export_targets(found, out, trial_number, best, pareto):
+    targets = export_targets(found, out, trial_number, best, pareto)
+    taken = [folder for _, folder in targets if folder.is_dir() and any(folder.iterdir())]
+    if taken and not force:
+        raise NasInputError("--out", f"{taken[0]} already holds files: give --force to replace it, or another -o")
+    for folder in taken:  # --force: the folder is replaced, not mixed with an earlier export's files
+        shutil.rmtree(folder)
+    for number, folder in targets:
         written = export_from_study(found, number, folder, runs_dir)
         console.print(f"exported trial {number} to {written}")
 
