@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -52,16 +53,71 @@ def command_line() -> str:
     return "python " + shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
 
 
+HISTORY = RESULTS.parent / "history"
+HEADER = (
+    "# Benchmark results\n\nThe current section of each bench, written by the script it names (`--record`); "
+    "a bench's earlier sections are kept, unchanged, in `bench/history/<bench>.md`.\n"
+)
+
+
+def bench_of(title: str) -> str:
+    """The bench a section belongs to: the first name of its title (``gt_iso: ...`` -> ``gt_iso``)."""
+    return re.match(r"[A-Za-z0-9_]+", title.strip()).group(0)  # type: ignore[union-attr]
+
+
+def split_sections(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """(the text before the first section, [(title, section text with its heading)])."""
+    parts = re.split(r"(?m)^(?=## )", text)
+    head, sections = parts[0], []
+    for part in parts[1:]:
+        title = part.split("\n", 1)[0][3:]
+        sections.append((title, part.rstrip("\n") + "\n"))
+    return head, sections
+
+
+def _to_history(title: str, section: str) -> None:
+    HISTORY.mkdir(exist_ok=True)
+    path = HISTORY / f"{bench_of(title)}.md"
+    if not path.exists():
+        path.write_text(f"# {bench_of(title)}: earlier sections, oldest first\n")
+    with path.open("a") as f:
+        f.write("\n" + section)
+
+
 def append(title: str, body: str) -> None:
-    """Append a section: title, machine, date, the command that ran, then ``body`` (markdown)."""
+    """Record a section: title, machine, date, the command that ran, then ``body`` (markdown). It takes the
+    place of the bench's current section in RESULTS.md, which moves, unchanged, to bench/history/."""
     command = command_line()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    section = f"\n## {title}\n\n- machine: {machine()}\n- date: {stamp}\n- command: `{command}`\n\n{body.strip()}\n"
-    if not RESULTS.exists():
-        RESULTS.write_text("# Benchmark results\n\nEach section is appended by the script it names.\n")
-    with RESULTS.open("a") as f:
-        f.write(section)
+    section = f"## {title}\n\n- machine: {machine()}\n- date: {stamp}\n- command: `{command}`\n\n{body.strip()}\n"
+    head, sections = split_sections(RESULTS.read_text()) if RESULTS.exists() else (HEADER, [])
+    bench, placed = bench_of(title), False
+    out = []
+    for old_title, old in sections:
+        if bench_of(old_title) == bench:
+            _to_history(old_title, old)
+            if not placed:
+                out.append(section)
+                placed = True
+        else:
+            out.append(old)
+    if not placed:
+        out.append(section)
+    RESULTS.write_text(head.rstrip("\n") + "\n\n" + "\n".join(out))
     print(section)
+
+
+def tidy() -> None:
+    """Once: keep each bench's last section in RESULTS.md (in the order of those), the rest to history/."""
+    head, sections = split_sections(RESULTS.read_text())
+    last = {bench_of(t): i for i, (t, _) in enumerate(sections)}
+    keep = []
+    for i, (title, section) in enumerate(sections):
+        if last[bench_of(title)] == i:
+            keep.append(section)
+        else:
+            _to_history(title, section)
+    RESULTS.write_text(HEADER + "\n" + "\n".join(keep))
 
 
 def record(title: str, body: str, no_record: bool) -> None:
@@ -70,3 +126,8 @@ def record(title: str, body: str, no_record: bool) -> None:
         print(body)
     else:
         append(title, body)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--tidy"]:
+        tidy()
