@@ -65,3 +65,18 @@ def test_version_and_the_next_steps_after_a_search(capsys):
     finally:
         results.render_leaderboard, results.print_best = saved
     assert "nas report s" in capsys.readouterr().out
+
+
+COMMANDS = [["search"], ["worker"], ["status"], ["dashboard"], ["export"], ["report"], ["train"], ["spaces", "sample"]]
+COMMANDS += [["spaces", "show"], ["trials", "run"], ["trials", "validate"], []]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "nas")
+def test_help_reads_at_80_columns(command, monkeypatch, capsys):
+    """Help wraps at the terminal's width: no line past 80 columns, no option name cut short."""
+    from tests.conftest import run
+
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run([*command, "--help"], capsys)
+    assert code == 0 and "Options" in out
+    assert not [line for line in out.splitlines() if len(line) > 80 or "…" in line]

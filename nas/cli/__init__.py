@@ -22,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # click's plain help: it wraps at any width instead of cutting option names
 )
 app.add_typer(spaces.app, name="spaces")
 app.add_typer(trials.app, name="trials")

@@ -11,7 +11,9 @@ from rich.table import Table
 
 from nas.cli.common import SpaceArg, console, list_shipped, si, validate_each
 
-app = typer.Typer(help="Search spaces: list, show, validate and sample them.", no_args_is_help=True)
+app = typer.Typer(
+    help="Search spaces: list, show, validate and sample them.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @app.command("list")

@@ -15,7 +15,9 @@ from nas.errors import NasInputError
 if TYPE_CHECKING:
     from nas.protocol import TrialProtocol
 
-app = typer.Typer(help="Trial protocols: list, show, validate, and run one trial.", no_args_is_help=True)
+app = typer.Typer(
+    help="Trial protocols: list, show, validate, and run one trial.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @app.command("list")
