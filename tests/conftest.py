@@ -6,6 +6,7 @@ Tests never touch the network: hub access is forced offline here.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -159,7 +160,9 @@ def cli_search(capsys, study: str, n_trials: int, *extra: str, pruner: str = "no
 
 
 def nas_process(*args: str, cwd: Path) -> subprocess.Popen:
-    """`python -m nas ARGS` in the background, stdout and stderr piped together."""
+    """`python -m nas ARGS` in the background, stdout and stderr piped together. Its SIGINT is the default
+    one even where the tests run as a background job (``nohup ... &`` ignores SIGINT, and children inherit
+    that), so a test's Ctrl-C reaches it as a user's would."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "nas", *args],
@@ -168,6 +171,7 @@ def nas_process(*args: str, cwd: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
