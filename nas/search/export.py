@@ -91,7 +91,7 @@ def export_from_study(study: optuna.Study, number: int, out_dir: Path, runs_dir:
 
         path = str(out / "model.safetensors")
         download_artifact(artifact_store=_store(study, runs_dir), artifact_id=record.artifact_weights, file_path=path)
-    (out / "README.md").write_text(_readme(study, record, arch))
+    (out / "README.md").write_text(_readme(study, record, arch, out))
     return out
 
 
@@ -130,8 +130,15 @@ def _store(study: optuna.Study, runs_dir: Path) -> optuna.artifacts.FileSystemAr
     return optuna.artifacts.FileSystemArtifactStore(str(runs_dir / study.study_name / "artifacts"))
 
 
-def _readme(study: optuna.Study, record: TrialRecord, arch: Any) -> str:
+def _readme(study: optuna.Study, record: TrialRecord, arch: Any, out: Path) -> str:
     info = study_info(study)
+    folder = out.as_posix()
+    ended = (
+        f"\nThe trial was **pruned** ({record.shown_cause() or 'stopped early'}): its metrics are those of a "
+        "shorter run than the protocol's budget, so compare it with completed trials with care.\n"
+        if record.state == "pruned"
+        else ""
+    )
     has_weights = bool(record.artifact_weights)
     shown = "\n".join(
         (f"| {k} | {v:.5g} |" if isinstance(v, float) else f"| {k} | {v} |") + f" {record.baseline(k)} |"
@@ -149,7 +156,7 @@ Trial {record.number} of study `{study.study_name}` (space `{info.space_name}`, 
 `{info.protocol_name}`), architecture hash `{arch.arch_hash()}`:
 {arch.param_count():,} parameters ({arch.non_embedding_params():,} non-embedding),
 {arch.flops_per_token():,.0f} training FLOPs per token, {arch.kv_cache_bytes_per_token():,.0f} KV-cache bytes per token.
-
+{ended}
 | metric | value | baseline (no model) |
 |---|---|---|
 {shown}
@@ -169,7 +176,7 @@ Train it at the full budget with the same data pipeline and tokenizer (`recipe.y
 tokens per parameter):
 
 ```bash
-nas train <this folder> -o trained/{arch.arch_hash()}   # --tokens N, --flops F, --resume, --nproc N
+nas train {folder} -o trained/{arch.arch_hash()}   # --tokens N, --flops F, --resume, --nproc N
 ```
 
 The architecture also loads in plain `transformers`:
@@ -177,7 +184,7 @@ The architecture also loads in plain `transformers`:
 ```python
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-folder = "{"<this folder>"}"
+folder = "{folder}"
 model = {load}
 tokenizer = AutoTokenizer.from_pretrained(folder)
 ```

@@ -72,7 +72,9 @@ def test_keep_weights_are_exported_and_load(in_tmp, micro_cache, capsys):
     assert (in_tmp / "w/model.safetensors").is_file()
     model = transformers.AutoModelForCausalLM.from_pretrained(in_tmp / "w")
     assert sum(p.numel() for p in model.parameters()) == trial.user_attrs["params"]
-    assert "from_pretrained(folder)" in (in_tmp / "w/README.md").read_text()
+    readme = (in_tmp / "w/README.md").read_text()
+    assert "from_pretrained(folder)" in readme and 'folder = "w"' in readme and "nas train w -o" in readme
+    assert "<this folder>" not in readme and "pruned" not in readme  # a completed trial
     code, _, err = run(["export", "kw", "--trial", "0", "-o", "w"], capsys)  # the folder holds an export now
     assert code == 2 and "already holds files: give --force to replace it" in err
     code, _, err = run(["export", "kw", "--trial", "0", "-o", "w", "--force"], capsys)
