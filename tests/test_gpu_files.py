@@ -38,6 +38,13 @@ def test_gpu_files_reads_every_book_and_nothing_else(at_root):
     assert protocol.pretrain.optimizer.peak_lr(768) == pytest.approx(2.5e-4)  # the width rule at GPT-2 small's width
 
 
+@pytest.mark.parametrize("name", ["gpu-files", "gpu-short"])
+def test_the_gpu_protocols_optimise_the_prediction_at_the_target(name):
+    protocol = load_protocol(name)
+    assert list(protocol.objectives) == ["predicted_val_loss"]
+    assert protocol.pretrain.anneals and protocol.pretrain.schedule.cooldowns == [0.25, 0.5]
+
+
 def test_a_micro_gpu_files_trial_runs_offline_on_cpu(at_root, tmp_path):
     three = str(Path("..") / "shared" / "data" / "gutenberg" / "c*_*.txt")  # Carroll, Conrad, Cooper
     overrides = [
