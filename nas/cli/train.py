@@ -51,7 +51,7 @@ def train_command(
             return
         out_dir: Path = resume
     else:
-        existed = out is not None and out.exists()
+        existed = _exists(out)
         spec = new_run(export_dir, out, trial, tokens, flops, overrides, checkpoint_every, nproc)
         out_dir = cast(Path, out)  # new_run refused a missing -o
         if spec.nproc == 1:
@@ -69,6 +69,14 @@ def train_command(
         err_console.print(f"torchrun exited with {code}; see {out_dir}/train.log, then nas train --resume {out_dir}")
         raise typer.Exit(1)
     _print_trained(out_dir, json.loads((out_dir / "metrics.json").read_text()))
+
+
+def _exists(path: Path | None) -> bool:
+    """Whether ``path`` exists; a path the system refuses (a name too long) does not: new_run names it."""
+    try:
+        return path is not None and path.exists()
+    except OSError:
+        return False
 
 
 def _undo_start(out_dir: Path, existed: bool) -> None:
