@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from nas.protocol import load_protocol
 from nas.search import Callbacks, SearchConfig, leaderboard, run_search, study_records, trained_count
 from nas.space import load_space
-from tests.conftest import MICRO_OVERRIDES, cli_search, load_study, micro_sets, nas_process, run
+from tests.conftest import MICRO_OVERRIDES, MICRO_SPACE, cli_search, load_study, micro_sets, nas_process, run
 
 
 def micro_config(in_tmp, micro_cache, name, **kwargs):
@@ -437,18 +437,4 @@ def test_infeasible_samples_are_pruned_with_a_violated_constraint_so_tpe_learns_
     assert all(t.constraints == {"space": 1.0} for t in infeasible)  # what TPE reads as infeasible
 
 
-MICRO_SPACE_WITH_A_HOLE = """\
-name: micro-hole
-parameters:
-  vocab_size: 512
-  max_seq_len: 64
-  n_layers: {type: int, low: 1, high: 2}
-  n_heads: {type: choice, values: [1, 2]}
-  head_dim: 16
-  ffn_mult: {type: choice, values: [1, 2, 3]}
-derived:
-  d_model: n_heads * head_dim
-  ffn_dim: ffn_mult * d_model
-constraints:
-  - "ffn_mult < 3"
-"""
+MICRO_SPACE_WITH_A_HOLE = MICRO_SPACE + 'constraints:\n  - "ffn_mult < 3"\n'  # a third of the grid infeasible
