@@ -80,3 +80,27 @@ def test_help_reads_at_80_columns(command, monkeypatch, capsys):
     code, out, _ = run([*command, "--help"], capsys)
     assert code == 0 and "Options" in out
     assert not [line for line in out.splitlines() if len(line) > 80 or "…" in line]
+
+
+def _quick_commands() -> list[str]:
+    """The `nas spaces ...` and `nas trials list|show|validate ...` commands the README and docs show: each
+    runs in a second or two, so each is run (a command that trains, `nas trials run`, is left out)."""
+    found = set()
+    for page in PAGES:
+        for command in re.findall(r"`(nas (?:spaces|trials) [^`]*)`", page.read_text()):
+            if command.split()[2:3] and command.split()[2] in ("list", "show", "validate", "sample"):
+                found.add(command)
+    return sorted(found)
+
+
+@pytest.mark.parametrize("command", _quick_commands())
+def test_the_commands_the_docs_show_run(command, monkeypatch, capsys):
+    import glob
+    import shlex
+
+    from tests.conftest import run
+
+    monkeypatch.chdir(ROOT)  # the docs' paths are relative to the repository root
+    argv = [a for part in shlex.split(command)[1:] for a in (sorted(glob.glob(part)) if "*" in part else [part])]
+    code, out, err = run(argv, capsys)
+    assert code == 0, (command, err[-1000:])
