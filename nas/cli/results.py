@@ -44,7 +44,14 @@ def render_leaderboard(study: Any, limit: int | None = None) -> None:
     extra = ("measured", "predicted at target") if predicted else ()
     head = ("rank", "trial", "architecture", *(["rung"] if rungs else []), "params")
     for column in (*head, *objectives, *extra, "state", "cause"):
-        table.add_column(column, overflow="fold", justify="right" if column in ("rank", "trial", "params") else "left")
+        # numbers never break (no_wrap); text wraps between words, and only the cause folds a long word
+        text = column in ("architecture", "state", "cause")
+        table.add_column(
+            column,
+            overflow="fold" if column == "cause" else "ellipsis",
+            no_wrap=not text,
+            justify="right" if column in ("rank", "trial", "params") else "left",
+        )
     shown = rows if limit is None else rows[:limit]
     for row in shown:
         values = [f"{v:.4g}" for v in row.values] if row.values else [""] * len(objectives)

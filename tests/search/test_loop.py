@@ -214,7 +214,7 @@ def test_search_status_export_end_to_end(in_tmp, micro_cache, capsys):
     assert code == 0 and "(0 new trials trained" in out
 
 
-def test_status_shows_where_the_time_went(in_tmp, micro_cache, capsys):
+def test_status_shows_where_the_time_went(in_tmp, micro_cache, capsys, monkeypatch):
     """`nas status --json`: each trial's seconds by phase, and their sum over the trained trials; the
     table's line under it says the shares."""
     from nas.trial import PHASES
@@ -238,6 +238,13 @@ def test_status_shows_where_the_time_went(in_tmp, micro_cache, capsys):
     code, out, _ = run(["status", "timed"], capsys)
     shares = [line for line in out.splitlines() if line.startswith("time: ")]
     assert code == 0 and len(shares) == 1 and "pretrain " in shares[0] and " %" in shares[0]
+
+    from nas.cli import common
+
+    monkeypatch.setattr(common.console, "width", 80)  # a terminal of 80 columns: the table fits, numbers whole
+    code, out, _ = run(["status", "timed"], capsys)
+    assert code == 0 and max(len(line) for line in out.splitlines()) <= 80
+    assert all(f"{int(t['metrics']['params']):,}" in out for t in trials)
 
 
 def test_the_dashboard_note_says_where_the_time_went():
