@@ -427,8 +427,8 @@ def _tell(worker: _Worker, trial: optuna.Trial, result: Any) -> str:
             return Status.FAILED
         records.set_status(trial, Status.TRAINED)
         study.tell(trial, values)
-        named = dict(zip(config.protocol.objectives, values, strict=True))
-        cb.log(f"trial {trial.number}: complete {named} ({summary}, {result.wall_seconds:.1f}s)")
+        named = ", ".join(f"{k} {v:.4g}" for k, v in zip(config.protocol.objectives, values, strict=True))
+        cb.log(f"trial {trial.number}: complete: {named} ({summary}, {result.wall_seconds:.1f}s)")
         return Status.TRAINED
     if result.status == "pruned":
         records.set_status(trial, Status.TRAINED)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 import signal
 import time
 
@@ -445,3 +446,11 @@ def test_infeasible_samples_are_pruned_with_a_violated_constraint_so_tpe_learns_
 
 
 MICRO_SPACE_WITH_A_HOLE = MICRO_SPACE + 'constraints:\n  - "ffn_mult < 3"\n'  # a third of the grid infeasible
+
+
+def test_the_search_log_names_each_objective_with_a_short_number(in_tmp, micro_cache):
+    lines: list[str] = []
+    run_search(micro_config(in_tmp, micro_cache, "logged", n_trials=1), Callbacks(log=lines.append))
+    done = [line for line in lines if ": complete" in line]
+    assert len(done) == 1 and "{" not in done[0]
+    assert re.search(r"trial 0: complete: val_loss \d+\.\d{1,3} \(", done[0]), done[0]
