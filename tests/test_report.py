@@ -135,6 +135,7 @@ def test_report_single_objective_and_proxy_warning(tmp_path):
     faithful = build_report(synthetic_study(60), tmp_path / "r.html")
     assert "Hypervolume history" not in [t for t, _ in faithful.figures]
     text = faithful.path.read_text()
+    assert "not drawn: it needs a study with exactly two objectives" in text  # said, not silently absent
     assert "Best: trial" in text and "nas export synthetic-60 --trial" in text
     assert not any("short-trial score" in w for w in faithful.warnings)
     scrambled = build_report(synthetic_study(60, scramble_early=True), tmp_path / "s.html")

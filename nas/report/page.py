@@ -115,7 +115,9 @@ def _figure_sections(
             warning = f"<p class='warn'>could not draw this section: {html.escape(str(exc))}</p>"
             sections.append(tables.section(title, warning))
             continue
-        if figure is None:
+        if figure is None:  # said, not silently left out: the reader knows why the section is empty
+            note = f"<p class='note'>not drawn: {html.escape(ABSENT.get(title, 'too few trained trials yet'))}</p>"
+            sections.append(tables.section(title, note))
             continue
         if isinstance(figure, str):
             sections.append(tables.section(title, figure))
@@ -129,6 +131,15 @@ def _figure_sections(
         div = figure.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
         sections.append(tables.section(title, div + extra))
     return sections
+
+
+ABSENT = {  # why a section has nothing to draw
+    "Hypervolume history": "it needs a study with exactly two objectives",
+    "Prediction at the target budget": (
+        "no trial has two annealed points (a WSD schedule with pretrain.schedule.cooldowns gives them)"
+    ),
+    "Pareto fronts: quality vs cost": "no trained trial has a finite objective and its costs yet",
+}
 
 
 def _proxy(done: list[TrialRecord], minimize: bool, report: Report) -> Any:
