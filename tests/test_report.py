@@ -325,3 +325,9 @@ def test_the_prediction_figure_uses_the_studys_size_trend_and_its_rule():
     assert [t.y[0] for t in diamonds] == pytest.approx([p.value for p in expected if p is not None])
     own = prediction(records, size_trend=False)
     assert own.layout.title.text.startswith("data exponent beta = ")
+
+
+def test_a_top_10_percent_of_one_trial_is_not_drawn(tmp_path):
+    report = build_report(synthetic_study(12), tmp_path / "few.html")
+    assert "Top 10 % vs all: knob distributions" not in [t for t, _ in report.figures]
+    assert "not drawn: the top 10 % needs at least 30 trained trials (11 so far)" in report.path.read_text()  # 1 failed

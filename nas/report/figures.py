@@ -258,6 +258,9 @@ def hypervolume(done: list[TrialRecord], minimize: list[bool]) -> Any:
     return fig
 
 
+TOP_MIN = 3  # trials in the top 10 % before its knob distributions mean anything
+
+
 def top_vs_all(done: list[TrialRecord], minimize: bool) -> Any:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -265,8 +268,11 @@ def top_vs_all(done: list[TrialRecord], minimize: bool) -> Any:
     names = _knob_names(done)
     if not names:
         return "<p>Every completed trial has the same knobs.</p>"
+    if len(done) < TOP_MIN * 10:  # a "top 10 %" of one or two trials shows nothing but those trials
+        need = TOP_MIN * 10
+        return f"<p class='note'>not drawn: the top 10 % needs at least {need} trained trials ({len(done)} so far).</p>"
     ranked = sorted(done, key=lambda r: (1 if minimize else -1) * value(r))
-    top = ranked[: max(1, math.ceil(len(ranked) * 0.1))]
+    top = ranked[: math.ceil(len(ranked) * 0.1)]
     cols = 3
     rows = math.ceil(len(names) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=names)
