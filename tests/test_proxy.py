@@ -44,3 +44,19 @@ def test_zero_cost_scores_leave_the_model_untouched(micro_arch):
 def test_every_trial_records_its_zero_cost_scores(micro_pretrained):
     result, _ = micro_pretrained
     assert result.metrics["proxy.snip"] > 0 and result.metrics["proxy.grad_norm"] > 0
+
+
+def test_spearman_carries_a_bootstrap_interval_that_narrows_with_trials():
+    import random
+
+    from nas.proxy import fidelity
+
+    rng = random.Random(0)
+    few = [rng.random() for _ in range(6)]
+    many = [rng.random() for _ in range(200)]
+    small = fidelity({"p": few}, [v + rng.gauss(0, 0.3) for v in few])[0]
+    large = fidelity({"p": many}, [v + rng.gauss(0, 0.3) for v in many])[0]
+    assert small.low <= small.rho <= small.high and large.low <= large.rho <= large.high
+    assert large.high - large.low < small.high - small.low
+    tiny = fidelity({"p": few[:4]}, few[:4])[0]
+    assert tiny.low != tiny.low  # nan: four trials give no interval

@@ -35,13 +35,20 @@ def proxy_scores(done: list[TrialRecord], minimize: bool) -> tuple[dict[str, lis
     return scores, fidelity(scores, quality)
 
 
+def _interval(row: Fidelity) -> str:
+    return (
+        f" [90 % CI {row.low:.2f}, {row.high:.2f}]" if math.isfinite(row.low) else " (too few trials for an interval)"
+    )
+
+
 def proxy_text(rows: list[Fidelity]) -> tuple[str, list[str]]:
     """(an HTML list of the rank correlations, a warning for each weak proxy)."""
     lines, weak = [], []
     for row in rows:
         name = PROXY_LABELS[row.name]
         lines.append(
-            f"<li>{name}: Spearman's rho = <b>{row.rho:.3f}</b>, Kendall's tau = {row.tau:.3f} ({row.n} trials)</li>"
+            f"<li>{name}: Spearman's rho = <b>{row.rho:.3f}</b>{_interval(row)}, Kendall's tau = {row.tau:.3f} "
+            f"({row.n} trials)</li>"
             if math.isfinite(row.rho)
             else f"<li>{name}: rank correlation undefined (fewer than 3 trials or no spread)</li>"
         )
