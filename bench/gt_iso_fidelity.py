@@ -94,7 +94,9 @@ def evaluate(
     archs: list[dict[str, Any]], budget: int, rung: int, weight: float, shape: bool = False
 ) -> dict[str, float]:
     """The prediction at C from every architecture's points up to ``rung`` (``shape``: the trend with
-    nas.scaling's shape terms) against the truth."""
+    nas.scaling's shape terms) against the truth. Architectures without a point at this budget's D (the
+    extension's smallest stop at the middle budget) are left out."""
+    archs = [a for a in archs if f"C{budget}" in a["targets"]]
     curves, cut, fitted = [], [], []
     for a in archs:
         points, at_target = rung_points(a, budget, rung)
