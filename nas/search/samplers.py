@@ -247,14 +247,17 @@ def queue_unseen(study: optuna.Study, space: SearchSpace, seed: int | None, user
     """Queue a random architecture that no trial has claimed: a sampler that keeps proposing trained ones
     (NSGA-II in a small space, say) moves on instead of stalling. Returns its summary; None when 256
     draws find none, or for the grid sampler (it queues its own grid points and never repeats)."""
-    from nas.space import random_samples
+    import itertools
+
+    from nas.space import iter_random_samples
 
     if isinstance(study.sampler, optuna.samplers.GridSampler):
         return None
     trials = read_trials(study)[0]
     seen = {arch_hash_of(t) for t in trials}
     sampled = [p.name for p in space.params if len(p.possible_values() or [None, None]) > 1]
-    for sample in random_samples(space, 256, ((seed or 0) + len(trials)) % 2**32):
+    draws = itertools.islice(iter_random_samples(space, ((seed or 0) + len(trials)) % 2**32), 256)
+    for sample in draws:  # drawn one at a time: the first unseen ends it (a space's sampling can be slow)
         if sample.arch is not None and sample.arch.arch_hash() not in seen:
             params = {name: sample.values[name] for name in sampled if name in sample.values}
             study.enqueue_trial(params, user_attrs=user_attrs)
