@@ -247,7 +247,8 @@ def budget_section(
         "|---|" + "---|" * (len(FRACTIONS) + 2),
     ]
     for label, trajs in results.items():
-        cells = [pct(statistics.median(regret_at(t, table, f, exhaustive) for t in trajs)) for f in FRACTIONS]
+        regrets = [statistics.median(regret_at(t, table, f, exhaustive) for t in trajs) for f in FRACTIONS]
+        cells = ["no pick yet" if math.isinf(r) else pct(r) for r in regrets]
         good = sum(regret_at(t, table, AT, exhaustive) * best <= spread for t in trajs)
         hit = statistics.median(first_within(t, table, spread, exhaustive) for t in trajs)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {good} of {len(trajs)} | {pct(hit)} |")
