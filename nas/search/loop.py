@@ -132,6 +132,8 @@ def _loop(worker: _Worker, started: float) -> str:
                 queued = queue_unseen(study, config.space, config.seed, records.fallback_attrs(FALLBACK_AFTER))
             if queued:
                 cb.log(f"{FALLBACK_AFTER} duplicates in a row: queued an unseen architecture ({queued})")
+            else:  # 256 random draws found nothing unclaimed: the space is as good as used up
+                return "the space ran out of new architectures (no unclaimed one in 256 random draws)"
 
 
 def _stop_reason(
