@@ -18,13 +18,13 @@ import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.search import feedback, records
+from nas.search.checkpoints import held_checkpoint
 from nas.search.config import SearchConfig
 from nas.search.records import Status
 from nas.search.samplers import SIZE, CurvePruner, make_pruner, queue_unseen, rung_step
@@ -286,7 +286,7 @@ def _train_and_tell(worker: _Worker, trial: optuna.Trial, arch: Any) -> str:
     from nas.trial import run_trial  # looked up at call time: benchmarks replace it with a table
 
     config, cb = worker.config, worker.cb
-    checkpoint = _checkpoint(config, arch, cb.log)
+    checkpoint = held_checkpoint(config, arch, cb.log)
     cb.trial_started(trial.number, arch.summary())
     try:
         # Training: Ctrl-C stops it at once (the reporter and checkpoint saves hold it again); the trial is then
@@ -319,25 +319,6 @@ def _train_and_tell(worker: _Worker, trial: optuna.Trial, arch: Any) -> str:
     if checkpoint is not None:
         checkpoint.clear()
     return outcome
-
-
-def _checkpoint(config: SearchConfig, arch: Any, log: Callable[[str], None]) -> Any:
-    """The trial's checkpoint (None when off); a save in progress holds Ctrl-C until it is complete. A save
-    that the disk refuses (full) is skipped: training goes on, and a retry resumes from an earlier save."""
-    from nas.train.checkpoint import Checkpoint
-
-    class HeldCheckpoint(Checkpoint):
-        def save(self, state: dict[str, Any]) -> Path | None:
-            with sigint.held():
-                try:
-                    return super().save(state)
-                except OSError as exc:
-                    log(f"checkpoint at step {state.get('step')} not saved ({exc.strerror or exc}); training goes on")
-                    return None
-
-    every = config.protocol.pretrain.eval_every if config.checkpoint_every is None else config.checkpoint_every
-    key = f"{arch.arch_hash()}-{config.protocol.content_hash}"
-    return HeldCheckpoint(config.run_dir / "checkpoints" / key, every, key=key) if every else None
 
 
 def _reporter(worker: _Worker, trial: optuna.Trial, arch: Any) -> Callable[[Any], bool]:

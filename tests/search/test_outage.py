@@ -125,8 +125,8 @@ def test_a_checkpoint_the_disk_refuses_is_skipped_and_leaves_no_half_save(tmp_pa
 
     from nas.arch import ArchConfig
     from nas.protocol import load_protocol
+    from nas.search.checkpoints import held_checkpoint
     from nas.search.config import SearchConfig
-    from nas.search.loop import _checkpoint
     from nas.space import load_space
     from nas.train.checkpoint import Checkpoint
 
@@ -145,7 +145,7 @@ def test_a_checkpoint_the_disk_refuses_is_skipped_and_leaves_no_half_save(tmp_pa
     config = SearchConfig(load_space("tiny"), load_protocol("cpu-tiny"), "s", runs_dir=tmp_path)
     lines: list[str] = []
     arch = ArchConfig(vocab_size=64, max_seq_len=16, n_layers=1, d_model=16, n_heads=2, ffn_dim=32)
-    held = _checkpoint(config, arch, lines.append)
+    held = held_checkpoint(config, arch, lines.append)
     assert held.save({"step": 10, "model": {"w": torch.zeros(2)}}) is None
     assert lines and "not saved" in lines[0] and "No space left" in lines[0]
 
