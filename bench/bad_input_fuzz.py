@@ -2,7 +2,7 @@
 
 Mutates the shipped search spaces and trial protocols at random (a scalar replaced by a hostile value, a
 line dropped, repeated or re-indented, bytes spliced in, the file cut short, an alias bomb appended), runs
-`nas spaces validate FILE` / `nas trials validate FILE` in-process on each, and counts how each run ended:
+`nas spaces validate FILE` / `nas protocols validate FILE` in-process on each, and counts how each run ended:
 exit 0 (the mutation was harmless), 2 (bad input, one message), 1, a traceback (any other exception), or a
 hang (over 10 s, stopped by SIGALRM). The contract: no tracebacks, no hangs.
 

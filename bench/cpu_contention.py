@@ -1,7 +1,7 @@
 """Pretraining throughput of one trial on a shared CPU: alone, beside a busy process, and two at once.
 
 Each setting runs the trial's pretraining loop (`nas.train.pretrain.pretrain`, `tiny` x `cpu-tiny`,
-the architecture `nas trials run` draws by default; held-out evals moved past the window) in fresh
+the architecture `nas protocols run` draws by default; held-out evals moved past the window) in fresh
 worker processes, in two modes:
 
   - today: torch's own defaults, as `nas` ran before nas/cpu.py (a thread per core, libgomp's

@@ -3,7 +3,7 @@
 A bad task file, a corpus too short for one sequence, or a ``seq_len`` longer than the space's
 architectures allow would otherwise fail every trial after its pretraining; here it costs seconds
 and one message naming the file and key (exit 2). ``nas search`` runs this before the first trial,
-``nas trials run`` before its trial, and ``nas trials validate --data`` on its own.
+``nas protocols run`` before its trial, and ``nas protocols validate --data`` on its own.
 """
 
 from __future__ import annotations

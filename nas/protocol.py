@@ -69,6 +69,7 @@ TRIAL_METRICS = (
 PREDICTED_METRICS = ("predicted_val_loss", "predicted_val_loss_std", "target_tokens")
 # Reported with pretrain.rungs: the index (0: the budget itself) of the highest rung the trial reached.
 RUNG_METRICS = ("rung",)
+DEFAULT_CACHE_DIR = "runs/cache"  # the default --runs-dir's cache (under_runs_dir moves it with --runs-dir)
 
 
 class TokenizerConfig(Strict):
@@ -154,7 +155,7 @@ class TaskGate(Strict):
 class TrialProtocol(Strict):
     name: str = "protocol"
     description: str = ""
-    cache_dir: str = "runs/cache"
+    cache_dir: str = DEFAULT_CACHE_DIR
     data: DataConfig = DataConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     pretrain: Pretrain = Pretrain()
@@ -166,6 +167,9 @@ class TrialProtocol(Strict):
     task_gate: TaskGate | None = None
 
     source: str = Field(default="<string>", exclude=True)
+    # where the token cache lies for this run: ``cache_dir``, or under --runs-dir while cache_dir is the default
+    # (under_runs_dir); not a key of the file, and not hashed (a location does not change what a trial measures)
+    cache_root: str | None = Field(default=None, exclude=True)
     text: str = Field(default="", exclude=True)
     disabled_tasks: list[str] = Field(default=[], exclude=True)  # names of the tasks with enabled: false
 
@@ -238,6 +242,11 @@ class TrialProtocol(Strict):
         return names
 
     @property
+    def cache_path(self) -> str:
+        """The token cache's folder for this run (see ``cache_root``)."""
+        return self.cache_root or self.cache_dir
+
+    @property
     def content_hash(self) -> str:
         """Hash of the validated content (overrides included), for study metadata and checkpoints."""
         canonical = json.dumps(self._hashed(), sort_keys=True)
@@ -288,10 +297,18 @@ class TrialProtocol(Strict):
         return values
 
 
-HIDDEN = ("source", "text", "disabled_tasks")  # TrialProtocol fields that are not keys of the file
+HIDDEN = ("source", "text", "disabled_tasks", "cache_root")  # TrialProtocol fields that are not keys of the file
 # How a trial measures: 2 = training windows read without repeats per epoch, held-out windows spread
 # over the whole held-out split (1, before: random windows, the first eval_tokens held-out tokens).
 MEASURE = 2
+
+
+def under_runs_dir(protocol: TrialProtocol, runs_dir: Path) -> TrialProtocol:
+    """``protocol`` with its token cache under ``runs_dir`` while its ``cache_dir`` is the default
+    (``runs/cache``, the default --runs-dir's): the cache follows --runs-dir. A cache_dir the file sets stays."""
+    if protocol.cache_dir != DEFAULT_CACHE_DIR or Path(runs_dir) == Path(DEFAULT_CACHE_DIR).parent:
+        return protocol
+    return protocol.model_copy(update={"cache_root": str(Path(runs_dir) / "cache")})
 
 
 # ---- loading --------------------------------------------------------------------------------

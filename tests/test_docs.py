@@ -68,7 +68,7 @@ def test_version_and_the_next_steps_after_a_search(capsys):
 
 
 COMMANDS = [["search"], ["worker"], ["status"], ["dashboard"], ["export"], ["report"], ["train"], ["spaces", "sample"]]
-COMMANDS += [["spaces", "show"], ["trials", "run"], ["trials", "validate"], []]
+COMMANDS += [["spaces", "show"], ["protocols", "run"], ["protocols", "validate"], []]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "nas")
@@ -83,8 +83,8 @@ def test_help_reads_at_80_columns(command, monkeypatch, capsys):
 
 
 def _quick_commands() -> list[str]:
-    """The `nas spaces ...` and `nas trials list|show|validate ...` commands the README and docs show: each
-    runs in a second or two, so each is run (a command that trains, `nas trials run`, is left out)."""
+    """The `nas spaces ...` and `nas protocols list|show|validate ...` commands the README and docs show: each
+    runs in a second or two, so each is run (a command that trains, `nas protocols run`, is left out)."""
     found = set()
     for page in PAGES:
         for command in re.findall(r"`(nas (?:spaces|trials) [^`]*)`", page.read_text()):

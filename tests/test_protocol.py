@@ -102,24 +102,31 @@ def test_malformed_protocol_exit_2(case, tmp_path, capsys):
     text, fragment = MALFORMED[case]
     path = tmp_path / "protocol.yaml"
     path.write_text(text)
-    for verb in (["trials", "validate"], ["trials", "show"]):
+    for verb in (["protocols", "validate"], ["protocols", "show"]):
         code, out, err = run([*verb, str(path)], capsys)
         assert code == 2 and "Traceback" not in err
         assert f"{path}: {fragment}" in err, err
 
 
 def test_missing_protocol_exit_2(capsys):
-    code, _, err = run(["trials", "show", "cpu-tiyn"], capsys)
+    code, _, err = run(["protocols", "show", "cpu-tiyn"], capsys)
     assert code == 2 and "(did you mean 'cpu-tiny'?)" in err
 
 
-def test_cli_show_and_list(capsys):
-    code, out, _ = run(["trials", "show", "cpu-tiny", "--set", "pretrain.budget.tokens=1234"], capsys)
+@pytest.mark.parametrize("group", ["protocols", "trials"])  # `nas trials`: the group's first name, kept
+def test_cli_show_and_list(group, capsys):
+    code, out, _ = run([group, "show", "cpu-tiny", "--set", "pretrain.budget.tokens=1234"], capsys)
     assert code == 0 and "tokens: 1234" in out and "qa.f1" in out
-    code, out, _ = run(["trials", "validate", "cpu-tiny"], capsys)
+    code, out, _ = run([group, "validate", "cpu-tiny"], capsys)
     assert code == 0 and "(cpu-tiny, 1 task: qa; off: claims, answer)" in " ".join(out.split())  # wrapped lines
-    code, out, _ = run(["trials", "list"], capsys)
+    code, out, _ = run([group, "list"], capsys)
     assert code == 0 and "cpu-tiny" in out and "gpu-short" in out and "text-files" in out
+
+
+def test_the_old_group_name_is_hidden_from_the_help(capsys):
+    code, out, _ = run(["--help"], capsys)
+    commands = [line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.strip()]
+    assert code == 0 and "protocols" in commands and "trials" not in commands
 
 
 def test_the_hash_names_how_a_trial_measures(monkeypatch):

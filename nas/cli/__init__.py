@@ -1,6 +1,6 @@
 """The `nas` command line: parse → call the library → render with rich. Exit 0 ok, 1 failure, 2 bad input.
 
-One module per group of verbs: ``spaces`` and ``trials`` (files), ``search`` (search, worker),
+One module per group of verbs: ``spaces`` and ``protocols`` (files), ``search`` (search, worker),
 ``results`` (status, dashboard, export, report), ``train``; ``common`` holds what they share.
 """
 
@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from nas.cli import results, search, spaces, train, trials
+from nas.cli import protocols, results, search, spaces, train
 from nas.cli.common import console, err_console
 from nas.errors import NasInputError
 
@@ -25,7 +25,9 @@ app = typer.Typer(
     rich_markup_mode=None,  # click's plain help: it wraps at any width instead of cutting option names
 )
 app.add_typer(spaces.app, name="spaces")
-app.add_typer(trials.app, name="trials")
+app.add_typer(protocols.app, name="protocols")
+# the group's first name: kept for users' scripts and hidden from the help
+app.add_typer(protocols.app, name="trials", hidden=True)
 
 
 def _version(value: bool) -> None:

@@ -32,7 +32,7 @@ def choice(flag: str, values: tuple[str, ...], help: str) -> Any:
     return typer.Option(parser=parse, metavar=f"[{'|'.join(values)}]", help=help)
 
 
-ProtocolArg = Annotated[str, typer.Argument(help="A shipped protocol name (see `nas trials list`) or a YAML file.")]
+ProtocolArg = Annotated[str, typer.Argument(help="A shipped protocol name (see `nas protocols list`) or a YAML file.")]
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", help="Override a protocol key: --set pretrain.budget.tokens=50000")
 ]

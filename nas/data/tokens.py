@@ -79,13 +79,13 @@ def _tokenizer_identity(config: TokenizerConfig) -> dict[str, Any]:
 def prepare_tokens(protocol: TrialProtocol) -> TokenData:
     """Token ids for the protocol's corpus: from the cache when present, else built and cached."""
     key = cache_key(protocol)
-    folder = Path(protocol.cache_dir) / "tokens" / key
+    folder = Path(protocol.cache_path) / "tokens" / key
     memo_key = str(folder.resolve())
     if memo_key in _MEMO:
         return _MEMO[memo_key]
     if not _cached(folder):
         # before the corpus is read and the tokenizer trained: a cache_dir that is, or lies under, a file
-        if problem := folder_problem(protocol.cache_dir) or folder_problem(folder):
+        if problem := folder_problem(protocol.cache_path) or folder_problem(folder):
             raise NasInputError(protocol.source, [("cache_dir", problem)])
         _build(protocol, folder)
         built = True

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NasInputError, did_you_mean
-from nas.protocol import TrialProtocol, load_protocol
+from nas.protocol import TrialProtocol, load_protocol, under_runs_dir
 from nas.search.samplers import PRUNERS, SAMPLERS, PrunerName, SamplerName, grid_space, make_pruner
 from nas.search.storage import check_study_name, open_storage, study_dir
 from nas.search.workers import Heartbeats
@@ -192,7 +192,7 @@ def validate_search(request: SearchRequest, dry_run: bool = False) -> SearchPlan
         n_trials, timeout = DEFAULT_N_TRIALS, DEFAULT_TIMEOUT
     config = SearchConfig(
         space=space,
-        protocol=protocol,
+        protocol=under_runs_dir(protocol, request.runs_dir),
         study_name=study_name,
         storage=request.storage,
         runs_dir=request.runs_dir,

@@ -60,12 +60,13 @@ def export_from_study(study: optuna.Study, number: int, out_dir: Path, runs_dir:
     from nas.arch import ArchConfig
     from nas.data.tokens import prepare_tokens
     from nas.export import check_output_path, export_architecture
+    from nas.protocol import under_runs_dir
 
     record = _exportable(study, number, runs_dir)
     check_output_path(out_dir, "--out")
     _, protocol = study_context(study)
     arch = ArchConfig(**record.arch)
-    tokens = prepare_tokens(protocol)
+    tokens = prepare_tokens(under_runs_dir(protocol, runs_dir))  # the search's cache, under --runs-dir
     metrics = {
         **record.metrics,
         "trial": number,

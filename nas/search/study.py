@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.errors import NasInputError
+from nas.protocol import under_runs_dir
 from nas.search import records
 from nas.search.config import SearchConfig, range_problems
 from nas.search.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
@@ -134,7 +135,7 @@ def join_study(
     offset = seed_offset if seed_offset is not None else os.getpid()
     config = SearchConfig(
         space=space,
-        protocol=protocol,
+        protocol=under_runs_dir(protocol, runs_dir),
         study_name=found.study_name,
         storage=storage,
         runs_dir=runs_dir,

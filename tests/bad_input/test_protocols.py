@@ -22,7 +22,7 @@ def _with(old: str, new: str) -> str:
     return CPU_TINY.replace(old, new)
 
 
-# ---- the file itself: `nas trials validate FILE` and `nas trials show FILE` ------------------
+# ---- the file itself: `nas protocols validate FILE` and `nas protocols show FILE` ------------------
 FILES: list[tuple[str, str | bytes, str]] = [
     ("alias bomb", BOMB, "YAML expands to more than"),
     (
@@ -64,7 +64,7 @@ def _file_cases() -> dict[str, Case]:
     return cases
 
 
-# ---- values: `nas trials show cpu-tiny --set KEY=VALUE` ----------------------------------------
+# ---- values: `nas protocols show cpu-tiny --set KEY=VALUE` ----------------------------------------
 SETS: list[tuple[str, str]] = [
     ("pretrain.budget.tokens=.inf", "pretrain.budget.tokens"),
     ("pretrain.budget.tokens=true", "pretrain.budget.tokens: expected a number, got true"),
@@ -191,7 +191,7 @@ def _set_cases() -> dict[str, Case]:
     }
 
 
-# ---- --set into a file whose values are of unexpected types: `nas trials show/run FILE --set KEY=VALUE` ----
+# ---- --set into a file whose values are of unexpected types: `nas protocols show/run FILE --set KEY=VALUE` ----
 TASKS_AT = CPU_TINY.index("tasks:\n")
 OBJECTIVES_AT = CPU_TINY.index("objectives:\n")
 
@@ -265,7 +265,7 @@ def _cache_cases() -> dict[str, Case]:
     return cases
 
 
-# ---- data files: `nas trials validate FILE --data` and `nas trials run FILE` ------------------
+# ---- data files: `nas protocols validate FILE --data` and `nas protocols run FILE` ------------------
 WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly vex the jolly king".split()
 
 

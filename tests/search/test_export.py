@@ -79,3 +79,25 @@ def test_keep_weights_are_exported_and_load(in_tmp, micro_cache, capsys):
     assert code == 2 and "already holds files: give --force to replace it" in err
     code, _, err = run(["export", "kw", "--trial", "0", "-o", "w", "--force"], capsys)
     assert code == 0, err
+
+
+def test_the_token_cache_follows_runs_dir(in_tmp, capsys):
+    """With the default cache_dir (runs/cache), a search, a worker and an export under --runs-dir R keep the
+    token cache in R/cache: nothing is written to ./runs. A cache_dir the protocol sets stays where it is."""
+    from nas.protocol import load_protocol, under_runs_dir
+    from tests.conftest import MICRO_OVERRIDES
+
+    sets = [arg for item in (*MICRO_OVERRIDES, "tasks=[]") for arg in ("--set", item)]
+    code, _, err = cli_search(capsys, "rd", 1, "--space", "micro.yaml", "--runs-dir", "elsewhere", *sets)
+    assert code == 0, err
+    assert list((in_tmp / "elsewhere/cache/tokens").iterdir())
+    code, _, err = run(["export", "rd", "--runs-dir", "elsewhere", "--trial", "0", "-o", "x"], capsys)
+    assert code == 0, err
+    assert (in_tmp / "x/tokenizer.json").is_file() and not (in_tmp / "runs").exists()
+
+    default = load_protocol("cpu-tiny")
+    moved = under_runs_dir(default, Path("elsewhere"))
+    assert moved.cache_path == "elsewhere/cache" and moved.content_hash == default.content_hash  # a location
+    assert under_runs_dir(default, Path("runs")).cache_path == "runs/cache"
+    own = load_protocol("cpu-tiny", ["cache_dir=/data/cache"])
+    assert under_runs_dir(own, Path("elsewhere")).cache_path == "/data/cache"

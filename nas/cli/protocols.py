@@ -1,4 +1,4 @@
-"""`nas trials`: list, show, validate protocols, and run one trial."""
+"""`nas protocols` (alias `nas protocols`): list, show, validate trial protocols, and run one trial."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from nas.protocol import TrialProtocol
 
 app = typer.Typer(
-    help="Trial protocols: list, show, validate, and run one trial.", no_args_is_help=True, rich_markup_mode=None
+    help="Trial protocols: list, show, validate, and run one trial (alias: nas trials).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
@@ -24,7 +26,7 @@ app = typer.Typer(
 def trials_list() -> None:
     """List the shipped trial protocols.
 
-    Example: nas trials list
+    Example: nas protocols list
     """
     from nas.protocol import load_protocol
 
@@ -35,7 +37,7 @@ def trials_list() -> None:
 def trials_show(protocol: ProtocolArg, overrides: SetOption = None) -> None:
     """Print a protocol with every default filled in (after --set overrides), and its metrics.
 
-    Example: nas trials show cpu-tiny --set pretrain.budget.tokens=50000
+    Example: nas protocols show cpu-tiny --set pretrain.budget.tokens=50000
     """
     import yaml
 
@@ -60,7 +62,7 @@ def trials_validate(
 ) -> None:
     """Validate trial protocols; every problem is reported with its file and key path (exit 2).
 
-    Example: nas trials validate trials/*.yaml --data
+    Example: nas protocols validate trials/*.yaml --data
     """
     from nas.preflight import check_inputs
     from nas.protocol import load_protocol
@@ -90,7 +92,7 @@ def trials_run(
     """Run one trial outside any study: pretrain, measure, fine-tune, and print every metric, each task
     metric beside its baseline: what a trivial predictor with no model scores (e.g. the majority class).
 
-    Example: nas trials run cpu-tiny --space tiny --seed 3 --set pretrain.budget.tokens=50000
+    Example: nas protocols run cpu-tiny --space tiny --seed 3 --set pretrain.budget.tokens=50000
     """
     from nas.export import load_architecture
     from nas.preflight import check_inputs
