@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from nas.arch import COUNT_NAMES
 from nas.errors import NasInputError, did_you_mean, validation_problems
@@ -152,6 +152,20 @@ class TaskGate(Strict):
     min_trials: Count = Field(default=3, ge=0, le=1_000_000)
 
 
+class Confirm(Strict):
+    """When the search has its trials, train the ``top`` architectures again, each ``seeds`` more times with
+    new pretraining seeds: they are ranked by their mean, with the spread shown, and the repeats measure the
+    study's noise, which marks the trials that tie with the best (nas.search.confirm). ``confirm: K`` is
+    ``confirm: {top: K}``."""
+
+    top: Count = Field(ge=1, le=1000)
+    seeds: Count = Field(default=1, ge=1, le=64)
+
+
+def _confirm_shorthand(value: Any) -> Any:
+    return {"top": value} if isinstance(value, int | float | str) and not isinstance(value, bool) else value
+
+
 class TrialProtocol(Strict):
     name: str = "protocol"
     description: str = ""
@@ -165,6 +179,7 @@ class TrialProtocol(Strict):
     objectives: dict[str, Objective] = {"val_loss": Objective(direction="minimize")}
     target: Target = Target()
     task_gate: TaskGate | None = None
+    confirm: Annotated[Confirm | None, BeforeValidator(_confirm_shorthand)] = None
 
     source: str = Field(default="<string>", exclude=True)
     # where the token cache lies for this run: ``cache_dir``, or under --runs-dir while cache_dir is the default
@@ -273,6 +288,7 @@ class TrialProtocol(Strict):
             del content["pretrain"]["rungs"]
         if content["task_gate"] is None:
             del content["task_gate"]
+        del content["confirm"]  # what the search does after its trials, not how a trial measures
         for task in content["tasks"]:  # every task left is enabled
             del task["enabled"]
             if task["train_layers"] is None:  # added since: hashed only when set

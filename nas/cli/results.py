@@ -33,6 +33,7 @@ def best_text(study: Any) -> str:
 
 def render_leaderboard(study: Any, limit: int | None = None) -> None:
     from nas.search import leaderboard, study_info
+    from nas.search.ranking import ties_line
     from nas.search.records import baselines_line
 
     rows = leaderboard(study)
@@ -40,7 +41,8 @@ def render_leaderboard(study: Any, limit: int | None = None) -> None:
     multi = len(study.directions) > 1
     predicted = any("predicted_val_loss" in r.metrics for r in rows)
     rungs = any(r.rungs for r in rows)
-    table = Table(title=f"study {study.study_name}: {len(rows)} trials" + (" (* = Pareto set)" if multi else ""))
+    marks = " (* = Pareto set)" if multi else " (= ties with the best)" if any(r.tie for r in rows) else ""
+    table = Table(title=f"study {study.study_name}: {len(rows)} trials{marks}")
     extra = ("measured", "predicted at target") if predicted else ()
     head = ("rank", "trial", "architecture", *(["rung"] if rungs else []), "params")
     for column in (*head, *objectives, *extra, "state", "cause"):
@@ -54,8 +56,8 @@ def render_leaderboard(study: Any, limit: int | None = None) -> None:
         )
     shown = rows if limit is None else rows[:limit]
     for row in shown:
-        values = [f"{v:.4g}" for v in row.values] if row.values else [""] * len(objectives)
-        rank = "" if row.rank is None else f"{row.rank}{'*' if row.pareto else ''}"
+        values = _value_cells(row, len(objectives))
+        rank = "" if row.rank is None else f"{row.rank}{'*' if row.pareto and multi else ''}{'=' if row.tie else ''}"
         state = row.state if row.status in ("trained", "running", "?") else f"{row.state} ({row.status})"
         params = f"{row.params:,}" if row.params else ""
         shown_extra = _prediction_cells(row) if predicted else []
@@ -67,6 +69,22 @@ def render_leaderboard(study: Any, limit: int | None = None) -> None:
         console.print(f"baselines (no model): {baselines}", highlight=False, soft_wrap=True)
     if limit is not None and len(rows) > limit:
         console.print(f"... {len(rows) - limit} more: nas status {study.study_name}")
+    if not multi and any(r.rank for r in rows):
+        console.print(f"ties: {ties_line(rows, objectives[0])}", highlight=False)
+
+
+def _value_cells(row: Any, width: int) -> list[str]:
+    """Each objective's value; over several runs (confirmations), the mean ± the sd between them, and the count."""
+    if not row.values:
+        return [""] * width
+    if len(row.runs) < 2:
+        return [f"{v:.4g}" for v in row.values]
+    cells = []
+    for i, mean in enumerate(row.values):
+        runs = [run[i] for run in row.runs]
+        sd = (sum((x - mean) ** 2 for x in runs) / (len(runs) - 1)) ** 0.5
+        cells.append(f"{mean:.4g} ± {sd:.2g} ({len(runs)} runs)")
+    return cells
 
 
 def _prediction_cells(row: Any) -> list[str]:
@@ -93,6 +111,9 @@ def print_best(study: Any) -> None:
         or (isinstance(v, int | float) and k in ("val_loss", "predicted_val_loss", "tokens_per_second"))
     )
     params = f" ({row.params:,} params)" if row.params is not None else ""
+    if row.runs:  # confirmed: ranked by the mean over its runs; the metrics are its own run's
+        mean = ", ".join(f"{v:.4g}" for v in row.values or [])
+        params += f" mean {mean} over {len(row.runs)} runs; this run's"
     console.print(f"[bold]best[/bold]: trial {row.number}: {row.summary}{params} {metrics}", highlight=False)
 
 

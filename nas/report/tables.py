@@ -8,6 +8,7 @@ import math
 from collections import Counter
 from typing import Any
 
+from nas.search.ranking import ties_line
 from nas.search.records import COUNT_KEYS, TrialRecord, baselines_line
 from nas.search.storage import StudyInfo
 
@@ -92,12 +93,13 @@ def leaderboard(ranked: list[TrialRecord], objectives: list[str]) -> str:
             if key not in metric_names and key not in objectives and "." in key:
                 metric_names.append(key)
     header = ["rank", "trial", "architecture", *(["rung"] if rungs else []), "params", "FLOPs/token"]
-    header += ["KV bytes/token", "tokens/s", *objectives, *metric_names]
+    repeated = any(r.runs for r in ranked)  # confirmations: the objectives are means over the runs
+    header += ["KV bytes/token", "tokens/s", *(["runs"] if repeated else []), *objectives, *metric_names]
     rows = []
     for r in ranked:
         values = [r.metric("predicted_val_loss")] if rungs and not r.values else (r.values or [])
         cells = [
-            r.rank,
+            f"{r.rank}{'=' if r.tie else ''}",
             r.number,
             r.summary,
             *([f"{(r.rung or 0) + 1} ({r.rungs[-1][0]:,.0f} tokens)" if r.rungs else "-"] if rungs else []),
@@ -105,6 +107,7 @@ def leaderboard(ranked: list[TrialRecord], objectives: list[str]) -> str:
             r.metric("flops_per_token"),
             r.metric("kv_cache_bytes_per_token"),
             r.metric("tokens_per_second"),
+            *([len(r.runs) or 1] if repeated else []),
             *values,
             *[r.metric(m) for m in metric_names],
         ]
@@ -118,6 +121,8 @@ def leaderboard(ranked: list[TrialRecord], objectives: list[str]) -> str:
     )
     if baselines := baselines_line(ranked, [*objectives, *metric_names]):
         table += f"<p class='baselines'>baselines (no model): {html.escape(baselines)}</p>"
+    if len(objectives) == 1 and ranked:  # "=" marks a tie with the best within the study's seed noise
+        table += f"<p class='ties'>ties (=): {html.escape(ties_line(ranked, objectives[0]))}</p>"
     return section("Leaderboard", table)
 
 

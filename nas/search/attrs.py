@@ -44,6 +44,9 @@ WARM_START_FROM = "warm_start_from"
 FALLBACK = "fallback"  # why the search queued this (unseen) architecture itself
 ARTIFACT_CURVE = "artifact_curve"
 ARTIFACT_WEIGHTS = "artifact_weights"
+CONFIRM = (
+    "confirm"  # {"of": trial number, "repeat": 1.., "seed": pretraining seed}: a confirmation (nas.search.confirm)
+)
 # Optuna system attributes a retry carries (RetryHeartbeatStaleTrialCallback writes the same ones).
 RETRY_HISTORY = "retry_history"
 FAILED_TRIAL = "failed_trial"
@@ -62,6 +65,7 @@ class Status:
     FAILED = "failed"
     SURPLUS = "surplus"
     INTERRUPTED = "interrupted"
+    CONFIRMATION = "confirmation"  # a confirmation trained (never counted among the n_trials)
 
 
 STATUSES = tuple(v for k, v in vars(Status).items() if k.isupper())
@@ -116,6 +120,17 @@ SHAPES: dict[str, tuple[Callable[[Any], bool], str]] = {  # key: (valid, what it
     DUPLICATE_OF: (is_count, "a trial number"),
     ARTIFACT_WEIGHTS: (is_text, "an artifact id"),
     NOTES: (lambda v: isinstance(v, list) and all(is_text(x) for x in v), "a list of strings"),
+    CONFIRM: (
+        lambda v: (
+            isinstance(v, dict)
+            and set(v) == {"of", "repeat", "seed"}
+            and is_count(v["of"])
+            and is_count(v["repeat"])
+            and v["repeat"] >= 1
+            and isinstance(v["seed"], int)
+        ),
+        "a mapping {of: trial number, repeat: count >= 1, seed: integer}",
+    ),
     PLACEMENT: (
         lambda v: (
             isinstance(v, dict)

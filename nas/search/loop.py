@@ -12,22 +12,23 @@ RUNNING. Optuna stays here and in the CLI; the trial runner knows nothing of it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import traceback
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.search import feedback, records
+from nas.search import confirm, feedback, records
 from nas.search.checkpoints import held_checkpoint
 from nas.search.config import SearchConfig
 from nas.search.records import Status
-from nas.search.samplers import SIZE, CurvePruner, make_pruner, queue_unseen, rung_step
+from nas.search.reporter import make_reporter
+from nas.search.samplers import CurvePruner, make_pruner, queue_unseen
 from nas.search.storage import record_stop, store_artifacts
 from nas.search.study import prepare_study
 from nas.search.summary import Callbacks, SearchInterrupted, SearchSummary
@@ -110,6 +111,17 @@ def _loop(worker: _Worker, started: float) -> str:
         done = sum(1 for t in trials if records.is_trained(t))
         placed = holding_a_place(trials, time.time())
         stopped = _stop_reason(study, config, done, time.monotonic() - started, wasted, failures)
+        if stopped and done >= config.n_trials and config.protocol.confirm is not None:
+            timed_out = config.timeout is not None and time.monotonic() - started > config.timeout
+            with sigint.held():  # enqueueing the confirmations nobody holds
+                phase = confirm.advance(study, config.protocol, trials)
+            if not (phase.done or timed_out or failures >= FAILURES_IN_A_ROW):
+                if phase.queued:
+                    failures = failures + 1 if _ask_and_run(worker) == Status.FAILED else 0
+                else:
+                    time.sleep(poll)  # the rest run on other workers
+                continue
+            stopped += f"; {phase.line()}" + (" (cut by --timeout)" if timed_out and not phase.done else "")
         if stopped:
             return stopped
         if done + len(placed) >= config.n_trials:
@@ -192,7 +204,8 @@ def _ask_and_run(worker: _Worker) -> str:
 def _run_one(worker: _Worker, trial: optuna.Trial) -> str:
     """Claim, dedupe, train and tell one trial; returns its nas_status."""
     study, config = worker.study, worker.config
-    if _surplus(study, trial, config.n_trials):
+    confirming = records.confirm_of(study._storage.get_trial(trial._trial_id))  # a confirmation (nas.search.confirm)
+    if confirming is None and _surplus(study, trial, config.n_trials):
         _requeue(study, trial)
         records.set_status(trial, Status.SURPLUS, f"surplus: another worker's trial completes the {config.n_trials}")
         study.tell(trial, state=TrialState.FAIL)
@@ -200,9 +213,14 @@ def _run_one(worker: _Worker, trial: optuna.Trial) -> str:
     arch = _claim(worker, trial)
     if arch is None:
         return Status.INFEASIBLE
-    if _dedupe(worker, trial, arch):
+    if confirming is not None:
+        if (other := confirm.standing_down_for(study, study._storage.get_trial(trial._trial_id))) is not None:
+            records.set_status(trial, Status.SURPLUS, f"surplus: trial {other} runs this confirmation")
+            study.tell(trial, state=TrialState.FAIL)
+            return Status.SURPLUS
+    elif _dedupe(worker, trial, arch):
         return Status.DUPLICATE
-    return _train_and_tell(worker, trial, arch)
+    return _train_and_tell(worker, trial, arch, confirming)
 
 
 def _surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
@@ -282,10 +300,13 @@ def _duplicate_of(study: optuna.Study, number: int, arch_hash: str) -> FrozenTri
     return running
 
 
-def _train_and_tell(worker: _Worker, trial: optuna.Trial, arch: Any) -> str:
+def _train_and_tell(worker: _Worker, trial: optuna.Trial, arch: Any, confirming: dict[str, int] | None = None) -> str:
+    """Train and tell; a confirmation trains with its repeat's seed, unpruned and with every task."""
     from nas.trial import run_trial  # looked up at call time: benchmarks replace it with a table
 
     config, cb = worker.config, worker.cb
+    if confirming is not None:
+        config = dataclasses.replace(config, protocol=confirm.protocol_for(config.protocol, confirming["repeat"]))
     checkpoint = held_checkpoint(config, arch, cb.log)
     cb.trial_started(trial.number, arch.summary())
     try:
@@ -295,12 +316,14 @@ def _train_and_tell(worker: _Worker, trial: optuna.Trial, arch: Any) -> str:
             result = run_trial(
                 arch,
                 config.protocol,
-                reporter=_reporter(worker, trial, arch),
+                reporter=make_reporter(
+                    worker.study, config.protocol, worker.curve_pruner, trial, arch, confirming is None
+                ),
                 on_step=cb.step,
                 on_stage=cb.stage,
                 keep_model=config.keep_weights,
                 checkpoint=checkpoint,
-                task_gate=feedback.task_gate(worker.study, config.protocol, trial.number),
+                task_gate=None if confirming else feedback.task_gate(worker.study, config.protocol, trial.number),
             )
     except optuna.exceptions.UpdateFinishedTrialError:
         raise
@@ -315,55 +338,10 @@ def _train_and_tell(worker: _Worker, trial: optuna.Trial, arch: Any) -> str:
         store_artifacts(trial, result, worker.artifacts, worker.config.keep_weights)
     except OSError as exc:  # a full disk: the curve file is lost, the trial's result is in the storage
         cb.log(f"trial {trial.number}: its artifacts were not stored ({exc.strerror or exc}); its result was")
-    outcome = _tell(worker, trial, result)
+    outcome = _tell(worker, trial, result, Status.TRAINED if confirming is None else Status.CONFIRMATION)
     if checkpoint is not None:
         checkpoint.clear()
     return outcome
-
-
-def _reporter(worker: _Worker, trial: optuna.Trial, arch: Any) -> Callable[[Any], bool]:
-    """Each held-out eval: store the curve so far, then ask the pruner."""
-    study, pruner = worker.study, worker.curve_pruner
-    wanted = set(pruner.cost_names) | ({SIZE} if pruner.size_matched else set()) if pruner else set()
-    costs = {k: v for k, v in arch.counts().items() if k in wanted}
-    curve: list[list[float]] = []
-    rungs: list[list[float]] = []
-    checked: set[int] = set()
-    protocol = worker.config.protocol
-
-    def reporter(point: Any) -> bool:
-        with sigint.held():
-            if getattr(point, "rung", None) is not None:  # a rung's annealed loss (nas.train.pretrain.EvalPoint)
-                return _rung_reached(worker, trial, arch, point, rungs)
-            curve.append([point.step, point.tokens, point.val_loss])
-            records.write_curve(trial, curve)
-            if protocol.pretrain.rungs:
-                return False  # with rungs, only a rung decides
-            if pruner is not None:
-                trials = study.get_trials(
-                    deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-                )
-                return pruner.should_prune(trials, trial.number, point.step, point.val_loss, checked, costs)
-            if isinstance(study.pruner, optuna.pruners.NopPruner):
-                return False
-            trial.report(point.val_loss, point.step)
-            return trial.should_prune()
-
-    return reporter
-
-
-def _rung_reached(worker: _Worker, trial: optuna.Trial, arch: Any, point: Any, rungs: list[list[float]]) -> bool:
-    """A rung's annealed loss: its value (nas.search.feedback.rung_value) reported at the rung's step, and
-    the pruner's word on going on (never at the top rung, nor while the value cannot be had yet)."""
-    study, protocol = worker.study, worker.config.protocol
-    rungs.append([float(point.tokens), float(point.val_loss)])
-    records.write_rungs(trial, rungs)
-    top = point.rung == len(protocol.pretrain.rungs or []) - 1
-    value = feedback.rung_value(study, protocol, trial.number, arch, rungs, point.rung)
-    if not math.isfinite(value) or isinstance(study.pruner, optuna.pruners.NopPruner):
-        return False
-    trial.report(value, rung_step(point.rung))
-    return not top and trial.should_prune()
 
 
 def _abandon(worker: _Worker, trial: optuna.Trial, exc: BaseException) -> None:
@@ -399,7 +377,8 @@ def _fail(worker: _Worker, trial: optuna.Trial, exc: Exception, checkpoint: Any)
     worker.cb.log(f"trial {trial.number}: failed: {type(exc).__name__}: {exc}")
 
 
-def _tell(worker: _Worker, trial: optuna.Trial, result: Any) -> str:
+def _tell(worker: _Worker, trial: optuna.Trial, result: Any, trained: str = Status.TRAINED) -> str:
+    """Tell the result; ``trained``: the status of a trial that trained (a confirmation's is its own)."""
     study, config, cb = worker.study, worker.config, worker.cb
     summary = result.arch.summary()
     if result.status == "complete":
@@ -408,16 +387,16 @@ def _tell(worker: _Worker, trial: optuna.Trial, result: Any) -> str:
             records.set_status(trial, Status.FAILED, f"non-finite objective values {values}")
             study.tell(trial, state=TrialState.FAIL)
             return Status.FAILED
-        records.set_status(trial, Status.TRAINED)
+        records.set_status(trial, trained)
         study.tell(trial, values)
         named = ", ".join(f"{k} {v:.4g}" for k, v in zip(config.protocol.objectives, values, strict=True))
         cb.log(f"trial {trial.number}: complete: {named} ({summary}, {result.wall_seconds:.1f}s)")
-        return Status.TRAINED
+        return trained
     if result.status == "pruned":
-        records.set_status(trial, Status.TRAINED)
+        records.set_status(trial, trained)
         study.tell(trial, state=TrialState.PRUNED)
         cb.log(f"trial {trial.number}: {result.cause} ({summary})")
-        return Status.TRAINED
+        return trained
     records.set_status(trial, Status.FAILED)
     study.tell(trial, state=TrialState.FAIL)
     cb.log(f"trial {trial.number}: failed: {result.cause} ({summary})")

@@ -5,6 +5,7 @@ every trained trial, and with rungs by the rung each trial reached."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -27,6 +28,8 @@ def leaderboard(study: optuna.Study) -> list[TrialRecord]:
         row.cause = row.shown_cause()
         if row.number in retried_as:
             row.cause = f"{row.cause or 'failed'}; retried as trial {retried_as[row.number]}"
+        if row.confirmation:
+            row.cause = f"confirms trial {row.confirms} with another seed (its mean ranks it)"
         if row.state == "running" and not row.damage:
             row.cause = None  # a running trial's cause is only what it would be if its worker died
     return rows
@@ -46,13 +49,17 @@ def study_protocol(study: optuna.Study) -> Any:
         return None
 
 
-def rank_records(study: optuna.Study, rows: list[TrialRecord]) -> list[TrialRecord]:
+def rank_records(study: optuna.Study, rows: list[TrialRecord], pool: bool = True) -> list[TrialRecord]:
     """The trained, undamaged trials of ``rows`` ranked, best first, with ``rank`` and ``pareto`` set: single
     objective by value; multi-objective Pareto set first. With ``predicted_val_loss`` as the only objective,
     by :func:`refitted_predictions` on ``rows`` (set as the rows' ``predicted_val_loss``): a trial's stored
     value used only the trials trained before it. With rungs (``pretrain.rungs``), every trained trial with a
     prediction is ranked, stopped at a rung or not: first by the highest rung reached (a prediction made
-    further on is the more reliable), then by the prediction. A benchmark ranks a study's first k trials so."""
+    further on is the more reliable), then by the prediction. A benchmark ranks a study's first k trials so.
+
+    With ``pool``, a trial whose architecture confirmations re-trained (nas.search.confirm) is ranked by the
+    mean over its runs (``runs``: each run's values), and with one objective the trials within the study's noise
+    of the best (:func:`noise`) are marked ``tie``; without, every trial by its own run (what confirm re-trains)."""
     signs = [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in study.directions]
     protocol = study_protocol(study)
     refitted = refitted_predictions(study, rows, protocol)
@@ -72,11 +79,88 @@ def rank_records(study: optuna.Study, rows: list[TrialRecord]) -> list[TrialReco
             points[number] = [value]
             row = next(r for r in ranked if r.number == number)
             row.metrics = row.metrics | {"predicted_val_loss": value, "predicted_val_loss_std": std}
+    if pool:
+        _pool_confirmations(rows, points, refitted, signs)
+        for row in ranked:
+            if row.runs:
+                row.values = [s * v for s, v in zip(signs, points[row.number], strict=True)]
     pareto = {r.number for r in ranked} if rungs else _pareto_front(points)
     ranked.sort(key=lambda r: (r.number not in pareto, -(r.rung or 0) if rungs else 0, points[r.number][0]))
     for i, row in enumerate(ranked):
         row.rank, row.pareto = i + 1, row.number in pareto and (not rungs or len(signs) > 1)
+    if pool and len(signs) == 1 and ranked and (sd := noise(ranked)) is not None:
+        best = ranked[0]
+        for row in ranked[1:]:
+            if row.rung == best.rung:  # with rungs, a trial stopped lower is not compared with the best
+                spread = sd.sd * math.sqrt(1 / max(1, len(best.runs)) + 1 / max(1, len(row.runs)))
+                row.tie = abs(points[row.number][0] - points[best.number][0]) <= TIE_SIGMAS * spread
     return ranked
+
+
+TIE_SIGMAS = 2.0  # a trial ties with the best when their difference is within this many of its standard deviation
+
+
+@dataclass(frozen=True)
+class Noise:
+    """The standard deviation of one run's objective value between seeds, pooled over the architectures run
+    more than once (their runs' deviations from their own mean), with its degrees of freedom."""
+
+    sd: float
+    df: int
+    architectures: int
+
+    def line(self, objective: str) -> str:
+        return (
+            f"{objective} sd {self.sd:.2g} between seeds ({self.architectures} architecture"
+            f"{'s' if self.architectures > 1 else ''} run more than once, {self.df} degree"
+            f"{'s' if self.df > 1 else ''} of freedom)"
+        )
+
+
+def noise(rows: list[TrialRecord]) -> Noise | None:
+    """The pooled seed noise of the first objective over ``rows`` with several ``runs`` (None: none has)."""
+    groups = [[run[0] for run in r.runs] for r in rows if len(r.runs) > 1]
+    df = sum(len(g) - 1 for g in groups)
+    if not df:
+        return None
+    squares = sum(sum((x - sum(g) / len(g)) ** 2 for x in g) for g in groups)
+    return Noise(math.sqrt(squares / df), df, len(groups))
+
+
+def ties_line(rows: list[Any], objective: str) -> str:
+    """Which trials tie with the best within the study's seed noise, and the noise (or why it is unknown)."""
+    measured = noise(rows)
+    if measured is None:
+        return (
+            "not known: no architecture was trained more than once, so the study's seed noise is unmeasured "
+            "(a protocol's `confirm: K` re-trains the best K with new seeds)"
+        )
+    best = next(r for r in rows if r.rank == 1)
+    tied = [str(r.number) for r in rows if r.tie]
+    within = f"trials {', '.join(tied)} lie" if len(tied) > 1 else f"trial {tied[0]} lies" if tied else "no trial lies"
+    return f"{within} within the noise of the best (trial {best.number}): {measured.line(objective)}"
+
+
+def _pool_confirmations(
+    rows: list[TrialRecord], points: dict[int, list[float]], refitted: dict[int, tuple[float, float]], signs: list[int]
+) -> None:
+    """A ranked trial that confirmations re-trained: ``runs`` gets each run's values (its own first) and its point
+    becomes their mean."""
+    extra: dict[int, list[list[float]]] = {}
+    for r in rows:
+        if r.confirmation and r.confirms is not None and r.confirms in points:
+            values = r.values or []
+            point = (
+                [refitted[r.number][0]]
+                if r.number in refitted
+                else [s * v for s, v in zip(signs, values, strict=False)]
+            )
+            if len(point) == len(signs) and all(map(math.isfinite, point)):
+                extra.setdefault(r.confirms, []).append(point)
+    for row in (r for r in rows if r.number in extra):
+        run_points = [points[row.number], *extra[row.number]]
+        row.runs = [[s * v for s, v in zip(signs, p, strict=True)] for p in run_points]
+        points[row.number] = [sum(column) / len(column) for column in zip(*run_points, strict=True)]
 
 
 def prediction_rule(study: optuna.Study) -> tuple[bool, float]:
@@ -108,7 +192,9 @@ def refitted_predictions(
     fitted = [r for r in rows if r.trained and not r.damage and len(r.annealed) >= 2]
     curves = [(r.metric("non_embedding_params"), r.annealed) for r in fitted]
     fit = StudyFit.of(curves, target.prediction == "size-trend", target.own_weight)
+    confirmations = [r for r in rows if r.confirmation and len(r.annealed) >= (1 if rungs else 2)]
     ranked = [r for r in rows if r.trained and not r.damage and r.annealed] if rungs else fitted
+    ranked += confirmations  # predicted by the fit on the trials, never part of it
     out = {}
     for r in ranked:
         size, tokens = r.metric("non_embedding_params"), r.metric("target_tokens")

@@ -27,6 +27,7 @@ from nas.search.attrs import (  # noqa: F401  (COUNT_KEYS and Status are also re
     ARTIFACT_WEIGHTS,
     BASELINE_PREDICTORS,
     CAUSE,
+    CONFIRM,
     COUNT_KEYS,
     CURVE,
     DUPLICATE_OF,
@@ -104,8 +105,13 @@ class TrialRecord:
     started: float | None = None  # wall-clock times (seconds since the epoch) of the trial's start and end
     finished: float | None = None
     damage: list[str] = field(default_factory=list)  # stored attributes that did not read back
+    confirms: int | None = None  # the trial whose architecture this confirmation re-trains (nas.search.confirm)
+    # set by nas.search.ranking: the rank; on the Pareto set; the objective values of each run of the architecture
+    # (this trial's, then its confirmations'; ``values`` is then their mean); within the noise of the best
     rank: int | None = None
     pareto: bool = False
+    runs: list[list[float]] = field(default_factory=list)
+    tie: bool = False
 
     @property
     def params(self) -> int | None:
@@ -124,6 +130,11 @@ class TrialRecord:
     @property
     def trained(self) -> bool:
         return self.state in ("complete", "pruned") and self.status == Status.TRAINED
+
+    @property
+    def confirmation(self) -> bool:
+        """A confirmation that trained, undamaged: its values join its original's (nas.search.ranking)."""
+        return self.confirms is not None and self.status == Status.CONFIRMATION and not self.damage
 
     @property
     def usable(self) -> bool:
@@ -175,6 +186,7 @@ class TrialRecord:
             placement=attrs.get(PLACEMENT),
             started=trial.datetime_start.timestamp() if trial.datetime_start else None,
             finished=trial.datetime_complete.timestamp() if trial.datetime_complete else None,
+            confirms=None if (confirm := attrs.get(CONFIRM)) is None else confirm["of"],
             damage=attrs.damage,
         )
 
@@ -256,6 +268,16 @@ def study_records(study: optuna.Study) -> list[TrialRecord]:
     """Every trial of the study, in trial-number order."""
     trials, unreadable = read_trials(study)
     return sorted([TrialRecord.from_trial(t) for t in trials] + unreadable, key=lambda r: r.number)
+
+
+def confirm_of(trial: FrozenTrial) -> dict[str, int] | None:
+    """A confirmation's {of, repeat, seed} (None: not a confirmation, or the attribute is damaged)."""
+    attrs = Attrs(trial.user_attrs)
+    return attrs.get(CONFIRM)
+
+
+def confirm_attrs(of: int, repeat: int, seed: int) -> dict[str, Any]:
+    return {CONFIRM: {"of": of, "repeat": repeat, "seed": seed}}
 
 
 def arch_hash_of(trial: FrozenTrial) -> str | None:
