@@ -93,11 +93,8 @@ def rank_records(study: optuna.Study, rows: list[TrialRecord], pool: bool = True
         for row in ranked[1:]:
             if row.rung == best.rung:  # with rungs, a trial stopped lower is not compared with the best
                 spread = sd.sd * math.sqrt(1 / max(1, len(best.runs)) + 1 / max(1, len(row.runs)))
-                row.tie = abs(points[row.number][0] - points[best.number][0]) <= TIE_SIGMAS * spread
+                row.tie = abs(points[row.number][0] - points[best.number][0]) <= sd.t95 * spread
     return ranked
-
-
-TIE_SIGMAS = 2.0  # a trial ties with the best when their difference is within this many of its standard deviation
 
 
 @dataclass(frozen=True)
@@ -108,6 +105,14 @@ class Noise:
     sd: float
     df: int
     architectures: int
+
+    @property
+    def t95(self) -> float:
+        """Student's t at 97.5 % for ``df``: a difference within t95 of its standard deviation is a tie at 95 %
+        (the noise itself estimated from few repeats widens the interval: 4.3 at 2 degrees of freedom)."""
+        from scipy.stats import t
+
+        return float(t.ppf(0.975, self.df))
 
     def line(self, objective: str) -> str:
         return (
@@ -138,7 +143,7 @@ def ties_line(rows: list[Any], objective: str) -> str:
     best = next(r for r in rows if r.rank == 1)
     tied = [str(r.number) for r in rows if r.tie]
     within = f"trials {', '.join(tied)} lie" if len(tied) > 1 else f"trial {tied[0]} lies" if tied else "no trial lies"
-    return f"{within} within the noise of the best (trial {best.number}): {measured.line(objective)}"
+    return f"{within} within the 95 % noise interval of the best (trial {best.number}): {measured.line(objective)}"
 
 
 def _pool_confirmations(

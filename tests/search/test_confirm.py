@@ -34,7 +34,8 @@ def test_confirmed_trials_rank_by_their_mean_and_ties_follow_the_pooled_noise():
     assert ranked[0].values == pytest.approx([1.01]) and ranked[0].runs == [[1.0], [1.02]]
     measured = noise(ranked)
     assert measured.df == 2 and measured.architectures == 2 and measured.sd == pytest.approx(0.02**0.5 / 10)
-    # 2 sd of the difference: 0.0283 for two means of two, 0.0346 for a mean of two against one run
+    # t(97.5 %, 2 df) = 4.30 sd of the difference: 0.061 for two means of two, 0.075 for a mean of two and one run
+    assert measured.t95 == pytest.approx(4.303, abs=1e-3)
     assert [r.tie for r in ranked] == [False, True, True, False]
     confirmations = [r for r in rows if r.confirmation]
     assert [r.rank for r in confirmations] == [None, None]
@@ -124,4 +125,4 @@ def test_the_report_marks_ties_and_counts_runs():
     ranked = [r for r in leaderboard(study) if r.rank]
     html = report_table(ranked, ["val_loss"])
     assert "<th onclick='sortTable(this)'>runs</th>" in html and "<td>2=</td>" in html
-    assert "ties (=): trial 1 lies within the noise of the best (trial 0): val_loss sd" in html
+    assert "ties (=): trial 1 lies within the 95 % noise interval of the best (trial 0): val_loss sd" in html
