@@ -227,3 +227,13 @@ def test_status_shows_task_metrics_beside_their_baselines(tmp_path, capsys, monk
     trials = json.loads(out)["trials"]
     assert code == 0 and all(t["task_baselines"] == BASELINES for t in trials)
     assert trials[0]["baseline_predictors"] == PREDICTORS
+
+
+@pytest.mark.parametrize("flag", [["--trial", "cpu-tiyn"], ["--trial=cpu-tiyn"]])
+def test_the_old_protocol_flag_works_with_a_note(flag, in_tmp, capsys):
+    """`--trial` named the protocol before `--protocol`: it still does, with a one-line note."""
+    code, _, err = run(["search", *flag], capsys)
+    assert code == 2 and "note: --trial is now --protocol (the old name still works)" in err
+    assert "(did you mean 'cpu-tiny'?)" in err
+    code, _, err = run(["search", "--protocol", "cpu-tiyn"], capsys)
+    assert code == 2 and "note:" not in err

@@ -62,13 +62,26 @@ def main(argv: list[str] | None = None) -> None:
 
     configure()  # torch's CPU threads and OpenMP wait policy: before anything imports torch (see nas/cpu.py)
     try:
-        app(args=argv)
+        app(args=_renamed(sys.argv[1:] if argv is None else argv))
     except NasInputError as exc:
         _refuse(str(exc))
     except OSError as exc:
         if exc.errno not in PATH_ERRORS or not exc.filename:
             raise
         _refuse(f"{exc.filename}: {exc.strerror}")  # a path the user gave that the system refuses
+
+
+PROTOCOL_VERBS = ("search", "train")  # where --trial named the protocol (in export it is a trial number)
+
+
+def _renamed(argv: list[str]) -> list[str]:
+    """``--trial`` for a protocol became ``--protocol``: the old flag still works, with a one-line note."""
+    if not argv or argv[0] not in PROTOCOL_VERBS or "--" in argv:
+        return argv
+    old = [a for a in argv if a == "--trial" or a.startswith("--trial=")]
+    if old:
+        err_console.print("note: --trial is now --protocol (the old name still works)", highlight=False)
+    return ["--protocol" + a[len("--trial") :] if a in old else a for a in argv]
 
 
 # A path the system refuses by its name or place (too long, under a file, not allowed, ...): bad input,

@@ -110,7 +110,7 @@ class SearchView:
 def search(
     space: Annotated[str, typer.Option(help="Search space: a shipped name or a YAML file.")] = "tiny",
     trial: Annotated[
-        str, typer.Option("--protocol", "--trial", help="Trial protocol: a shipped name or a YAML file.")
+        str, typer.Option("--protocol", help="Trial protocol: a shipped name or a YAML file.")
     ] = "cpu-tiny",
     study: Annotated[str | None, typer.Option(help="Study name (default: SPACE-PROTOCOL).")] = None,
     storage: StorageOption = None,

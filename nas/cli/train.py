@@ -22,7 +22,7 @@ def train_command(
     ] = None,
     trial: Annotated[
         str | None,
-        typer.Option("--protocol", "--trial", help="Protocol (name or YAML); default: the export's recipe.yaml."),
+        typer.Option("--protocol", help="Protocol (name or YAML); default: the export's recipe.yaml."),
     ] = None,
     tokens: Annotated[int | None, typer.Option(min=1, help="Tokens to train (default: 20 per parameter).")] = None,
     flops: Annotated[float | None, typer.Option(min=1, help="Training FLOPs instead of --tokens.")] = None,
