@@ -87,7 +87,7 @@ def _quick_commands() -> list[str]:
     runs in a second or two, so each is run (a command that trains, `nas protocols run`, is left out)."""
     found = set()
     for page in PAGES:
-        for command in re.findall(r"`(nas (?:spaces|trials) [^`]*)`", page.read_text()):
+        for command in re.findall(r"`(nas (?:spaces|protocols|trials) [^`]*)`", page.read_text()):
             if command.split()[2:3] and command.split()[2] in ("list", "show", "validate", "sample"):
                 found.add(command)
     return sorted(found)
@@ -104,3 +104,28 @@ def test_the_commands_the_docs_show_run(command, monkeypatch, capsys):
     argv = [a for part in shlex.split(command)[1:] for a in (sorted(glob.glob(part)) if "*" in part else [part])]
     code, out, err = run(argv, capsys)
     assert code == 0, (command, err[-1000:])
+
+
+def _study_commands() -> list[str]:
+    """The commands on the default study that the README and docs show (status, report, export): each runs in
+    seconds once the study exists (`nas dashboard` serves until stopped, and is left out)."""
+    found = set()
+    for page in PAGES:
+        for match in re.findall(r"(nas (?:status|report|export) tiny-cpu-tiny[^`#|\n]*)", page.read_text()):
+            found.add(match.strip())
+    return sorted(found)
+
+
+def test_the_study_commands_the_docs_show_run(in_tmp, micro_cache, capsys):
+    """A micro study under the default study's name, then every command the docs show on it, as written."""
+    import shlex
+
+    from tests.conftest import cli_search, micro_sets, run
+
+    commands = _study_commands()
+    assert {c.split()[1] for c in commands} == {"status", "report", "export"}, commands
+    code, _, err = cli_search(capsys, "tiny-cpu-tiny", 2, *micro_sets(micro_cache))
+    assert code == 0, err
+    for command in commands:
+        code, out, err = run(shlex.split(command)[1:], capsys)
+        assert code == 0, (command, err[-1000:])
