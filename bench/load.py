@@ -55,7 +55,7 @@ def create_study(url: str, runs_dir: Path, n_trials: int, sampler: str, heartbea
 
     config = SearchConfig(
         space=load_space(SPACE),
-        protocol=load_protocol(PROTOCOL),
+        protocol=load_protocol(PROTOCOL, ["confirm=null"]),  # the figures count the --n-trials alone
         study_name="load",
         storage=url,
         runs_dir=runs_dir,
@@ -81,7 +81,9 @@ class Supervisor:
         logs.mkdir(parents=True, exist_ok=True)
 
     def spawn(self, index: int) -> None:
-        argv = [sys.executable, str(WORKER), "worker", "--study", self.study, "--storage", self.url]
+        profile = os.environ.get("NAS_LOAD_PROFILE")  # a folder: each worker runs under cProfile (worker-I.prof)
+        where = ["-m", "cProfile", "-o", str(Path(profile) / f"worker-{index}.prof")] if profile else []
+        argv = [sys.executable, *where, str(WORKER), "worker", "--study", self.study, "--storage", self.url]
         argv += ["--runs-dir", str(self.runs_dir), "--index", str(index), "--quiet"]
         with open(self.logs / f"worker-{index}.log", "ab") as log:
             self.procs[index] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env)

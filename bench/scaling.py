@@ -31,7 +31,7 @@ from nas.search import SearchConfig, open_storage, prepare_study  # noqa: E402
 from nas.space import load_space, random_samples  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-OVERRIDES = ["tasks=[]", "pretrain.budget.tokens=100000", f"cache_dir={ROOT / 'runs' / 'cache'}"]
+OVERRIDES = ["tasks=[]", "confirm=null", "pretrain.budget.tokens=100000", f"cache_dir={ROOT / 'runs' / 'cache'}"]
 EXTERNAL = {
     "postgresql": "postgresql://postgres@127.0.0.1:5432/test",
     "mysql": "mysql+pymysql://root@127.0.0.1:3306/test",

@@ -50,6 +50,7 @@ derived:
 
 
 MICRO_OVERRIDES = [
+    "confirm=null",  # cpu-tiny confirms its best 2: a micro search counts only its --n-trials (test_confirm sets it)
     "data.builtin.documents=300",
     "tokenizer.vocab_size=512",
     "pretrain.seq_len=64",

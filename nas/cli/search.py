@@ -58,6 +58,7 @@ class SearchView:
 
     def __init__(self, n_trials: int, quiet: bool, run_dir: Path, prefix: str = "") -> None:
         self.n_trials = n_trials
+        self.quiet = quiet
         self.prefix = prefix
         self.progress = progress_bars(quiet)
         self.log_file = LogFile(run_dir / "search.log", quiet, self.progress.console)
@@ -87,6 +88,8 @@ class SearchView:
         record = TrialRecord.from_trial(trial)
         key = record.status if record.status in ("duplicate", "infeasible") else record.state
         self.counts[key] = self.counts.get(key, 0) + 1
+        if self.quiet:  # no bar to update: the study's count and best are not read (a worker's load, per trial)
+            return
         done = trained_count(study)
         elapsed = time.monotonic() - self.started
         trained = self.counts["complete"] + self.counts["pruned"]

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ride_out", "settling", "is_connection_error", "OUTAGE_LIMIT_S"]
+__all__ = ["ride_out", "retried", "settling", "is_connection_error", "OUTAGE_LIMIT_S"]
 
 OUTAGE_LIMIT_S = 600.0  # how long a worker waits for its database before it gives up
 _PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0)  # between the first tries, then _LAST_PAUSE
@@ -102,6 +102,12 @@ def ride_out(storage: Any, grace: float, limit: float = OUTAGE_LIMIT_S) -> Any:
         if callable(method):
             setattr(storage, name, _retrying(method, name, limit))
     return storage
+
+
+def retried(call: Callable[[], Any], limit: float = OUTAGE_LIMIT_S) -> Any:
+    """``call()`` tried again across a lost connection as a storage method is (for one transaction of nas's own,
+    which a connection error rolls back whole)."""
+    return _retrying(call, getattr(call, "__name__", "call"), limit)()
 
 
 def settling() -> bool:

@@ -60,6 +60,7 @@ from nas.search.attrs import (  # noqa: F401  (COUNT_KEYS and Status are also re
     rows_of,
     trial_number,
 )
+from nas.search.batch import set_user_attrs
 from nas.train.baselines import baseline_text
 
 __all__ = [
@@ -313,9 +314,7 @@ def baselines_line(records: Iterable[TrialRecord], names: Iterable[str]) -> str:
 
 # ---- writing ----------------------------------------------------------------------------------
 def set_status(trial: optuna.Trial, status: str, cause: str | None = None) -> None:
-    trial.set_user_attr(STATUS, status)
-    if cause is not None:
-        trial.set_user_attr(CAUSE, cause)
+    set_user_attrs(trial, {STATUS: status} | ({} if cause is None else {CAUSE: cause}))
 
 
 def write_claim(
@@ -329,27 +328,21 @@ def write_claim(
     """The architecture and the claim: other workers now see it as taken. The cause is what stays if
     this worker dies; every ending overwrites it. ``placement``: the worker's device and how many
     workers share it."""
-    trial.set_user_attr(ARCH, arch.to_dict())
-    trial.set_user_attr(ARCH_HASH, arch.arch_hash())
-    trial.set_user_attr(SUMMARY, arch.summary())
-    for name, value in arch.counts().items():
-        trial.set_user_attr(name, value)
-    set_status(trial, Status.RUNNING, killed_cause)
-    trial.set_user_attr(WORKER, worker)
+    attrs = {ARCH: arch.to_dict(), ARCH_HASH: arch.arch_hash(), SUMMARY: arch.summary(), **arch.counts()}
+    attrs |= {STATUS: Status.RUNNING, CAUSE: killed_cause, WORKER: worker}
     if placement is not None:
-        trial.set_user_attr(PLACEMENT, placement)
+        attrs[PLACEMENT] = placement
     if retry_of is not None:
-        trial.set_user_attr(RETRY_OF, retry_of)
+        attrs[RETRY_OF] = retry_of
+    set_user_attrs(trial, attrs)  # one write: other workers see the claim whole
 
 
 def write_duplicate(trial: optuna.Trial, of: int, cause: str) -> None:
-    set_status(trial, Status.DUPLICATE, cause)
-    trial.set_user_attr(DUPLICATE_OF, of)
+    set_user_attrs(trial, {STATUS: Status.DUPLICATE, CAUSE: cause, DUPLICATE_OF: of})
 
 
 def write_failure(trial: optuna.Trial, cause: str, traceback_lines: list[str]) -> None:
-    set_status(trial, Status.FAILED, cause)
-    trial.set_user_attr(TRACEBACK, "\n".join(traceback_lines[-12:]))
+    set_user_attrs(trial, {STATUS: Status.FAILED, CAUSE: cause, TRACEBACK: "\n".join(traceback_lines[-12:])})
 
 
 def write_curve(trial: optuna.Trial, curve: list[list[float]]) -> None:
@@ -361,26 +354,24 @@ def write_rungs(trial: optuna.Trial, rungs: list[list[float]]) -> None:
 
 
 def write_result(trial: optuna.Trial, result: Any) -> None:
-    """A finished trial's metrics, task baselines, curve, time, cause and notes (a nas.trial.TrialResult)."""
+    """A finished trial's metrics, task baselines, curve, time, cause and notes (a nas.trial.TrialResult), in
+    one write."""
     metrics = {k: (v if math.isfinite(v) else str(v)) for k, v in result.metrics.items()}
-    trial.set_user_attr(METRICS, metrics)
-    for name in TOP_METRICS:
-        if name in result.metrics:
-            trial.set_user_attr(name, metrics[name])
+    attrs: dict[str, Any] = {METRICS: metrics, **{name: metrics[name] for name in TOP_METRICS if name in metrics}}
     if result.task_baselines:
-        trial.set_user_attr(TASK_BASELINES, result.task_baselines)
-        trial.set_user_attr(BASELINE_PREDICTORS, result.baseline_predictors)
+        attrs |= {TASK_BASELINES: result.task_baselines, BASELINE_PREDICTORS: result.baseline_predictors}
     if result.resumed_from_step is not None:
-        trial.set_user_attr(RESUMED_FROM_STEP, result.resumed_from_step)
-    write_curve(trial, [[p.step, p.tokens, p.val_loss] for p in result.curve])
+        attrs[RESUMED_FROM_STEP] = result.resumed_from_step
+    attrs[CURVE] = [[p.step, p.tokens, p.val_loss] for p in result.curve]
     if result.annealed:
-        trial.set_user_attr(ANNEALED, result.annealed)
-    trial.set_user_attr(WALL_SECONDS, result.wall_seconds)
+        attrs[ANNEALED] = result.annealed
+    attrs[WALL_SECONDS] = result.wall_seconds
     if result.phase_seconds:
-        trial.set_user_attr(PHASE_SECONDS, result.phase_seconds)
-    trial.set_user_attr(CAUSE, result.cause)  # None when it completed: replaces the "killed" placeholder
+        attrs[PHASE_SECONDS] = result.phase_seconds
+    attrs[CAUSE] = result.cause  # None when it completed: replaces the "killed" placeholder
     if result.notes:
-        trial.set_user_attr(NOTES, result.notes)
+        attrs[NOTES] = result.notes
+    set_user_attrs(trial, attrs)
 
 
 def write_artifact(trial: optuna.Trial, kind: str, artifact_id: str) -> None:

@@ -126,3 +126,12 @@ def test_the_report_marks_ties_and_counts_runs():
     html = report_table(ranked, ["val_loss"])
     assert "<th onclick='sortTable(this)'>runs</th>" in html and "<td>2=</td>" in html
     assert "ties (=): trial 1 lies within the 95 % noise interval of the best (trial 0): val_loss sd" in html
+
+
+@pytest.mark.parametrize("df", [1, 2, 5, 30, 31, 60, 1000])
+def test_the_tie_quantile_is_students_t(df):
+    from scipy.stats import t
+
+    from nas.search.ranking import Noise
+
+    assert Noise(1.0, df, 1).t95 == pytest.approx(t.ppf(0.975, df), abs=2e-3)

@@ -118,3 +118,30 @@ def test_a_journal_lock_left_by_a_killed_worker_is_taken_over_within_the_heartbe
     started = time.monotonic()
     assert lock.acquire() and 4 <= time.monotonic() - started < 15
     lock.release()
+
+
+def _batch_urls(tmp_path):
+    from tests.conftest import postgres_reachable
+
+    urls = [f"sqlite:///{tmp_path}/s.db", f"journal:{tmp_path}/j.log", None]
+    return urls + ([POSTGRES] if postgres_reachable() else [])  # PostgreSQL where the server is up
+
+
+def test_several_user_attrs_in_one_write(tmp_path):
+    """nas.search.batch writes a trial's claim or result in one transaction (RDB) or one append (journal), as
+    the same attributes Optuna's own calls write; a finished trial refuses them, as Optuna does."""
+    from nas.search.batch import set_user_attrs
+
+    for url in _batch_urls(tmp_path):
+        storage = open_storage(url) if url else None
+        name = f"batch-{time.time_ns()}"
+        study = optuna.create_study(study_name=name, storage=storage)
+        trial = study.ask()
+        set_user_attrs(trial, {"a": 1, "b": [1.5, "x"], "c": None, "d": {"k": 2}})
+        set_user_attrs(trial, {"a": 2})
+        reread = optuna.load_study(study_name=name, storage=open_storage(url)) if url else study
+        assert reread.trials[0].user_attrs == {"a": 2, "b": [1.5, "x"], "c": None, "d": {"k": 2}}, url
+        assert trial.user_attrs["a"] == 2  # the Trial's own copy too
+        study.tell(trial, 1.0)
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            set_user_attrs(trial, {"a": 3})
