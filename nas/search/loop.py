@@ -204,13 +204,14 @@ def _ask_and_run(worker: _Worker) -> str:
 def _run_one(worker: _Worker, trial: optuna.Trial) -> str:
     """Claim, dedupe, train and tell one trial; returns its nas_status."""
     study, config = worker.study, worker.config
-    confirming = records.confirm_of(study._storage.get_trial(trial._trial_id))  # a confirmation (nas.search.confirm)
-    if confirming is None and _surplus(study, trial, config.n_trials):
+    frozen = study._storage.get_trial(trial._trial_id)
+    confirming = records.confirm_of(frozen)  # a confirmation (nas.search.confirm)
+    if confirming is None and _surplus(study, frozen, config.n_trials):
         _requeue(study, trial)
         records.set_status(trial, Status.SURPLUS, f"surplus: another worker's trial completes the {config.n_trials}")
         study.tell(trial, state=TrialState.FAIL)
         return Status.SURPLUS
-    arch = _claim(worker, trial)
+    arch = _claim(worker, trial, records.retry_of(frozen))
     if arch is None:
         return Status.INFEASIBLE
     if confirming is not None:
@@ -223,11 +224,11 @@ def _run_one(worker: _Worker, trial: optuna.Trial) -> str:
     return _train_and_tell(worker, trial, arch, confirming)
 
 
-def _surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
+def _surplus(study: optuna.Study, trial: FrozenTrial, n_trials: int) -> bool:
     """True when the trained trials and those ahead of this one (running, awaiting their retry, or a
     queued retry, with an earlier place: see nas.search.workers.trial_place) already make ``n_trials``."""
     trials = records.read_trials(study)[0]
-    mine = trial_place(study._storage.get_trial(trial._trial_id))
+    mine = trial_place(trial)
     placed = {t.number for t in holding_a_place(trials, time.time())}
     ahead = sum(
         1
@@ -242,13 +243,12 @@ def _surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
     return ahead >= n_trials
 
 
-def _claim(worker: _Worker, trial: optuna.Trial) -> Any:
+def _claim(worker: _Worker, trial: optuna.Trial, retry_of: int | None) -> Any:
     """Sample the architecture and claim it (returns None for an infeasible sample). An infeasible sample is
     told PRUNED with a violated constraint: TPE then ranks it below every feasible trial and steers away
     from its region (a FAIL trial teaches TPE nothing, and a space whose constraints reject most of the
     grid drew thousands of rejected samples per trained trial). It never counts as trained (its status)."""
     study, config = worker.study, worker.config
-    retry_of = records.retry_of(study._storage.get_trial(trial._trial_id))
     sample = config.space.sample(trial)
     if sample.arch is None:
         records.set_status(trial, Status.INFEASIBLE, f"infeasible: {sample.reason}")

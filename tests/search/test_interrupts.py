@@ -222,16 +222,16 @@ def test_a_retry_keeps_the_place_of_the_trial_it_reruns(tmp_path):
     assert [t.number for t in holding_a_place(study.trials, time.time())] == [0, 1]
 
     fresh = study.ask()  # a third worker, in the window
-    assert _surplus(study, fresh, 2)
+    assert _surplus(study, storage.get_trial(fresh._trial_id), 2)
     fresh.set_user_attr("nas_status", "surplus")
     study.tell(fresh, state=TrialState.FAIL)
     Heartbeats().callback()(study, study.trials[0])  # now the retry is queued
     assert [t.number for t in holding_a_place(study.trials, time.time())] == [1]
     retry = study.ask()
-    assert study.trials[retry.number].system_attrs["failed_trial"] == 0 and not _surplus(study, retry, 2)
+    assert study.trials[retry.number].system_attrs["failed_trial"] == 0 and not _surplus(study, storage.get_trial(retry._trial_id), 2)
 
     later = study.ask()  # a fresh trial asked while the retry runs is surplus too
-    assert _surplus(study, later, 2)
+    assert _surplus(study, storage.get_trial(later._trial_id), 2)
 
 
 def test_a_failed_trial_holds_its_place_only_until_the_window_closes(tmp_path):
