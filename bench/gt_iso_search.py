@@ -181,14 +181,43 @@ def search(table: Table, space: Path, budget: int, label: str, seed: int, folder
     rows = [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
     trained = [r for r in rows if r.trained]
     out, spent, horizon = [], 0.0, max(FRACTIONS) * len(table) * BUDGETS[budget]
+    at = 0
     for i, row in enumerate(trained):
         spent += cost_of(row)
         if spent > horizon:  # no figure reads past the largest fraction: ranking there is wasted time
             break
+        at = i + 1 if spent <= AT * len(table) * BUDGETS[budget] else at
         ranked = rank_records(study, trained[: i + 1])
         if ranked:
             out.append((spent, ranked[0].arch_hash))
+    if TRACE is not None and rungs:
+        TRACE.append(trace(study, trained[:at], table, f"C{budget} {label} seed {seed}"))
     return out
+
+
+TRACE: list[str] | None = None  # --trace: what each rung search knew at 25 % of the compute
+
+
+def trace(study: Any, trained: list[TrialRecord], table: Table, name: str) -> str:
+    """The rung search's top 3 at 25 % of the compute (predicted at C, rung reached, truth's rank) and what
+    it knew of the 3 best by truth (trained or not, rung reached, prediction)."""
+    order = sorted(table, key=lambda h: table[h]["truth"])
+    ranked = rank_records(study, trained)
+    mine = {r.arch_hash: r for r in ranked}
+
+    def line(h: str, r: TrialRecord | None) -> str:
+        e = table[h]
+        known = (
+            "not trained"
+            if r is None
+            else (f"rung {r.rung}, predicted {r.metric('predicted_val_loss'):.4f}, rank {r.rank}")
+        )
+        return f"    truth #{order.index(h) + 1} {e['summary']} ({e['truth']:.4f}): {known}"
+
+    lines = [f"  {name}: {len(trained)} trials by 25 %; its top 3, then the 3 best:"]
+    lines += [line(r.arch_hash, r) for r in ranked[:3] if r.arch_hash in table]
+    lines += ["    --"] + [line(h, mine.get(h)) for h in order[:3]]
+    return "\n".join(lines)
 
 
 def random_full(table: Table, budget: int, seed: int) -> list[tuple[float, str]]:
@@ -263,7 +292,10 @@ def main() -> None:
     parser.add_argument("--weights", default="0,0.5,1,1,1", help="target.rung_weights, one per rung")
     parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md (default: only print)")
     parser.add_argument("--only", help=f"comma list of strategies (default: all): {', '.join(SHORT)}")
+    parser.add_argument("--trace", action="store_true", help="print what each rung search knew at 25 %% compute")
     args = parser.parse_args()
+    global TRACE
+    TRACE = [] if args.trace else None
     labels = [SHORT[k] for k in args.only.split(",")] if args.only else list(STRATEGIES)
     import optuna
 
@@ -285,6 +317,8 @@ def main() -> None:
         f"Tabular replay on {OUT.name} ({args.half or 'both'} half); rung weights {weights}; {args.seeds} search "
         "seeds; regret: median over seeds of the pick's truth over the best's, minus 1."
     )
+    if TRACE:
+        print("\n".join(TRACE))
     record("gt_iso_search: picking for a compute budget", "\n\n".join([head, *sections]), not args.record)
 
 
