@@ -135,3 +135,11 @@ def test_the_tie_quantile_is_students_t(df):
     from nas.search.ranking import Noise
 
     assert Noise(1.0, df, 1).t95 == pytest.approx(t.ppf(0.975, df), abs=2e-3)
+
+
+def test_confirm_added_to_a_finished_study_runs_when_the_command_is_run_again(in_tmp, micro_cache, capsys):
+    code, out, err = cli_search(capsys, "later", 2, *micro_sets(micro_cache))
+    assert code == 0 and "confirmation" not in out, err
+    code, out, err = cli_search(capsys, "later", 2, *micro_sets(micro_cache, "confirm=1"))
+    assert code == 0, err
+    assert "(0 new trials trained" in out and "2 trials trained (--n-trials 2); 1 confirmation trained" in out
