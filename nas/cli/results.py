@@ -59,6 +59,7 @@ def render_leaderboard(study: Any, limit: int | None = None) -> None:
         values = _value_cells(row, len(objectives))
         rank = "" if row.rank is None else f"{row.rank}{'*' if row.pareto and multi else ''}{'=' if row.tie else ''}"
         state = row.state if row.status in ("trained", "running", "?") else f"{row.state} ({row.status})"
+        state = "confirmation" if row.confirmation else state
         params = f"{row.params:,}" if row.params else ""
         shown_extra = _prediction_cells(row) if predicted else []
         rung = [f"{len(row.rungs)} ({row.rungs[-1][0]:,.0f} tok)" if row.rungs else ""] if rungs else []
@@ -74,7 +75,7 @@ def render_leaderboard(study: Any, limit: int | None = None) -> None:
 
 
 def _value_cells(row: Any, width: int) -> list[str]:
-    """Each objective's value; over several runs (confirmations), the mean ± the sd between them, and the count."""
+    """Each objective's value; over several runs (confirmations), the mean, ± the sd between them, and n runs."""
     if not row.values:
         return [""] * width
     if len(row.runs) < 2:
@@ -83,7 +84,7 @@ def _value_cells(row: Any, width: int) -> list[str]:
     for i, mean in enumerate(row.values):
         runs = [run[i] for run in row.runs]
         sd = (sum((x - mean) ** 2 for x in runs) / (len(runs) - 1)) ** 0.5
-        cells.append(f"{mean:.4g} ± {sd:.2g} ({len(runs)} runs)")
+        cells.append(f"{mean:.4g} ±{sd:.1g} n={len(runs)}")
     return cells
 
 

@@ -29,7 +29,7 @@ def leaderboard(study: optuna.Study) -> list[TrialRecord]:
         if row.number in retried_as:
             row.cause = f"{row.cause or 'failed'}; retried as trial {retried_as[row.number]}"
         if row.confirmation:
-            row.cause = f"confirms trial {row.confirms} with another seed (its mean ranks it)"
+            row.cause = f"confirms trial {row.confirms}"
         if row.state == "running" and not row.damage:
             row.cause = None  # a running trial's cause is only what it would be if its worker died
     return rows
