@@ -16,18 +16,19 @@ def report(path: Path) -> str:
     runs = [r for r in rows if "trained" in r]
     one = {r["storage"]: r["trials_per_hour"] for r in runs if r["workers"] == 1 and not r["faults"]}
     lines = [
-        "| storage | workers | faults | trained / --n-trials | lost | doubled | stuck RUNNING | told after failed "
-        "| retries (resume steps) | worker restarts | peak connections (max) | coordination / trial time "
-        "| trials per hour | vs N x one worker | mean trial s | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| date | storage | workers | faults | trained / --n-trials | lost | doubled | stuck RUNNING "
+        "| told after failed | retries (resume steps) | worker restarts | peak connections (max) "
+        "| coordination / trial time | trials per hour | vs N x one worker | mean trial s | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         base = one.get(r["storage"])
         ratio = f"{r['trials_per_hour'] / (r['workers'] * base):.2f}" if base and not r["faults"] else "-"
         steps = ", ".join(f"{s}: {n}" for s, n in r["resume_steps"]) or "-"
         conns = f"{r['peak_connections']} ({r['max_connections']})" if "peak_connections" in r else "-"
+        when = r.get("date", "-") + (f" ({r['label']})" if "label" in r else "")  # label: which code ran it
         lines.append(
-            f"| {r['storage']} | {r['workers']} | {', '.join(r['faults']) or 'none'} "
+            f"| {when} | {r['storage']} | {r['workers']} | {', '.join(r['faults']) or 'none'} "
             f"| {r['trained']} / {r['n_trials']} | {r['lost']} | {r['doubled']} | {r['stuck_running']} "
             f"| {r['told_after_failed']} | {r['retries']} ({steps}) "
             f"| {r['restarts']} | {conns} | {_pct(r['coordination_share'])} | {r['trials_per_hour']:,.0f} | {ratio} "
