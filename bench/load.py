@@ -189,7 +189,10 @@ def figures(url: str, study_name: str, n_trials: int, workers: int, wall: float)
     ]
     lost = {records.arch_hash_of(t) for t in claimed} - set(by_arch)
     doubled = [h for h, ts in by_arch.items() if len(ts) > 1]
-    told_after_fail = [t.number for t in trials if t.state == TrialState.FAIL and records.is_trained(t)]
+    # a result written after the trial was failed as stale (its status says trained, its state FAIL); this read
+    # is_trained() before, which is never true of a FAIL trial: the figure was 0 by construction until 2026-12-07
+    told_after_fail = [t.number for t in trials if t.state == TrialState.FAIL and records.status_of(t) == "trained"]
+    orphans = [t.number for t in trials if t.state == TrialState.RUNNING and records.status_of(t) is None]
     retries = [t for t in trials if records.retry_of(t) is not None]
     resumed = [t.user_attrs.get(RESUMED_FROM_STEP) for t in retries if records.is_trained(t)]
     overhead, sleep = 0.0, 0.0
@@ -233,7 +236,9 @@ def figures(url: str, study_name: str, n_trials: int, workers: int, wall: float)
             for h in doubled
         ],
         "told_after_failed": len(told_after_fail),
+        "told_after_failed_detail": told_after_fail,
         "stuck_running": sum(1 for t in trials if t.state == TrialState.RUNNING),
+        "stuck_unclaimed": orphans,  # RUNNING, never claimed (asked, then the worker died or the ask repeated)
         "retries": len(retries),
         "resume_steps": sorted(Counter(str(s) for s in resumed).items()),
         "statuses": dict(Counter(str(records.status_of(t)) for t in trials)),

@@ -160,6 +160,9 @@ class TrialRecord:
         state = trial.state.name.lower()
         running = trial.state == TrialState.RUNNING
         status = attrs.get(STATUS, Status.RUNNING if running else "?")
+        cause = attrs.get(CAUSE)
+        if state == "fail" and status == Status.TRAINED:  # failed as stale between its status and its tell
+            status, cause = Status.FAILED, f"failed as stale while its result was told ({cause}); retried"
         return cls(
             number=trial.number,
             state=state,
@@ -175,7 +178,7 @@ class TrialRecord:
             curve=attrs.get(CURVE, []),
             annealed=attrs.get(ANNEALED, []),
             rungs=attrs.get(RUNGS, []),
-            cause=attrs.get(CAUSE),
+            cause=cause,
             traceback=attrs.get(TRACEBACK),
             wall_seconds=float(attrs.get(WALL_SECONDS, 0.0)),
             phase_seconds=attrs.get(PHASE_SECONDS, {}),

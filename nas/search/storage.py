@@ -28,6 +28,7 @@ from nas.errors import NasInputError, did_you_mean
 from nas.protocol import TrialProtocol, parse_protocol
 from nas.search import records
 from nas.search.attrs import OBJECTIVES, PROTOCOL_TEXT, SPACE_TEXT
+from nas.search.orphans import count_unbeaten_as_stale
 from nas.search.outage import ride_out
 from nas.search.workers import HeartbeatJournalStorage, Heartbeats
 from nas.space import SearchSpace, parse_space
@@ -120,6 +121,8 @@ def open_storage(url: str, heartbeats: Heartbeats | None = None) -> optuna.stora
     for attempt in range(5):  # 5 tries: processes that open a new database at once race to create tables
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(scheme), **beat)
+            if heartbeats is not None:  # a trial that never beat is stale after the grace period too
+                count_unbeaten_as_stale(storage)
             if heartbeats is not None and scheme != "sqlite":  # a worker waits out a database restart
                 ride_out(storage, heartbeats.grace)
             return storage

@@ -228,7 +228,8 @@ def test_a_retry_keeps_the_place_of_the_trial_it_reruns(tmp_path):
     Heartbeats().callback()(study, study.trials[0])  # now the retry is queued
     assert [t.number for t in holding_a_place(study.trials, time.time())] == [1]
     retry = study.ask()
-    assert study.trials[retry.number].system_attrs["failed_trial"] == 0 and not _surplus(study, storage.get_trial(retry._trial_id), 2)
+    assert study.trials[retry.number].system_attrs["failed_trial"] == 0
+    assert not _surplus(study, storage.get_trial(retry._trial_id), 2)
 
     later = study.ask()  # a fresh trial asked while the retry runs is surplus too
     assert _surplus(study, storage.get_trial(later._trial_id), 2)

@@ -238,3 +238,16 @@ def test_a_trial_the_storage_cache_missed_is_read_all_the_same(tmp_path):
     trials, damaged = read_trials(reader)
     assert [t.number for t in trials] == [0, 1] and not damaged
     assert trials[0].state == optuna.trial.TrialState.RUNNING
+
+
+def test_a_trial_failed_as_stale_while_its_result_was_told_reads_as_failed():
+    """Its status said trained just before another worker failed it as stale (an outage held its tell past the
+    grace period): it reads as failed, never trained."""
+    from optuna.trial import TrialState, create_trial
+
+    from nas.search.records import TrialRecord
+
+    frozen = create_trial(state=TrialState.FAIL, user_attrs={"nas_status": "trained", "cause": "pruned at step 24"})
+    record = TrialRecord.from_trial(frozen)
+    assert record.status == "failed" and not record.trained
+    assert record.cause == "failed as stale while its result was told (pruned at step 24); retried"

@@ -253,3 +253,47 @@ def test_bad_worker_options_exit_2(workdir, capsys):
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_workers_share_the_confirmations(workdir, micro_cache):
+    """Both workers run the confirmation phase: each (trial, repeat) is trained exactly once, none is left
+    RUNNING, and the n_trials are still exactly n distinct architectures."""
+    name, url = study_name("journal"), storage_url("journal", workdir)
+    args = search_args(name, url, micro_cache, 3, "--workers", "2")
+    proc = nas(*args, "--set", "confirm={top: 2, seeds: 2}", cwd=workdir)
+    output, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, output
+    assert "4 confirmations trained" in output
+    study = load_study(name, url, workdir)
+    trained = assert_exactly_n_distinct(study, 3)
+    confirmations = [t for t in study.get_trials() if t.user_attrs.get("nas_status") == "confirmation"]
+    slots = sorted((t.user_attrs["confirm"]["of"], t.user_attrs["confirm"]["repeat"]) for t in confirmations)
+    best = sorted(trained, key=lambda t: t.values[0])[:2]
+    assert slots == sorted((t.number, r) for t in best for r in (1, 2))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, needs_postgres])])
+def test_a_running_trial_that_never_beat_is_failed_and_retried(kind, workdir):
+    """A worker killed between asking for a trial and its first beat leaves it RUNNING with no heartbeat: after
+    the grace period it is failed as stale and its retry queued, so the study does not wait on it for ever."""
+    from nas.search.storage import open_storage
+    from nas.search.workers import fail_stale
+
+    name, url = study_name(kind), storage_url(kind, workdir) or f"sqlite:///{workdir}/s.db"
+    try:
+        study = optuna.create_study(study_name=name, storage=open_storage(url, Heartbeats(1, 2)))
+        orphan = study.ask()  # never beats
+        live = study.ask()
+        study._storage.record_heartbeat(live._trial_id)
+        fail_stale(study)
+        assert [t.state for t in study.trials] == [TrialState.RUNNING, TrialState.RUNNING]  # within the grace
+        time.sleep(2.5)
+        study._storage.record_heartbeat(live._trial_id)
+        fail_stale(study)
+        states = {t.number: t.state for t in study.get_trials()}
+        assert states[orphan.number] == TrialState.FAIL and states[live.number] == TrialState.RUNNING
+        retry = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == orphan.number]
+        assert len(retry) == 1 and retry[0].state == TrialState.WAITING
+    finally:
+        cleanup(name, url)
