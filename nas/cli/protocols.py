@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -97,9 +97,7 @@ def trials_run(
     from nas.export import load_architecture
     from nas.preflight import check_inputs
     from nas.protocol import load_protocol
-    from nas.search.usage import time_shares
     from nas.space import load_space, random_samples
-    from nas.train.baselines import baseline_text
     from nas.trial import run_trial
 
     loaded = load_protocol(protocol, overrides)
@@ -121,6 +119,16 @@ def trials_run(
     if as_json:
         print(json.dumps(result.to_dict(), default=float))
         return
+    _print_result(result)
+    if result.status == "failed":
+        raise typer.Exit(1)
+
+
+def _print_result(result: Any) -> None:
+    """A trial's metrics (each task metric beside its no-model baseline), curve, notes and time by phase."""
+    from nas.search.usage import time_shares
+    from nas.train.baselines import baseline_text
+
     table = Table(title=f"trial: {result.status}" + (f" ({result.cause})" if result.cause else ""))
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -137,8 +145,6 @@ def trials_run(
         console.print(f"note: {note}")
     shares = time_shares(result.phase_seconds)
     console.print(f"wall time {result.wall_seconds:.1f}s" + (f": {shares}" if shares else ""), highlight=False)
-    if result.status == "failed":
-        raise typer.Exit(1)
 
 
 def _summary(protocol: TrialProtocol) -> str:

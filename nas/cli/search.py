@@ -157,7 +157,7 @@ def search(
 ) -> None:
     """Search a space for the best architecture under a trial protocol (an Optuna study).
 
-    Example: nas search --space tiny --trial cpu-tiny --n-trials 10 --pruner hyperband
+    Example: nas search --space tiny --protocol cpu-tiny --n-trials 10 --pruner hyperband
     Several workers: nas search --workers 2 --storage journal:runs/journal.log (or postgresql://...).
     With no --n-trials and no --timeout: 10 trials or 9 minutes, whichever comes first. Ctrl-C marks
     the running trial interrupted; the same command continues the study (from its checkpoint).
