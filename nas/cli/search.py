@@ -163,6 +163,11 @@ def search(
     the running trial interrupted; the same command continues the study (from its checkpoint).
     """
     flags = dict(locals())  # every option above, by name: a SearchRequest has the same fields
+    _search(flags, dry_run, quiet)
+
+
+def _search(flags: dict[str, Any], dry_run: bool, quiet: bool) -> None:
+    """`nas search` once its options are read: validate, then estimate (--dry-run) or search."""
     from nas.search import SearchRequest, validate_search
 
     request = SearchRequest(**{k: v for k, v in flags.items() if k not in ("dry_run", "quiet")})

@@ -137,6 +137,22 @@ class SearchPlan:
         return self.n_workers > 1 or bool(self.devices)
 
 
+def _flag_problems(request: SearchRequest) -> list[tuple[str, str]]:
+    """The numeric flags outside their ranges (:func:`range_problems`)."""
+    return range_problems(
+        {
+            "--seed": request.seed,
+            "--n-trials": request.n_trials,
+            "--workers": request.workers,
+            "--workers-per-device": request.workers_per_device,
+            "--timeout": request.timeout,
+            "--heartbeat": request.heartbeat,
+            "--grace": request.grace,
+            "--checkpoint-every": request.checkpoint_every,
+        }
+    )
+
+
 def validate_search(request: SearchRequest, dry_run: bool = False) -> SearchPlan:
     """Load and check everything a search needs; raise one NasInputError with every problem found.
 
@@ -151,18 +167,7 @@ def validate_search(request: SearchRequest, dry_run: bool = False) -> SearchPlan
             problems.append(("", str(exc)))
             return None
 
-    problems += range_problems(
-        {
-            "--seed": request.seed,
-            "--n-trials": request.n_trials,
-            "--workers": request.workers,
-            "--workers-per-device": request.workers_per_device,
-            "--timeout": request.timeout,
-            "--heartbeat": request.heartbeat,
-            "--grace": request.grace,
-            "--checkpoint-every": request.checkpoint_every,
-        }
-    )
+    problems += _flag_problems(request)
     problems += _name_problems(request)
     for flag, name in (("--study", request.study), ("--warm-start", request.warm_start)):
         if name is not None:
