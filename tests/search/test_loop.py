@@ -454,3 +454,28 @@ def test_the_search_log_names_each_objective_with_a_short_number(in_tmp, micro_c
     done = [line for line in lines if ": complete" in line]
     assert len(done) == 1 and "{" not in done[0]
     assert re.search(r"trial 0: complete: val_loss \d+\.\d{1,3} \(", done[0]), done[0]
+
+
+def test_a_trial_between_its_trained_status_and_its_tell_is_not_claimed_again():
+    """A worker writes "trained", then tells: in between, its trial is RUNNING with a trained status. A fresh
+    claim of the same architecture in that window must stand down (at 64 workers on PostgreSQL it trained
+    the architecture a second time)."""
+    import optuna
+
+    from nas.arch import ArchConfig
+    from nas.search import records
+    from nas.search.loop import _duplicate_of
+
+    arch = ArchConfig(family="llama", vocab_size=512, max_seq_len=64, n_layers=1, d_model=32, n_heads=2)
+    study = optuna.create_study()
+    first, second = study.ask(), study.ask()
+    records.write_claim(first, arch, "w1", "killed", None)
+    assert _duplicate_of(study, second.number, arch.arch_hash()).number == first.number  # claimed, training
+    records.set_status(first, records.Status.TRAINED)  # trained, its tell not yet written
+    assert study.trials[first.number].state == TrialState.RUNNING
+    assert _duplicate_of(study, second.number, arch.arch_hash()).number == first.number
+    study.tell(first, 1.0)
+    found = _duplicate_of(study, second.number, arch.arch_hash())
+    assert found.number == first.number and found.state == TrialState.COMPLETE
+    records.set_status(second, records.Status.FAILED)  # a failed claim of the architecture is no duplicate
+    assert _duplicate_of(study, first.number, arch.arch_hash()) is None
