@@ -45,6 +45,12 @@ def books() -> list[Path]:
     return paths
 
 
+# The ground truths were trained with the whole model's lr x 64 / d_model above width 64, the shipped rule until
+# 2026-12-07; text-files now scales only the hidden matrices (bench/lr_rule.py). Their runs keep the rule they
+# ran under (and their protocol hashes); the two rules agree at width 64 and below.
+GT_LR_RULE = ["pretrain.optimizer.lr_width_scope=model"]
+
+
 def gutenberg_protocol(
     tokens: int,
     seed: int = 0,
@@ -74,7 +80,7 @@ def gutenberg_protocol(
         *([f"pretrain.optimizer.lr={lr}"] if lr is not None else []),
         *(extra or []),
     ]
-    protocol = load_protocol("text-files", overrides=overrides)
+    protocol = load_protocol("text-files", overrides=[*GT_LR_RULE, *overrides])
     return protocol.model_copy(update={"tasks": []})
 
 
@@ -91,7 +97,7 @@ def recipe_lr(d_model: int | None = None) -> float:
     """The peak learning rate the shipped text-files protocol (the recipe every trial uses) gives a model
     of width ``d_model``: its lr, scaled down above its lr_width_base (nas.protocol.Optimizer.peak_lr);
     None: the unscaled lr."""
-    return load_protocol("text-files").pretrain.optimizer.peak_lr(d_model)
+    return load_protocol("text-files", GT_LR_RULE).pretrain.optimizer.peak_lr(d_model)
 
 
 def at_recipe_lr(run: dict[str, Any], d_model: int) -> bool:

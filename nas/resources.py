@@ -12,7 +12,7 @@ from nas.errors import NasInputError, did_you_mean
 from nas.userfiles import check_file
 from nas.userfiles import read_text as read_user_text
 
-__all__ = ["shipped_dir", "shipped_names", "resolve", "read_text"]
+__all__ = ["shipped_dir", "shipped_names", "is_shipped", "resolve", "read_text"]
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -28,6 +28,15 @@ def shipped_dir(kind: str) -> Path | None:
 def shipped_names(kind: str) -> list[str]:
     folder = shipped_dir(kind)
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder else []
+
+
+def is_shipped(kind: str, path: str | Path) -> bool:
+    """Whether ``path`` is one of the shipped ``kind`` files (not a user's file of the same name)."""
+    folder = shipped_dir(kind)
+    try:
+        return folder is not None and Path(path).resolve().parent == folder.resolve()
+    except OSError:
+        return False
 
 
 def resolve(kind: str, name_or_path: str | Path) -> Path:

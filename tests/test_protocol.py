@@ -173,13 +173,24 @@ def test_lr_width_base_scales_the_peak_lr_of_wider_models_and_is_hashed_only_whe
     optimizer = protocol.pretrain.optimizer
     assert [optimizer.peak_lr(w) for w in (None, 64, 512)] == [optimizer.lr] * 3  # off: one lr for every width
     assert "lr_width_base" not in protocol._hashed()["pretrain"]["optimizer"]  # so older protocol hashes hold
-    shipped = load_protocol("cpu-tiny").pretrain.optimizer
-    assert shipped.lr_width_base == 64
-    assert shipped.peak_lr(32) == shipped.peak_lr(64) == shipped.lr
-    assert shipped.peak_lr(256) == pytest.approx(shipped.lr / 4)
-    assert shipped.peak_lr(None) == shipped.lr  # a module of unknown width keeps the protocol's lr
+    whole = load_protocol("cpu-tiny", ["pretrain.optimizer.lr_width_scope=model"]).pretrain.optimizer
+    assert whole.lr_width_base == 64
+    assert whole.peak_lr(32) == whole.peak_lr(64) == whole.lr
+    assert whole.peak_lr(256) == pytest.approx(whole.lr / 4)
+    assert whole.peak_lr(None) == whole.lr  # a module of unknown width keeps the protocol's lr
     assert load_protocol("cpu-tiny").content_hash != protocol.content_hash
-    assert load_protocol("text-files").pretrain.optimizer.lr_width_base == 64  # the recipe of the ground truth
+
+
+@pytest.mark.parametrize("name", ["cpu-tiny", "text-files", "gpu-files"])
+def test_shipped_protocols_scale_only_the_hidden_matrices_lr_with_width(name):
+    """µP's Adam rule, measured best on two corpora (bench/lr_rule.py): the schedule peaks at lr for every width,
+    the hidden matrices take lr x 64 / d_model above width 64. The rule it replaced is hashed as it was."""
+    shipped = load_protocol(name).pretrain.optimizer
+    assert shipped.lr_width_scope == "hidden" and shipped.lr_width_base == 64
+    assert shipped.peak_lr(256) == shipped.lr and shipped.width_factor(256) == pytest.approx(1 / 4)
+    old = load_protocol(name, ["pretrain.optimizer.lr_width_scope=model"])
+    assert "lr_width_scope" not in old._hashed()["pretrain"]["optimizer"]
+    assert old.content_hash != load_protocol(name).content_hash
 
 
 def test_train_layers_is_hashed_only_when_set():

@@ -308,7 +308,7 @@ def _search_with_workers(config: SearchConfig, n_workers: int, devices: list[str
         err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
         view.log(f"warning: {message}")
     try:
-        study = prepare_study(config)
+        study = prepare_study(config, view.log)
     except KeyboardInterrupt as exc:
         raise _interrupted(exc, view, config.n_trials) from None
     local = LocalWorkers(config.study_name, url, config.runs_dir, n_workers, config.n_trials, config.timeout, devices)

@@ -19,6 +19,7 @@ from typing import Any
 
 from nas.errors import NasInputError, did_you_mean
 from nas.protocol import TrialProtocol, load_protocol, under_runs_dir
+from nas.resources import is_shipped
 from nas.search.samplers import PRUNERS, SAMPLERS, PrunerName, SamplerName, grid_space, make_pruner
 from nas.search.storage import check_study_name, open_storage, study_dir
 from nas.search.workers import Heartbeats
@@ -80,6 +81,9 @@ class SearchConfig:
     heartbeats: Heartbeats = field(default_factory=Heartbeats)
     checkpoint_every: int | None = None  # steps between trial checkpoints; None: eval_every; 0: none
     placement: Placement | None = None  # where this worker runs, when nas search started it (recorded per trial)
+    # the protocol is a shipped one, named with no --set: a study resumed under it keeps the protocol it was
+    # created with when the shipped file has changed since (nas.search.study.create_or_resume)
+    protocol_as_shipped: bool = False
 
     @property
     def run_dir(self) -> Path:
@@ -210,6 +214,7 @@ def validate_search(request: SearchRequest, dry_run: bool = False) -> SearchPlan
         warm_start=request.warm_start,
         heartbeats=heartbeats,
         checkpoint_every=request.checkpoint_every,
+        protocol_as_shipped=not request.overrides and is_shipped("trials", protocol.source),
     )
     return SearchPlan(config, request.workers or max(1, len(devices)), devices)
 

@@ -33,7 +33,12 @@ from nas.search.workers import Heartbeats
 __all__ = ["create_or_resume", "warm_start", "prepare_study", "join_study"]
 
 
-def create_or_resume(config: SearchConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:
+def create_or_resume(
+    config: SearchConfig, storage: optuna.storages.BaseStorage, log: Callable[[str], None] | None = None
+) -> optuna.Study:
+    """Create the study, or resume it after checking that its space and protocol did not change. A study
+    resumed under a shipped protocol (no --set) that nas has changed since keeps the protocol it was created
+    with: ``config.protocol`` becomes that one, and ``log`` hears so."""
     directions = [o.direction for o in config.protocol.objectives.values()]
     multi = len(directions) > 1
     study = optuna.create_study(
@@ -44,6 +49,9 @@ def create_or_resume(config: SearchConfig, storage: optuna.storages.BaseStorage)
         pruner=make_pruner(config.pruner, config.protocol, multi)[0],
         load_if_exists=True,
     )
+    if "nas.space_hash" in study.user_attrs and _keeps_its_protocol(study, config, log):
+        directions = [o.direction for o in config.protocol.objectives.values()]
+        study.pruner = make_pruner(config.pruner, config.protocol, len(directions) > 1)[0]
     metadata = study_metadata(config.space, config.protocol)
     if "nas.space_hash" in study.user_attrs:
         _check_unchanged(study, config, metadata, directions)
@@ -55,6 +63,23 @@ def create_or_resume(config: SearchConfig, storage: optuna.storages.BaseStorage)
     if len(directions) > 1 or list(config.protocol.objectives) != ["val_loss"]:
         study.set_metric_names(list(config.protocol.objectives))  # the dashboard's axis names
     return study
+
+
+def _keeps_its_protocol(study: optuna.Study, config: SearchConfig, log: Callable[[str], None] | None) -> bool:
+    """Resume under the protocol the study was created with, when the user named the shipped protocol of that
+    name with no --set and the shipped file has changed since (a new nas): the study is theirs, the file is
+    not. A protocol file of their own, or --set, that differs from the study's is still refused."""
+    attrs = study.user_attrs
+    old, new = attrs.get("nas.protocol_hash"), config.protocol.content_hash
+    if not config.protocol_as_shipped or old == new or attrs.get("nas.protocol_name") != config.protocol.name:
+        return False
+    config.protocol = under_runs_dir(study_context(study)[1], config.runs_dir)
+    if log is not None:
+        log(
+            f"study '{config.study_name}' keeps the protocol it was created with ({config.protocol.name}, hash "
+            f"{old}); the shipped {config.protocol.name} has changed since (hash {new}): a new --study uses it"
+        )
+    return True
 
 
 def _check_unchanged(
@@ -105,7 +130,7 @@ def prepare_study(config: SearchConfig, log: Callable[[str], None] | None = None
     url = config.storage or default_storage(config.runs_dir, config.study_name)
     if config.storage is None:
         config.run_dir.mkdir(parents=True, exist_ok=True)
-    study = create_or_resume(config, open_storage(url, config.heartbeats))
+    study = create_or_resume(config, open_storage(url, config.heartbeats), log)
     config.run_dir.mkdir(parents=True, exist_ok=True)
     if config.warm_start:
         n = warm_start(study, config.warm_start, config.storage, config.runs_dir)

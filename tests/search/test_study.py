@@ -31,6 +31,38 @@ def test_create_or_resume_records_metadata_and_refuses_changes(in_tmp, micro_cac
     assert "study 's' was created with another protocol" in str(info.value) and "--warm-start s" in str(info.value)
 
 
+def test_a_study_keeps_its_protocol_when_the_shipped_one_changes(in_tmp, micro_cache):
+    """A new nas that changes a shipped protocol (its lr rule, say) must not strand the studies made under the
+    old one: named as shipped, with no --set, the study resumes with the protocol it was created with. A file
+    of the user's own or a --set that differs is still refused."""
+    from nas.search import SearchRequest, validate_search
+
+    storage = optuna.storages.InMemoryStorage()
+    old = load_protocol("cpu-tiny", ["pretrain.optimizer.lr_width_scope=model", "pretrain.budget.tokens=8192"])
+    space = load_space("tiny")
+    create_or_resume(SearchConfig(space, old, "s", runs_dir=in_tmp / "runs", pruner="sha"), storage)
+
+    config = validate_search(SearchRequest(study="s", runs_dir=in_tmp / "runs", pruner="sha"), dry_run=True).config
+    assert config.protocol_as_shipped and config.protocol.content_hash != old.content_hash
+    lines = []
+    study = create_or_resume(config, storage, lines.append)
+    assert config.protocol.content_hash == old.content_hash == study.user_attrs["nas.protocol_hash"]
+    kept = config.protocol.pretrain
+    assert kept.optimizer.lr_width_scope == "model" and kept.budget.tokens == 8192
+    assert config.protocol.cache_path == str(in_tmp / "runs" / "cache")  # the cache still follows --runs-dir
+    assert len(lines) == 1 and "study 's' keeps the protocol it was created with (cpu-tiny, hash" in lines[0]
+
+    for request in (
+        SearchRequest(study="s", runs_dir=in_tmp / "runs", overrides=["pretrain.seed=1"]),  # a --set
+        SearchRequest(study="s", runs_dir=in_tmp / "runs", trial=str(in_tmp / "cpu-tiny.yaml")),  # a file of theirs
+    ):
+        (in_tmp / "cpu-tiny.yaml").write_text(load_protocol("cpu-tiny").text)
+        config = validate_search(request, dry_run=True).config
+        assert not config.protocol_as_shipped
+        with pytest.raises(NasInputError, match="study 's' was created with another protocol"):
+            create_or_resume(config, storage)
+
+
 def test_join_study_reads_the_search_settings(in_tmp, micro_cache):
     config = config_for(in_tmp, micro_cache, n_trials=5, sampler="random", pruner="sha", seed=3, checkpoint_every=4)
     url = f"sqlite:///{in_tmp}/s.db"
