@@ -11,6 +11,14 @@ def _pct(v: float) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f} %"
 
 
+def _cpu_share(r: dict) -> str:
+    """The workers' CPU seconds per trained trial over the mean trial time (the stand-in sleeps: all of it is
+    coordination and start-up); what the coordination would cost each worker on a core of its own."""
+    if "worker_cpu_seconds" not in r or not r["trained"]:
+        return "-"
+    return _pct(r["worker_cpu_seconds"] / r["trained"] / r["mean_trial_seconds"])
+
+
 def report(path: Path) -> str:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     runs = [r for r in rows if "trained" in r]
@@ -18,8 +26,9 @@ def report(path: Path) -> str:
     lines = [
         "| date | storage | workers | faults | trained / --n-trials | lost | doubled | stuck RUNNING "
         "| told after failed | retries (resume steps) | worker restarts | peak connections (max) "
-        "| coordination / trial time | trials per hour | vs N x one worker | mean trial s | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| coordination / trial time | worker CPU / trial time | trials per hour | vs N x one worker | mean trial s "
+        "| wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         base = one.get(r["storage"])
@@ -31,7 +40,8 @@ def report(path: Path) -> str:
             f"| {when} | {r['storage']} | {r['workers']} | {', '.join(r['faults']) or 'none'} "
             f"| {r['trained']} / {r['n_trials']} | {r['lost']} | {r['doubled']} | {r['stuck_running']} "
             f"| {r['told_after_failed']} | {r['retries']} ({steps}) "
-            f"| {r['restarts']} | {conns} | {_pct(r['coordination_share'])} | {r['trials_per_hour']:,.0f} | {ratio} "
+            f"| {r['restarts']} | {conns} | {_pct(r['coordination_share'])} | {_cpu_share(r)} "
+            f"| {r['trials_per_hour']:,.0f} | {ratio} "
             f"| {r['mean_trial_seconds']:.1f} | {r['wall_seconds']:.0f} |"
         )
     out = ["\n".join(lines)]

@@ -68,6 +68,15 @@ def create_study(url: str, runs_dir: Path, n_trials: int, sampler: str, heartbea
     return config.study_name
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (from /proc; None once it is reaped, or off Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Supervisor:
     """N stand-in workers; a worker that dies by a signal is started again with its index (--requeue)."""
 
@@ -77,8 +86,15 @@ class Supervisor:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.restarts = 0
         self.exits: Counter[int] = Counter()
+        self.cpu: dict[int, float] = {}  # pid: its last CPU seconds read (user + system), kept after it ends
         self.lock = threading.Lock()
         logs.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def cpu_seconds(self) -> float:
+        """The workers' CPU time, all of them and every start, to within the last 0.5 s of each (tend's reads):
+        with a stand-in trial that sleeps, it is the coordination's CPU (plus each start's imports)."""
+        return sum(self.cpu.values())
 
     def spawn(self, index: int) -> None:
         profile = os.environ.get("NAS_LOAD_PROFILE")  # a folder: each worker runs under cProfile (worker-I.prof)
@@ -96,6 +112,8 @@ class Supervisor:
         """Restart the workers killed by a signal; True while any runs."""
         with self.lock:
             for i, p in list(self.procs.items()):
+                if (used := cpu_seconds(p.pid)) is not None:  # before poll(): an ended worker's stays readable
+                    self.cpu[p.pid] = used
                 rc = p.poll()
                 if rc is None:
                     continue
@@ -284,6 +302,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out = figures(url, study, args.n_trials, args.workers, wall)
             if cluster is not None:
                 out |= {"peak_connections": cluster.peak_connections, "max_connections": args.max_connections}
+            starts = args.workers + sup.restarts
+            out |= {"worker_cpu_seconds": round(sup.cpu_seconds, 1), "worker_starts": starts}
             out |= {
                 "storage": args.storage,
                 "faults": sorted(faults),
