@@ -86,6 +86,7 @@ class Supervisor:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.restarts = 0
         self.exits: Counter[int] = Counter()
+        self.failed: list[int] = []  # the indices of the workers that exited with an error (not restarted)
         self.cpu: dict[int, float] = {}  # pid: its last CPU seconds read (user + system), kept after it ends
         self.lock = threading.Lock()
         logs.mkdir(parents=True, exist_ok=True)
@@ -122,6 +123,8 @@ class Supervisor:
                     self.spawn(i)
                 elif i in self.procs:
                     self.exits[rc] += 1
+                    if rc:
+                        self.failed.append(i)
                     del self.procs[i]
             return bool(self.procs)
 
@@ -314,7 +317,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "sampler": args.sampler,
             }
             if out["exits"].get(1) or out["exits"].get(2):
-                out["failed_logs"] = _tails(root / "logs")
+                out["failed_logs"] = _tails(root / "logs", sup.failed)
             return out
     finally:
         if cluster is not None:
@@ -325,11 +328,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"kept {root}", file=sys.stderr)
 
 
-def _tails(logs: Path) -> list[str]:
+def _tails(logs: Path, failed: list[int]) -> list[str]:
+    """The last lines of the logs of the workers that exited with an error (``failed``: their indices), then of
+    others that mention an error; 5 at most."""
+    first = [logs / f"worker-{i}.log" for i in failed]
+    rest = [f for f in sorted(logs.glob("worker-*.log")) if f not in first]
     out = []
-    for f in sorted(logs.glob("worker-*.log")):
-        text = f.read_text(errors="replace").strip().splitlines()
-        if any("Traceback" in line or "error" in line.lower() for line in text):
+    for f in [*first, *rest]:
+        text = f.read_text(errors="replace").strip().splitlines() if f.exists() else []
+        if f in first or any("Traceback" in line or "error" in line.lower() for line in text):
             out.append(f"{f.name}: " + " | ".join(text[-3:]))
     return out[:5]
 
