@@ -294,7 +294,7 @@ def worker_placement(device: str | None, sharing: int | None) -> Placement | Non
 
 def _search_with_workers(config: SearchConfig, n_workers: int, devices: list[str], quiet: bool) -> None:
     """Create the study here, then run ``n_workers`` `nas worker` processes on it and follow them."""
-    from nas.search import LocalWorkers, default_storage, prepare_study, stopped_line, trained_count
+    from nas.search import LocalWorkers, confirm, default_storage, prepare_study, records, stopped_line, trained_count
     from nas.search.storage import last_stop
 
     view = SearchView(config.n_trials, quiet, config.run_dir)
@@ -333,7 +333,7 @@ def _search_with_workers(config: SearchConfig, n_workers: int, devices: list[str
     if failures:
         err_console.print(f"{', '.join(failures)} (see {config.run_dir}/worker-*.log)", highlight=False)
     if done >= config.n_trials:
-        line = f"{done} trials trained by {n_workers} workers"
+        line = f"{done} trials trained by {n_workers} workers{confirm.trained_line(records.read_trials(study)[0])}"
     else:
         reason = last_stop(study, since) if not failures else f"{len(failures)} workers failed"
         line = stopped_line(done, config.n_trials, reason or "the workers stopped")

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.search.records import Status, TrialRecord, confirm_attrs, confirm_of, status_of
 
-__all__ = ["SEED_STRIDE", "Phase", "protocol_for", "advance", "standing_down_for"]
+__all__ = ["SEED_STRIDE", "Phase", "protocol_for", "advance", "standing_down_for", "trained_line"]
 
 SEED_STRIDE = 100_003  # a confirmation's pretraining seed: the protocol's + SEED_STRIDE x its repeat
 GIVE_UP_AFTER = 2  # failures of one confirmation, then the phase goes on without it
@@ -102,3 +102,9 @@ def standing_down_for(study: optuna.Study, trial: FrozenTrial) -> int | None:
         ):
             return other.number
     return None
+
+
+def trained_line(trials: list[FrozenTrial]) -> str:
+    """ "; N confirmations trained" for the study's ``trials`` ("" when none is): a search's last line adds it."""
+    n = sum(1 for t in trials if t.state == TrialState.COMPLETE and status_of(t) == Status.CONFIRMATION)
+    return f"; {Phase(trained=n).line()}" if n else ""

@@ -264,7 +264,7 @@ def test_two_workers_share_the_confirmations(workdir, micro_cache):
     proc = nas(*args, "--set", "confirm={top: 2, seeds: 2}", cwd=workdir)
     output, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, output
-    assert "3 trials trained by 2 workers" in output  # the confirmations are read from the storage below
+    assert "3 trials trained by 2 workers; 4 confirmations trained" in output
     study = load_study(name, url, workdir)
     trained = assert_exactly_n_distinct(study, 3)
     confirmations = [t for t in study.get_trials() if t.user_attrs.get("nas_status") == "confirmation"]
