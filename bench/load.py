@@ -76,7 +76,7 @@ class Supervisor:
         profile = os.environ.get("NAS_LOAD_PROFILE")  # a folder: each worker runs under cProfile (worker-I.prof)
         where = ["-m", "cProfile", "-o", str(Path(profile) / f"worker-{index}.prof")] if profile else []
         argv = [sys.executable, *where, str(WORKER), "worker", "--study", self.study, "--storage", self.url]
-        argv += ["--runs-dir", str(self.runs_dir), "--index", str(index), "--quiet"]
+        argv += ["--runs-dir", str(self.runs_dir), "--index", str(index), "--quiet", "--wait", "120"]  # as in Slurm
         with open(self.logs / f"worker-{index}.log", "ab") as log:
             self.procs[index] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env)
 

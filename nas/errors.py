@@ -30,6 +30,11 @@ class NasInputError(Exception):
         return "\n".join(lines)
 
 
+class StorageUnreachable(NasInputError):
+    """A database storage that refused or lost the connection (it may be down, restarting, or the URL wrong):
+    a worker started with ``--wait`` tries again for a while before it gives up."""
+
+
 def a_number(value: Any) -> Any:
     """A pydantic before-validator for numbers in user files: YAML's true/false would otherwise pass as 1/0."""
     if isinstance(value, bool):

@@ -366,6 +366,13 @@ def worker(
         int | None, typer.Option(help="How many workers share this worker's device (1-128), recorded per trial.")
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            help="Seconds to keep trying a database that refuses the connection at start (a worker requeued "
+            "while it restarts); 0: exit 2 at once."
+        ),
+    ] = 0.0,
 ) -> None:
     """Join an existing study and run its trials until it has enough (run one per GPU or machine).
 
@@ -381,7 +388,8 @@ def worker(
         configure(threads)  # a fixed count: the load check steps aside
     with _interruptible():
         placement = worker_placement(device, sharing)
-        found, config = join_study(study, storage, runs_dir, n_trials, timeout, index)
+        said = lambda line: err_console.print(escape(line), highlight=False, soft_wrap=True)  # noqa: E731
+        found, config = join_study(study, storage, runs_dir, n_trials, timeout, index, wait, said)
         config.placement = placement
     prefix = f"[worker {index if index is not None else os.getpid()}] "
     view = SearchView(config.n_trials, quiet, config.run_dir, prefix)

@@ -49,6 +49,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "--heartbeat": (1, 3600),
     "--grace": (2, 7 * 86400),
     "--checkpoint-every": (0, 10**9),
+    "--wait": (0, 86400),
 }
 
 
@@ -227,7 +228,7 @@ def range_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
         if value is None:
             continue
         low, high = LIMITS[flag]
-        whole = flag != "--timeout"
+        whole = flag not in ("--timeout", "--wait")
         if isinstance(value, bool) or not isinstance(value, int | float) or (whole and not isinstance(value, int)):
             problems.append((flag, f"{value!r} is not {'a whole number' if whole else 'a number'}"))
         elif not math.isfinite(value) or not low <= value <= high:

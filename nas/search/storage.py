@@ -24,12 +24,12 @@ import optuna
 import yaml
 
 from nas import __version__
-from nas.errors import NasInputError, did_you_mean
+from nas.errors import NasInputError, StorageUnreachable, did_you_mean
 from nas.protocol import TrialProtocol, parse_protocol
 from nas.search import records
 from nas.search.attrs import OBJECTIVES, PROTOCOL_TEXT, SPACE_TEXT
 from nas.search.orphans import count_unbeaten_as_stale
-from nas.search.outage import ride_out
+from nas.search.outage import is_connection_error, ride_out
 from nas.search.workers import HeartbeatJournalStorage, Heartbeats
 from nas.space import SearchSpace, parse_space
 
@@ -131,7 +131,8 @@ def open_storage(url: str, heartbeats: Heartbeats | None = None) -> optuna.stora
                 time.sleep(0.5 * (attempt + 1))
                 continue
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise NasInputError("--storage", f"cannot open {url}: {first}") from None
+            error = StorageUnreachable if is_connection_error(exc) else NasInputError
+            raise error("--storage", f"cannot open {url}: {first}") from None
     raise AssertionError("unreachable")
 
 

@@ -6,7 +6,9 @@ resuming checks they did not change; a worker joins with only the study's name a
 
 from __future__ import annotations
 
+import functools
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from nas.errors import NasInputError
+from nas.errors import NasInputError, StorageUnreachable
 from nas.protocol import under_runs_dir
 from nas.search import records
 from nas.search.config import SearchConfig, range_problems
@@ -147,12 +149,17 @@ def join_study(
     n_trials: int | None = None,
     timeout: float | None = None,
     seed_offset: int | None = None,
+    wait: float = 0.0,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[optuna.Study, SearchConfig]:
-    """A worker's view of an existing study: space, protocol and search settings from its metadata."""
-    problems = range_problems({"--n-trials": n_trials, "--timeout": timeout})
+    """A worker's view of an existing study: space, protocol and search settings from its metadata. ``wait``:
+    seconds to keep trying a database that refuses the connection (a worker requeued while it restarts),
+    each try told to ``log``; then, or on any other problem, a NasInputError."""
+    problems = range_problems({"--n-trials": n_trials, "--timeout": timeout, "--wait": wait})
     if problems:
         raise NasInputError(None, problems)
-    found = find_study(name, storage, runs_dir, what="--study")
+    reachable = functools.partial(_until_reachable, wait=wait, log=log)
+    found = reachable(lambda: find_study(name, storage, runs_dir, what="--study"))
     space, protocol = study_context(found)
     stored = _stored_settings(found)
     close_storage(found._storage)  # the worker's own storage (with heartbeats) is opened below
@@ -177,11 +184,26 @@ def join_study(
     url = storage or default_storage(runs_dir, found.study_name)
     study = optuna.load_study(
         study_name=found.study_name,
-        storage=open_storage(url, config.heartbeats),
+        storage=reachable(lambda: open_storage(url, config.heartbeats)),
         sampler=make_sampler(config.sampler, config.seed, space, multi),
         pruner=make_pruner(config.pruner, protocol, multi)[0],
     )
     return study, config
+
+
+def _until_reachable(action: Callable[[], Any], wait: float, log: Callable[[str], None] | None) -> Any:
+    """``action()``, tried again while it raises StorageUnreachable, for up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return action()
+        except StorageUnreachable as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            if log is not None:
+                log(f"{exc} (trying again for {left:.0f}s more, --wait)")
+            time.sleep(min(5.0, left))
 
 
 STORED_DEFAULTS: dict[str, Any] = {

@@ -111,3 +111,47 @@ def test_a_worker_on_a_study_with_damaged_settings_is_told_which(in_tmp, micro_c
     assert code == 2 and "study 's': nas.search: damaged: a list, not a mapping" in err
     study.set_user_attr("nas.search", {**config.search_attrs(), "seed": 2**32 - 1})
     assert join_study("s", url, in_tmp / "runs", seed_offset=5)[1].seed == 4  # wraps within the samplers' range
+
+
+def test_a_worker_with_wait_tries_an_unreachable_database_again(in_tmp, micro_cache, monkeypatch):
+    """`nas worker --wait S`: a database that refuses the connection at start (restarting while the worker is
+    requeued) is tried again for S seconds; any other problem, or the end of the wait, is exit 2 as before."""
+    import nas.search.study as study_module
+    from nas.errors import StorageUnreachable
+
+    url = f"sqlite:///{in_tmp}/s.db"
+    create_or_resume(config_for(in_tmp, micro_cache, n_trials=3), open_storage(url))
+    real, calls, lines = study_module.find_study, [], []
+
+    def down_twice(*args, **kwargs):
+        calls.append(args)
+        if len(calls) <= 2:
+            raise StorageUnreachable("--storage", f"cannot open {url}: connection refused")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(study_module, "find_study", down_twice)
+    monkeypatch.setattr(study_module.time, "sleep", lambda s: None)
+    study, config = join_study("s", url, in_tmp / "runs", wait=30, log=lines.append)
+    assert study.study_name == "s" and config.n_trials == 3 and len(calls) == 3
+    assert len(lines) == 2 and all("connection refused (trying again for" in line for line in lines)
+
+    calls.clear()
+    with pytest.raises(StorageUnreachable):  # no --wait: at once
+        join_study("s", url, in_tmp / "runs")
+    assert len(calls) == 1
+    monkeypatch.setattr(study_module, "find_study", real)
+    with pytest.raises(NasInputError, match="no study 'nope'") as info:  # not a connection: never retried
+        join_study("nope", url, in_tmp / "runs", wait=30, log=lines.append)
+    assert not isinstance(info.value, StorageUnreachable) and len(lines) == 2
+
+
+def test_a_refused_database_connection_is_storage_unreachable():
+    """What --wait retries: a refused connection (nothing listens on port 1), not bad input like a wrong scheme."""
+    pytest.importorskip("psycopg", reason="the postgres extra (psycopg) is not installed")
+    from nas.errors import StorageUnreachable
+
+    with pytest.raises(StorageUnreachable, match="cannot open postgresql://postgres@127.0.0.1:1/test"):
+        open_storage("postgresql://postgres@127.0.0.1:1/test")
+    with pytest.raises(NasInputError) as info:
+        open_storage("postgres-nope://x")
+    assert not isinstance(info.value, StorageUnreachable)
