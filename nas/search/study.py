@@ -51,14 +51,14 @@ def create_or_resume(
         pruner=make_pruner(config.pruner, config.protocol, multi)[0],
         load_if_exists=True,
     )
-    if "nas.space_hash" in study.user_attrs and _keeps_its_protocol(study, config, log):
-        directions = [o.direction for o in config.protocol.objectives.values()]
-        study.pruner = make_pruner(config.pruner, config.protocol, len(directions) > 1)[0]
-    metadata = study_metadata(config.space, config.protocol)
-    if "nas.space_hash" in study.user_attrs:
-        _check_unchanged(study, config, metadata, directions)
+    if "nas.space_hash" in study.user_attrs:  # resumed
+        if _keeps_its_protocol(study, config, log):
+            directions = [o.direction for o in config.protocol.objectives.values()]
+            study.pruner = make_pruner(config.pruner, config.protocol, len(directions) > 1)[0]
+        _check_unchanged(study, config, study_metadata(config.space, config.protocol), directions)
         study.set_user_attr(SEARCH_ATTR, config.search_attrs())
         return study
+    metadata = study_metadata(config.space, config.protocol)
     study.set_user_attr(SEARCH_ATTR, config.search_attrs())
     for key, value in metadata.items():
         study.set_user_attr(key, value)
