@@ -153,6 +153,7 @@ def protocol_for(budget: int, rungs: bool, objective: str, weights: list[float])
     extra = [f"pretrain.schedule.warmup_fraction={WARMUP_STEPS / (TRIAL_TOKENS // BATCH_TOKENS)!r}"]
     if rungs:
         extra += [f"pretrain.rungs={json.dumps(list(RUNGS))}", f"target.rung_weights={json.dumps(weights)}"]
+        extra += [f"target.reach_penalty={PENALTY!r}"] if PENALTY else []
     extra += [f"target.flops={BUDGETS[budget]!r}", f"objectives={{{objective}: minimize}}"]
     return gutenberg_protocol(TRIAL_TOKENS, eval_every=TRIAL_TOKENS // BATCH_TOKENS, extra=extra)  # parses YAML only
 
@@ -196,6 +197,7 @@ def search(table: Table, space: Path, budget: int, label: str, seed: int, folder
 
 
 TRACE: list[str] | None = None  # --trace: what each rung search knew at 25 % of the compute
+PENALTY = 0.0  # --penalty: the rung searches' target.reach_penalty
 
 
 def trace(study: Any, trained: list[TrialRecord], table: Table, name: str) -> str:
@@ -290,12 +292,13 @@ def main() -> None:
     parser.add_argument("--budget", type=int, action="append", choices=range(len(BUDGETS)))
     parser.add_argument("--half", choices=["develop", "report"], help="only this half's architectures")
     parser.add_argument("--weights", default="0,0.5,1,1,1", help="target.rung_weights, one per rung")
+    parser.add_argument("--penalty", type=float, default=0.0, help="target.reach_penalty of the rung searches")
     parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md (default: only print)")
     parser.add_argument("--only", help=f"comma list of strategies (default: all): {', '.join(SHORT)}")
     parser.add_argument("--trace", action="store_true", help="print what each rung search knew at 25 %% compute")
     args = parser.parse_args()
-    global TRACE
-    TRACE = [] if args.trace else None
+    global TRACE, PENALTY
+    TRACE, PENALTY = ([] if args.trace else None), args.penalty
     labels = [SHORT[k] for k in args.only.split(",")] if args.only else list(STRATEGIES)
     import optuna
 
@@ -314,7 +317,8 @@ def main() -> None:
             folder = Path(tmp) / f"C{budget}"
             sections.append(budget_section(budget, table, args.seeds, folder, weights, space, labels))
     head = (
-        f"Tabular replay on {OUT.name} ({args.half or 'both'} half); rung weights {weights}; {args.seeds} search "
+        f"Tabular replay on {OUT.name} ({args.half or 'both'} half); rung weights {weights}; reach penalty "
+        f"{PENALTY:g}; {args.seeds} search "
         "seeds; regret: median over seeds of the pick's truth over the best's, minus 1."
     )
     if TRACE:

@@ -275,7 +275,7 @@ class TrialProtocol(Strict):
         if not content["pretrain"]["schedule"]["cooldowns"]:
             del content["pretrain"]["schedule"]["cooldowns"]
         default = Target().model_dump(mode="json")
-        for key in ("prediction", "own_weight", "rung_weights"):  # added since: hashed only when set
+        for key in ("prediction", "own_weight", "rung_weights", "reach_penalty"):  # added since: hashed only when set
             if content["target"][key] == default[key]:
                 del content["target"][key], default[key]
         if content["target"] == default:

@@ -41,6 +41,9 @@ class Target(Strict):
     # with pretrain.rungs: the own_weight of a trial whose highest rung is the k-th (one per rung); a trial that
     # trained on further carries more of its own deviation from the trend (null: own_weight at every rung)
     rung_weights: list[Real] | None = None
+    # a prediction at the target reaching past a trial's last point by a factor x is raised by
+    # reach_penalty x ln(x) of itself (nas.scaling.StudyFit): the size trend turns optimistic far out
+    reach_penalty: Real = Field(default=0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _at_most_one(self) -> Target:

@@ -48,6 +48,7 @@ __all__ = [
     "fit_size_trend",
     "predict_loss",
     "predict_with_trend",
+    "penalise_reach",
     "target_tokens",
     "PRIOR_BETA",
     "MIN_TREND_CURVES",
@@ -296,19 +297,49 @@ def predict_with_trend(
     return Prediction(float(value), std, trend.beta, len(clean), trend.n_curves)
 
 
+def penalise_reach(prediction: Prediction | None, points: Points, tokens: float, rate: float) -> Prediction | None:
+    """``prediction`` at ``tokens`` raised by ``rate``·ln(tokens / the last point's tokens) of itself, with that
+    much added to its std in quadrature (StudyFit's reach penalty); unchanged at rate 0 or within the points."""
+    clean = _clean(points)
+    if prediction is None or rate <= 0 or not len(clean) or not tokens > clean[-1, 0]:
+        return prediction
+    shift = prediction.value * rate * math.log(tokens / clean[-1, 0])
+    std = math.sqrt(prediction.std**2 + shift**2)
+    return Prediction(prediction.value + shift, std, prediction.beta, prediction.n_points, prediction.trend_curves)
+
+
 @dataclass(frozen=True)
 class StudyFit:
     """What a study's trials say about the target budget: the size trend (None when it is not fitted)
-    and the shared data exponent; :meth:`predict` is the one prediction rule (module doc)."""
+    and the shared data exponent; :meth:`predict` is the one prediction rule (module doc). With
+    ``reach_penalty`` r > 0 a prediction at tokens D from points ending at tokens t < D is raised by
+    r·ln(D / t) of itself, and that much is added to its std: the size trend's prediction turns optimistic
+    as it reaches further past a trial's points (bench/RESULTS.md, gt_iso_extrapolation)."""
 
     trend: SizeTrend | None
     beta: BetaFit
     own_weight: float
+    reach_penalty: float = 0.0
 
     @classmethod
-    def of(cls, curves: Sequence[tuple[float, Points]], size_trend: bool = True, own_weight: float = 0.0) -> StudyFit:
+    def of(
+        cls,
+        curves: Sequence[tuple[float, Points]],
+        size_trend: bool = True,
+        own_weight: float = 0.0,
+        reach_penalty: float = 0.0,
+    ) -> StudyFit:
         trend = fit_size_trend(curves) if size_trend else None
-        return cls(trend, fit_beta([points for _, points in curves]), own_weight)
+        return cls(trend, fit_beta([points for _, points in curves]), own_weight, reach_penalty)
+
+    @classmethod
+    def for_target(
+        cls, curves: Sequence[tuple[float, Points]], target: Any, own_weight: float | None = None
+    ) -> StudyFit:
+        """The fit a protocol's ``target`` (nas.protocol.Target) asks for: its prediction rule, its own weight
+        (or ``own_weight``) and its reach penalty."""
+        weight = target.own_weight if own_weight is None else own_weight
+        return cls.of(curves, target.prediction == "size-trend", weight, getattr(target, "reach_penalty", 0.0))
 
     def predict(
         self, points: Points, size: float, tokens: float, own_weight: float | None = None, min_points: int = 2
@@ -317,8 +348,10 @@ class StudyFit:
         and with ``min_points`` 1 the trend predicts from a single point (a trial at its first rung)."""
         weight = self.own_weight if own_weight is None else own_weight
         if self.trend is not None and len(_clean(points)) >= min_points:
-            return predict_with_trend(points, size, tokens, self.trend, weight)
-        return predict_loss(points, tokens, self.beta)
+            prediction = predict_with_trend(points, size, tokens, self.trend, weight)
+        else:
+            prediction = predict_loss(points, tokens, self.beta)
+        return penalise_reach(prediction, points, tokens, self.reach_penalty)
 
     def describe(self) -> str:
         """One line for a report title."""
@@ -334,4 +367,4 @@ class StudyFit:
             f"size trend L(N, D) = {t.e:.3g} + {t.a:.3g}·(N/{t.n_ref:.3g})^-{t.alpha:.2f} + "
             f"{t.b:.3g}·(D/{t.d_ref:.3g})^-{t.beta:.2f} over {t.n_curves} trials, spread {t.spread:.3f}; "
             f"own weight {self.own_weight:g}"
-        )
+        ) + (f"; reach penalty {self.reach_penalty:g}" if self.reach_penalty else "")

@@ -356,7 +356,7 @@ def add_prediction(result: TrialResult, protocol: TrialProtocol, others: Sequenc
     curves = [(size, result.annealed), *others]
     rung = metrics.get("rung")
     weight = target.weight_at(None if rung is None else int(rung), bool(metrics.get("at_target")))
-    fit = StudyFit.of(curves, target.prediction == "size-trend", weight)
+    fit = StudyFit.for_target(curves, target, weight)
     prediction = fit.predict(result.annealed, size, tokens)
     metrics["target_tokens"] = tokens
     metrics["predicted_val_loss"] = prediction.value if prediction else math.nan

@@ -239,3 +239,10 @@ def test_a_target_makes_the_prediction_the_default_objective():
     assert list(chosen.objectives) == ["val_loss"]  # objectives given: kept
     no_points = parse_protocol("target: {tokens: 1600000}\n", source="p.yaml")  # no cool-downs: nothing to predict
     assert list(no_points.objectives) == ["val_loss"] and "predicted_val_loss" not in no_points.metric_names()
+
+
+def test_reach_penalty_is_hashed_only_when_set():
+    protocol = load_protocol("cpu-tiny")
+    assert protocol.target.reach_penalty == 0 and "reach_penalty" not in protocol._hashed().get("target", {})
+    penalised = load_protocol("cpu-tiny", overrides=["target.reach_penalty=0.01"])
+    assert penalised.target.reach_penalty == 0.01 and penalised.content_hash != protocol.content_hash

@@ -299,6 +299,7 @@ def test_the_proxy_check_ranks_the_prediction_unless_it_is_the_objective():
 def test_the_prediction_figure_uses_the_studys_size_trend_and_its_rule():
     """Six trained trials of six sizes: the figure's title is the size trend with the study's own weight,
     its diamonds are StudyFit's predictions at the target; with own-curve, the shared exponent."""
+    from nas.protocol import Target
     from nas.report.fidelity import prediction
     from nas.scaling import StudyFit
     from nas.search.records import TrialRecord
@@ -317,13 +318,13 @@ def test_the_prediction_figure_uses_the_studys_size_trend_and_its_rule():
         )
         for i, n in enumerate(sizes)
     ]
-    fig = prediction(records, size_trend=True, own_weight=0.5)
+    fig = prediction(records, Target(own_weight=0.5))
     assert fig.layout.title.text.startswith("size trend L(N, D)") and "own weight 0.5" in fig.layout.title.text
     fit = StudyFit.of([(n, r.annealed) for n, r in zip(sizes, records, strict=True)], own_weight=0.5)
     diamonds = [t for t in fig.data if t.marker.symbol == "diamond"]
     expected = [fit.predict(r.annealed, n, 1.6e6) for n, r in zip(sizes, records, strict=True)]
     assert [t.y[0] for t in diamonds] == pytest.approx([p.value for p in expected if p is not None])
-    own = prediction(records, size_trend=False)
+    own = prediction(records, Target(prediction="own-curve"))
     assert own.layout.title.text.startswith("data exponent beta = ")
 
 

@@ -149,6 +149,31 @@ def test_study_fit_falls_back_to_each_trials_own_curve_and_says_which_it_used():
     )
 
 
+def test_the_reach_penalty_raises_a_prediction_by_how_far_it_reaches_and_widens_its_std():
+    """r·ln(D / last tokens) of the prediction is added to it and, in quadrature, to its std; nothing at r = 0,
+    or at a target within the trial's points; the same for the own-curve rule. A protocol's target sets it."""
+    from nas.protocol import Target
+
+    _, curves = _trend_curves(noise=0.002)
+    points, size = curves[0][1], curves[0][0]
+    last = max(t for t, _ in points)
+    plain, penalised = StudyFit.of(curves), StudyFit.of(curves, reach_penalty=0.02)
+    for target in (1.6e6, 8 * last):
+        p, q = plain.predict(points, size, target), penalised.predict(points, size, target)
+        assert p is not None and q is not None
+        shift = p.value * 0.02 * math.log(target / last)
+        assert q.value == pytest.approx(p.value + shift)
+        assert q.std == pytest.approx(math.hypot(p.std, shift))
+    within = last / 2
+    assert penalised.predict(points, size, within) == plain.predict(points, size, within)
+    own = StudyFit.of(curves, size_trend=False, reach_penalty=0.02).predict(points, size, 1.6e6)
+    bare = StudyFit.of(curves, size_trend=False).predict(points, size, 1.6e6)
+    assert own is not None and bare is not None and own.value > bare.value
+    fit = StudyFit.for_target(curves, Target(reach_penalty=0.02, own_weight=0.5))
+    assert (fit.reach_penalty, fit.own_weight) == (0.02, 0.5) and "reach penalty 0.02" in fit.describe()
+    assert StudyFit.for_target(curves, Target(own_weight=0.5), own_weight=1.0).own_weight == 1.0
+
+
 def test_a_shape_aware_trend_recovers_a_shape_term_and_leaves_size_alone():
     from nas.scaling import fit_size_trend, predict_with_trend
 

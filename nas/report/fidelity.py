@@ -86,13 +86,13 @@ def _early_loss(r: TrialRecord) -> float:
 
 
 # ---- the prediction at the target budget ---------------------------------------------------------
-def prediction(records: list[TrialRecord], size_trend: bool = True, own_weight: float = 0.0) -> Any:
-    """Each trained trial's annealed losses (its cool-downs and its end), the study's fit (nas.scaling:
-    the size trend with ``own_weight`` when ``size_trend`` and it can be fitted, else each trial's own
-    curve with the shared data exponent) refitted now on all of them (the trials the search's fit uses:
-    completed and pruned), out to the target budget with the prediction there and its std; None when
-    no trial has two points. A trial's stored ``predicted_val_loss`` (its objective value) used the
-    trials trained before it."""
+def prediction(records: list[TrialRecord], target: Any) -> Any:
+    """Each trained trial's annealed losses (its cool-downs and its end), the study's fit (nas.scaling, the
+    rule of ``target``, the study protocol's nas.protocol.Target: the size trend with its own weight when it
+    can be fitted, else each trial's own curve with the shared data exponent) refitted now on all of them
+    (the trials the search's fit uses: completed and pruned), out to the target budget with the prediction
+    there and its std; None when no trial has two points. A trial's stored ``predicted_val_loss`` (its
+    objective value) used the trials trained before it."""
     import numpy as np
     import plotly.graph_objects as go
 
@@ -101,7 +101,7 @@ def prediction(records: list[TrialRecord], size_trend: bool = True, own_weight: 
     with_points = [r for r in records if r.trained and len(r.annealed) >= 2]
     if not with_points:
         return None
-    fit = StudyFit.of([(r.metric("non_embedding_params"), r.annealed) for r in with_points], size_trend, own_weight)
+    fit = StudyFit.for_target([(r.metric("non_embedding_params"), r.annealed) for r in with_points], target)
     fig = go.Figure()
     for r in with_points:
         target, size = r.metric("target_tokens"), r.metric("non_embedding_params")

@@ -15,7 +15,7 @@ import optuna
 
 from nas.errors import NasInputError
 from nas.report import fidelity, figures, tables
-from nas.search.ranking import leaderboard, prediction_rule
+from nas.search.ranking import leaderboard, study_target
 from nas.search.records import TrialRecord, study_records
 from nas.search.storage import study_info
 
@@ -103,7 +103,7 @@ def _figure_sections(
         ("Pareto fronts: quality vs cost", lambda: figures.pareto(done, objectives[0], minimize[0])),
         ("Hypervolume history", lambda: figures.hypervolume(done, minimize) if len(minimize) == 2 else None),
         ("Top 10 % vs all: knob distributions", lambda: figures.top_vs_all(done, minimize[0])),
-        ("Prediction at the target budget", lambda: fidelity.prediction(records, *prediction_rule(study))),
+        ("Prediction at the target budget", lambda: fidelity.prediction(records, study_target(study))),
         ("Proxy check", lambda: _proxy(done, minimize[0], report)),
         (TIME_TITLE, lambda: figures.time_figure(records)),
     ]

@@ -55,7 +55,7 @@ def rung_value(
         if r.trained and len(r.annealed) >= 2 and r.number != number
     ]
     size = float(arch.non_embedding_params())
-    fit = StudyFit.of([(size, points), *others], target.prediction == "size-trend", target.own_weight)
+    fit = StudyFit.for_target([(size, points), *others], target)
     if fit.trend is None:
         return math.nan
     counts = arch.counts()

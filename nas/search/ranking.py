@@ -194,14 +194,13 @@ def _pool_confirmations(
         points[row.number] = [sum(column) / len(column) for column in zip(*run_points, strict=True)]
 
 
-def prediction_rule(study: optuna.Study) -> tuple[bool, float]:
-    """The study protocol's ``target.prediction`` rule: (size trend?, own weight); the defaults when its
-    protocol does not read back."""
+def study_target(study: optuna.Study) -> Any:
+    """The study protocol's ``target`` (nas.protocol.Target: the prediction rule, own weight, reach penalty);
+    the defaults when its protocol does not read back."""
     from nas.protocol import Target
 
     protocol = study_protocol(study)
-    target = protocol.target if protocol is not None else Target()
-    return target.prediction == "size-trend", target.own_weight
+    return protocol.target if protocol is not None else Target()
 
 
 def refitted_predictions(
@@ -222,7 +221,7 @@ def refitted_predictions(
     rungs = bool(protocol is not None and protocol.pretrain.rungs)
     fitted = [r for r in rows if r.trained and not r.damage and len(r.annealed) >= 2]
     curves = [(r.metric("non_embedding_params"), r.annealed) for r in fitted]
-    fit = StudyFit.of(curves, target.prediction == "size-trend", target.own_weight)
+    fit = StudyFit.for_target(curves, target)
     confirmations = [r for r in rows if r.confirmation and len(r.annealed) >= (1 if rungs else 2)]
     ranked = [r for r in rows if r.trained and not r.damage and r.annealed] if rungs else fitted
     ranked += confirmations  # predicted by the fit on the trials, never part of it
