@@ -44,14 +44,21 @@ def fields_at(root: type[BaseModel], path: list[str], hidden: tuple[str, ...] = 
 def apply_key_overrides(
     raw: dict[str, Any], overrides: list[str], root: type[BaseModel], hidden: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    """A deep copy of ``raw`` with each ``key.path=value`` of ``overrides`` applied."""
+    """A deep copy of ``raw`` with each ``key.path=value`` of ``overrides`` applied. A key that a section lists
+    among its ``ALTERNATIVES`` (a budget in tokens or in FLOPs) replaces the file's alternative to it; two
+    alternatives both given by ``--set`` are refused."""
     raw = _copy(raw)
+    given: dict[str, str] = {}  # the parent path and alternative group of each key set here -> that key
     for item in overrides:
         key, sep, value_text = item.partition("=")
         if not sep or not key:
             raise NasInputError("--set", f"'{item}': expected key.path=value")
         value = parse_yaml_value(value_text, f"--set {key}")
-        _set(raw, key, value, root, hidden)
+        group = _set(raw, key, value, root, hidden)
+        if group:
+            other = given.setdefault(group, key)
+            if other != key:
+                raise NasInputError("--set", f"{other} and {key}: give one of them, not both")
     return raw
 
 
@@ -65,7 +72,9 @@ def _copy(value: Any) -> Any:
     return value
 
 
-def _set(raw: dict[str, Any], key: str, value: Any, root: type[BaseModel], hidden: tuple[str, ...]) -> None:
+def _set(raw: dict[str, Any], key: str, value: Any, root: type[BaseModel], hidden: tuple[str, ...]) -> str:
+    """Set ``key`` in ``raw``; returns the key's parent path when the key is one of its section's
+    ``ALTERNATIVES`` and the value is not null (the others are then removed), else ""."""
     parts = key.split(".")
     node: Any = raw
     model: type[BaseModel] | None = root
@@ -86,8 +95,12 @@ def _set(raw: dict[str, Any], key: str, value: Any, root: type[BaseModel], hidde
                 raise NasInputError("--set", f"{where}: unknown key '{part}'{did_you_mean(part, fields)}")
             next_model = model_of(model.model_fields[part].annotation)
         if last:
+            alternatives = getattr(model, "ALTERNATIVES", ()) if value is not None else ()
+            if part in alternatives:
+                for other in alternatives:
+                    node.pop(other, None)
             node[part] = value
-            return
+            return ".".join(parts[:-1]) if part in alternatives else ""
         child = node.get(part)
         if child is None:
             child = node[part] = {}

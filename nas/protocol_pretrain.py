@@ -3,7 +3,7 @@ full-training budget a trial predicts its loss at (``target``); nas.protocol rea
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -11,6 +11,8 @@ from nas.protocol_data import Count, Real, Seed, Strict
 
 
 class Budget(Strict):
+    ALTERNATIVES: ClassVar[tuple[str, ...]] = ("tokens", "flops", "seconds")  # a --set of one replaces the others
+
     tokens: Count | None = Field(default=None, ge=1)
     flops: Real | None = Field(default=None, gt=0, le=1e30)
     seconds: Real | None = Field(default=None, gt=0, le=1e8)
@@ -31,6 +33,8 @@ class Target(Strict):
     ``prediction``: ``size-trend`` (the study's fit over parameters and tokens, plus ``own_weight`` times
     the trial's own deviation from it; the trial's own curve until 5 trials of 3 sizes are trained) or
     ``own-curve`` (the trial's points alone, with the study's data exponent); see nas.scaling."""
+
+    ALTERNATIVES: ClassVar[tuple[str, ...]] = ("tokens", "flops")  # a --set of one replaces the other
 
     tokens: Count | None = Field(default=None, ge=1)
     flops: Real | None = Field(default=None, gt=0, le=1e30)

@@ -51,3 +51,19 @@ def test_fields_at_walks_models_and_lists():
     assert fields_at(Root, ["inner"]) == ["lr", "steps"]
     assert fields_at(Root, ["items", "0"]) == ["name", "size"]
     assert fields_at(Root, [], hidden=("hidden",)) == ["inner", "items"]
+
+
+def test_a_set_alternative_replaces_the_files_and_two_are_refused():
+    """A budget in tokens or in FLOPs (a section's ALTERNATIVES): `--set` of one replaces the file's other; a
+    null sets no alternative; giving both by --set names the two keys."""
+    from nas.protocol import TrialProtocol, load_protocol
+
+    raw = {"pretrain": {"budget": {"tokens": 300}}, "target": {"tokens": 2400}}
+    out = apply_key_overrides(raw, ["target.flops=1000", "pretrain.budget.seconds=60"], TrialProtocol)
+    assert out["target"] == {"flops": 1000} and out["pretrain"]["budget"] == {"seconds": 60}
+    assert raw["target"] == {"tokens": 2400}  # the file's mapping is untouched
+    assert apply_key_overrides(raw, ["target.flops=null"], TrialProtocol)["target"] == {"tokens": 2400, "flops": None}
+    with pytest.raises(NasInputError, match="target.flops and target.tokens: give one of them, not both"):
+        apply_key_overrides(raw, ["target.flops=5e14", "target.tokens=10"], TrialProtocol)
+    assert load_protocol("cpu-tiny", ["target.flops=5e14"]).target.flops == 5e14
+    assert load_protocol("cpu-tiny", ["pretrain.budget.flops=1e12"]).pretrain.budget.tokens is None
