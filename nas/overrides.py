@@ -107,6 +107,7 @@ def _set(raw: dict[str, Any], key: str, value: Any, root: type[BaseModel], hidde
         if not isinstance(child, dict | list):
             raise NasInputError("--set", f"{where}: is a value ({child!r}), not a section")
         node, model = child, next_model
+    return ""  # not reached: the last part returns
 
 
 def _list_index(items: list[Any], part: str, key: str) -> int:
