@@ -29,7 +29,7 @@ from nas.search.config import SearchConfig
 from nas.search.records import Status
 from nas.search.reporter import make_reporter
 from nas.search.samplers import CurvePruner, make_pruner, queue_unseen
-from nas.search.storage import record_stop, store_artifacts
+from nas.search.storage import OneRead, record_stop, store_artifacts
 from nas.search.study import prepare_study
 from nas.search.summary import Callbacks, SearchInterrupted, SearchSummary
 from nas.search.workers import beating, fail_stale, holding_a_place, mark_worker, sigint, trial_place, worker_id
@@ -105,9 +105,11 @@ def _loop(worker: _Worker, started: float) -> str:
     wasted = failures = duplicates = 0
     waiting = False
     while True:
-        with sigint.held():  # failing a stale trial and queueing its retry go together
-            fail_stale(study)
-        trials = records.read_trials(study)[0]  # a trial Optuna cannot read back is skipped, not a crash
+        read = OneRead(study)  # this read of the trials also serves the ask below (the queue's and TPE's reads)
+        with read:
+            with sigint.held():  # failing a stale trial and queueing its retry go together
+                fail_stale(study)
+            trials = records.read_trials(study)[0]  # a trial Optuna cannot read back is skipped, not a crash
         done = sum(1 for t in trials if records.is_trained(t))
         placed = holding_a_place(trials, time.time())
         stopped = _stop_reason(study, config, done, time.monotonic() - started, wasted, failures)
@@ -134,7 +136,7 @@ def _loop(worker: _Worker, started: float) -> str:
             time.sleep(poll)
             continue
         waiting = False
-        outcome = _ask_and_run(worker)
+        outcome = _ask_and_run(worker, read)
         wasted = wasted + 1 if outcome in (Status.INFEASIBLE, Status.DUPLICATE) else 0
         failures = failures + 1 if outcome == Status.FAILED else 0
         duplicates = duplicates + 1 if outcome == Status.DUPLICATE else 0
@@ -167,8 +169,9 @@ def _grid_exhausted(study: optuna.Study) -> bool:
     return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
 
 
-def _ask_and_run(worker: _Worker) -> str:
-    """Ask for a trial and run it while beating; returns its nas_status (or "stale").
+def _ask_and_run(worker: _Worker, read: OneRead | None = None) -> str:
+    """Ask for a trial and run it while beating; returns its nas_status (or "stale"). The ask reads the trials
+    once (``read``: the loop's read just before it, else its own; see nas.search.storage.OneRead).
 
     Ctrl-C waits while the trial's state is written (only training is interrupted at once), and a trial
     this worker leaves, by Ctrl-C or an error, is failed with its cause: it never stays RUNNING."""
@@ -176,7 +179,8 @@ def _ask_and_run(worker: _Worker) -> str:
     trial: optuna.Trial | None = None
     try:
         with sigint.held():
-            trial = study.ask()
+            with read or OneRead(study):
+                trial = study.ask()
             mark_worker(study._storage, trial._trial_id)
             with beating(study, trial._trial_id, study._storage):
                 try:
@@ -206,12 +210,15 @@ def _run_one(worker: _Worker, trial: optuna.Trial) -> str:
     study, config = worker.study, worker.config
     frozen = study._storage.get_trial(trial._trial_id)
     confirming = records.confirm_of(frozen)  # a confirmation (nas.search.confirm)
-    if confirming is None and _surplus(study, frozen, config.n_trials):
+    with OneRead(study):  # the surplus check's read (after the ask) serves the sampler's reads too
+        surplus = confirming is None and _surplus(study, frozen, config.n_trials)
+        sample = None if surplus else config.space.sample(trial)
+    if sample is None:
         _requeue(study, trial)
         records.set_status(trial, Status.SURPLUS, f"surplus: another worker's trial completes the {config.n_trials}")
         study.tell(trial, state=TrialState.FAIL)
         return Status.SURPLUS
-    arch = _claim(worker, trial, records.retry_of(frozen))
+    arch = _claim(worker, trial, sample, records.retry_of(frozen))
     if arch is None:
         return Status.INFEASIBLE
     if confirming is not None:
@@ -243,13 +250,12 @@ def _surplus(study: optuna.Study, trial: FrozenTrial, n_trials: int) -> bool:
     return ahead >= n_trials
 
 
-def _claim(worker: _Worker, trial: optuna.Trial, retry_of: int | None) -> Any:
-    """Sample the architecture and claim it (returns None for an infeasible sample). An infeasible sample is
+def _claim(worker: _Worker, trial: optuna.Trial, sample: Any, retry_of: int | None) -> Any:
+    """Claim the sampled architecture (returns None for an infeasible ``sample``). An infeasible sample is
     told PRUNED with a violated constraint: TPE then ranks it below every feasible trial and steers away
     from its region (a FAIL trial teaches TPE nothing, and a space whose constraints reject most of the
     grid drew thousands of rejected samples per trained trial). It never counts as trained (its status)."""
     study, config = worker.study, worker.config
-    sample = config.space.sample(trial)
     if sample.arch is None:
         records.set_status(trial, Status.INFEASIBLE, f"infeasible: {sample.reason}")
         study._storage.set_trial_system_attr(trial._trial_id, INFEASIBLE_CONSTRAINT, 1.0)
@@ -294,9 +300,7 @@ def _duplicate_of(study: optuna.Study, number: int, arch_hash: str) -> FrozenTri
     running: between the two writes it is neither, and a fresh claim of its architecture in that window
     trained it a second time (1 of 1,000 trials at 64 workers on PostgreSQL, bench/load.py)."""
     running = None
-    for other in records.read_trials(study)[0]:
-        if other.number == number or records.arch_hash_of(other) != arch_hash:
-            continue
+    for other in records.trials_of_arch(study, arch_hash, besides=number):
         if records.is_trained(other):
             return other
         if other.state == TrialState.RUNNING and records.status_of(other) in (Status.RUNNING, Status.TRAINED):

@@ -11,6 +11,7 @@ never ranked or exported, and the rest of the study reads as before (a worker's 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ from nas.search.attrs import (  # noqa: F401  (COUNT_KEYS and Status are also re
     trial_number,
 )
 from nas.search.batch import set_user_attrs
+from nas.search.outage import retried
 from nas.train.baselines import baseline_text
 
 __all__ = [
@@ -266,6 +268,34 @@ def _with_missed(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenT
             except KeyError:  # deleted meanwhile: nothing to read
                 continue
     return sorted([*trials, *missed], key=lambda t: t.number)
+
+
+def trials_of_arch(study: optuna.Study, arch_hash: str, besides: int) -> list[FrozenTrial]:
+    """The trials other than number ``besides`` whose claim names ``arch_hash``, in number order, read from the
+    database itself: on a database storage one query finds them and only they are read (read_trials re-reads every
+    unfinished trial whole); on any other, from read_trials. A trial Optuna cannot read back is skipped."""
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return [t for t in read_trials(study)[0] if t.number != besides and arch_hash_of(t) == arch_hash]
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    def ids() -> list[tuple[int, int]]:
+        attr, trial = models.TrialUserAttributeModel, models.TrialModel
+        with _create_scoped_session(backend.scoped_session) as session:
+            query = session.query(trial.trial_id, trial.number).join(attr, attr.trial_id == trial.trial_id)
+            query = query.filter(trial.study_id == study._study_id, attr.key == ARCH_HASH)
+            return [(i, n) for i, n in query.filter(attr.value_json == json.dumps(arch_hash)).all()]
+
+    found = []
+    for trial_id, number in sorted(retried(ids), key=lambda row: row[1]):
+        if number != besides:
+            try:
+                found.append(storage.get_trial(trial_id))
+            except _DECODE_ERRORS:
+                continue
+    return found
 
 
 def study_records(study: optuna.Study) -> list[TrialRecord]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = [
     "default_storage",
     "open_storage",
     "close_storage",
+    "OneRead",
     "study_names",
     "find_study",
     "study_context",
@@ -205,6 +207,44 @@ def close_storage(storage: Any) -> None:
     engine = getattr(backend, "engine", None)
     if engine is not None:
         engine.dispose()
+
+
+class OneRead:
+    """Inside ``with`` (entered once or several times), this thread reads ``study``'s trials from the database once:
+    the first read syncs Optuna's trial cache (on a database storage it re-reads every unfinished trial whole, the
+    bulk of a worker's CPU with many workers), later reads get that cache as it stands. For reads that need no
+    news from the last moments: an ask (the queue's read, and TPE's with constant_liar: one per parameter group).
+    A read that must see what others wrote before it (the surplus check after an ask, dedupe after a claim) is made
+    outside, or opens its own block. Any other storage reads as before."""
+
+    _held = threading.local()
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study = study
+        self.synced = False
+        self._outer: list[OneRead | None] = []
+        storage = study._storage
+        if isinstance(storage, optuna.storages._CachedStorage) and not getattr(storage, "_nas_one_read", False):
+            sync = storage._read_trials_from_remote_storage
+
+            def read(study_id: int) -> None:
+                held: OneRead | None = getattr(OneRead._held, "block", None)
+                if held is None or held.study._storage is not storage or held.study._study_id != study_id:
+                    sync(study_id)
+                elif not held.synced:
+                    sync(study_id)
+                    held.synced = True
+
+            storage._read_trials_from_remote_storage = read  # type: ignore[method-assign]
+            storage._nas_one_read = True  # type: ignore[attr-defined]
+
+    def __enter__(self) -> OneRead:
+        self._outer.append(getattr(OneRead._held, "block", None))
+        OneRead._held.block = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        OneRead._held.block = self._outer.pop()
 
 
 def study_names(runs_dir: Path) -> list[str]:

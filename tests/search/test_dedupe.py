@@ -1,6 +1,7 @@
 """Dedupe: one architecture is trained once in a study, whether a sampler repeats itself, a space runs out, or
 two workers claim the same architecture at once (nas.search.loop)."""
 
+import pytest
 from optuna.trial import TrialState
 
 from nas.search import study_records
@@ -80,3 +81,48 @@ def test_a_trial_between_its_trained_status_and_its_tell_is_not_claimed_again():
     assert found.number == first.number and found.state == TrialState.COMPLETE
     records.set_status(second, records.Status.FAILED)  # a failed claim of the architecture is no duplicate
     assert _duplicate_of(study, first.number, arch.arch_hash()) is None
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgres"])
+def test_two_workers_claiming_one_architecture_see_each_other(kind, tmp_path):
+    """Dedupe reads the claims from the database itself on a database storage (one query by architecture hash,
+    not every trial through Optuna's cache): a worker whose cache was read before the other's claim still sees
+    it, and finds the same trials as reading every trial would."""
+    import time
+
+    import optuna
+
+    from nas.arch import ArchConfig
+    from nas.search import open_storage, records
+    from nas.search.loop import _duplicate_of
+    from tests.conftest import POSTGRES, postgres_reachable
+
+    if kind == "postgres" and not postgres_reachable():
+        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
+    url = {"sqlite": f"sqlite:///{tmp_path}/s.db", "journal": f"journal:{tmp_path}/j.log", "postgres": POSTGRES}[kind]
+    name = f"claims-{time.time_ns()}"
+    one = optuna.create_study(study_name=name, storage=open_storage(url))
+    two = optuna.load_study(study_name=name, storage=open_storage(url))
+    arch = ArchConfig(family="llama", vocab_size=512, max_seq_len=64, n_layers=1, d_model=32, n_heads=2)
+    other = ArchConfig(family="llama", vocab_size=512, max_seq_len=64, n_layers=2, d_model=32, n_heads=2)
+    try:
+        first, second, third = one.ask(), two.ask(), two.ask()
+        assert len(two.get_trials()) == 3  # worker two's cache is read before worker one's claim
+        records.write_claim(first, arch, "w1", "killed", None)
+        records.write_claim(second, arch, "w2", "killed", None)
+        records.write_claim(third, other, "w2", "killed", None)
+        assert _duplicate_of(two, second.number, arch.arch_hash()).number == first.number
+        assert _duplicate_of(one, first.number, arch.arch_hash()).number == second.number
+        assert _duplicate_of(one, first.number, "no-such-hash") is None
+        records.set_status(first, records.Status.TRAINED)
+        one.tell(first, 1.0)
+        found = _duplicate_of(two, second.number, arch.arch_hash())
+        assert found.number == first.number and found.state == TrialState.COMPLETE
+        for study, mine in ((one, first.number), (two, third.number)):  # the same trials as reading them all
+            every = [t for t in records.read_trials(study)[0] if t.number != mine and records.arch_hash_of(t)]
+            for arch_hash in {records.arch_hash_of(t) for t in every}:
+                want = [t.number for t in every if records.arch_hash_of(t) == arch_hash]
+                assert [t.number for t in records.trials_of_arch(study, arch_hash, besides=mine)] == want
+    finally:
+        if kind == "postgres":
+            optuna.delete_study(study_name=name, storage=open_storage(url))

@@ -279,11 +279,18 @@ def test_a_rerun_after_a_crash_fails_the_dead_workers_trial_at_once(in_tmp, micr
     assert records.is_trained(rerun) and rerun.user_attrs["arch_hash"] == dead.user_attrs["arch_hash"]
 
 
-def test_only_trials_of_gone_processes_on_this_machine_are_failed(tmp_path):
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgres"])
+def test_only_trials_of_gone_processes_on_this_machine_are_failed(kind, tmp_path):
+    """On a database storage the running trials' marks are read by one query of their own (every beat of every
+    worker asks), on a journal from the trials: the same trials are failed either way."""
     from nas.search import open_storage
+    from tests.conftest import POSTGRES, postgres_reachable
 
-    storage = open_storage(f"sqlite:///{tmp_path}/s.db", Heartbeats(1, 5))
-    study = optuna.create_study(storage=storage, study_name="dead")
+    if kind == "postgres" and not postgres_reachable():
+        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
+    url = {"sqlite": f"sqlite:///{tmp_path}/s.db", "journal": f"journal:{tmp_path}/j.log", "postgres": POSTGRES}[kind]
+    storage = open_storage(url, Heartbeats(1, 5))
+    study = optuna.create_study(storage=storage, study_name=f"dead-{time.time_ns()}")
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         trials = [study.ask() for _ in range(5)]
@@ -302,9 +309,12 @@ def test_only_trials_of_gone_processes_on_this_machine_are_failed(tmp_path):
         assert fail_dead_here(study) == [0]
         assert [t.state for t in study.trials[:5]] == [TrialState.FAIL] + [TrialState.RUNNING] * 4
         assert study.trials[5].state == TrialState.WAITING and study.trials[5].system_attrs["failed_trial"] == 0
+        assert fail_dead_here(study) == []  # failed once
     finally:
         alive.kill()
         alive.wait()
+        if kind == "postgres":
+            optuna.delete_study(study_name=study.study_name, storage=storage)
 
 
 # ---- why a search stopped ------------------------------------------------------------------------------

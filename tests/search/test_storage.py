@@ -145,3 +145,58 @@ def test_several_user_attrs_in_one_write(tmp_path):
         study.tell(trial, 1.0)
         with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
             set_user_attrs(trial, {"a": 3})
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_one_read_serves_every_read_inside_its_block_and_no_other(kind, tmp_path):
+    """nas.search.storage.OneRead: inside the block a worker's trials are read from the database once (an ask: the
+    queue's read and TPE's, one per parameter group with constant_liar); outside it, and in another thread, every
+    read sees what other workers wrote."""
+    import threading
+
+    from nas.search.storage import OneRead
+    from tests.conftest import postgres_reachable
+
+    if kind == "postgres" and not postgres_reachable():
+        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
+    url = POSTGRES if kind == "postgres" else f"sqlite:///{tmp_path}/s.db"
+    name = f"one-read-{time.time_ns()}"
+    sampler = optuna.samplers.TPESampler(seed=0, multivariate=True, group=True, n_startup_trials=2, constant_liar=True)
+    study = optuna.create_study(study_name=name, storage=open_storage(url), sampler=sampler)
+    other = optuna.load_study(study_name=name, storage=open_storage(url))  # another worker
+    try:
+        backend, syncs = study._storage._backend, []
+        read = backend._get_trials
+        backend._get_trials = lambda *a, **k: syncs.append(1) or read(*a, **k)
+        for i in range(4):  # TPE then samples from history, with a running trial to lie about
+            study.enqueue_trial({"x": 0.1 * i, "y": 3 - i})
+        for _ in range(3):
+            t = study.ask()
+            t.suggest_float("x", 0, 1), t.suggest_int("y", 0, 3)
+            if t.number < 3:
+                study.tell(t, t.params["x"] + t.params["y"])
+        syncs.clear()
+        study.get_trials(), study.get_trials()
+        assert len(syncs) == 2  # outside a block: each read syncs
+        syncs.clear()
+        block = OneRead(study)
+        with block:
+            t = study.ask()  # the queue's read, then TPE's
+            t.suggest_float("x", 0, 1), t.suggest_int("y", 0, 3), t.suggest_float("z", 0, 1)
+            assert len(syncs) == 1
+            other.enqueue_trial({"x": 0.5, "y": 1})  # written by another worker after the read
+            assert len(study.get_trials()) == 4  # not seen inside
+            seen: list[int] = []
+            thread = threading.Thread(target=lambda: seen.append(len(study.get_trials())))
+            thread.start(), thread.join()
+            assert seen == [5] and len(syncs) == 2  # another thread is not held
+        with block:  # the same block again: still the one read
+            study.get_trials()
+            assert len(syncs) == 2
+        assert len(study.get_trials()) == 5 and len(syncs) == 3  # after it, every read syncs again
+        with OneRead(study):  # a new block reads once
+            study.get_trials(), study.get_trials()
+            assert len(syncs) == 4
+    finally:
+        if kind == "postgres":
+            optuna.delete_study(study_name=name, storage=open_storage(url))
