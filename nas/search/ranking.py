@@ -88,7 +88,7 @@ def rank_records(study: optuna.Study, rows: list[TrialRecord], pool: bool = True
     ranked.sort(key=lambda r: (r.number not in pareto, -(r.rung or 0) if rungs else 0, points[r.number][0]))
     for i, row in enumerate(ranked):
         row.rank, row.pareto = i + 1, row.number in pareto and (not rungs or len(signs) > 1)
-    if pool and len(signs) == 1 and ranked and (sd := noise(ranked)) is not None:
+    if pool and len(signs) == 1 and ranked and (sd := noise(ranked)) is not None and sd.sd > 0:
         best = ranked[0]
         for row in ranked[1:]:
             if row.rung == best.rung:  # with rungs, a trial stopped lower is not compared with the best
@@ -165,6 +165,12 @@ def ties_line(rows: list[Any], objective: str) -> str:
         return (
             "not known: no architecture was trained more than once, so the study's seed noise is unmeasured "
             "(a protocol's `confirm: K` re-trains the best K with new seeds)"
+        )
+    if measured.sd == 0:  # e.g. a prediction from the size trend alone (own weight 0): a function of the size
+        return (
+            f"not known: {objective} came out the same in every repeat of an architecture ({measured.df} degree"
+            f"{'s' if measured.df > 1 else ''} of freedom), so the repeats cannot measure its noise; a prediction's "
+            "own uncertainty is its std (`nas status`: predicted at target)"
         )
     best = next(r for r in rows if r.rank == 1)
     tied = [str(r.number) for r in rows if r.tie]

@@ -51,6 +51,19 @@ def test_without_repeats_no_tie_is_claimed(capsys):
     assert ties_line(rows, "val_loss").startswith("not known: no architecture was trained more than once")
 
 
+def test_repeats_that_come_out_the_same_claim_no_tie_and_say_why():
+    """The prediction from the size trend alone is a function of the size: a repeat gives the same value, and a
+    spread of 0 between seeds would make every difference look real."""
+    study = optuna.create_study()
+    for value in (1.0, 1.0001):
+        add(study, value)
+    add(study, 1.0, confirms=0)
+    rows = leaderboard(study)
+    assert noise(rows).sd == 0 and not any(r.tie for r in rows)
+    line = ties_line(rows, "predicted_val_loss")
+    assert line.startswith("not known: predicted_val_loss came out the same in every repeat of an architecture")
+
+
 def test_the_phase_enqueues_what_nobody_holds_and_gives_up_on_a_failing_one(micro_protocol):
     protocol = micro_protocol("confirm={top: 2, seeds: 2}")
     study = optuna.create_study()
