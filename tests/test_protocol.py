@@ -40,6 +40,7 @@ def test_weighted_objective():
         "cpu-tiny",
         [
             "tasks.claims.enabled=true",
+            "objectives={val_loss: minimize}",
             "objectives.score.direction=maximize",
             "objectives.score.weights={claims.accuracy: 1, qa.f1: 2}",
         ],

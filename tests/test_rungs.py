@@ -66,13 +66,13 @@ def test_stopped_at_a_rung_is_bit_identical_to_a_straight_run_to_that_rung():
         ("pretrain.rungs=[1, 1]", "increasing"),
         ("pretrain.rungs=[1]", "increasing"),
         ("pretrain.rungs=[1, 5000]", "at most 1000"),
-        ("pretrain.rungs=[1, 2]", "schedule.kind: wsd"),
+        (["pretrain.schedule={kind: cosine}", "pretrain.rungs=[1, 2]"], "schedule.kind: wsd"),
         ("target.rung_weights=[0, 1]", "one weight per rung"),
     ],
 )
 def test_bad_rungs_name_their_key(override, message):
     with pytest.raises(NasInputError) as info:
-        load_protocol("cpu-tiny", overrides=[override])
+        load_protocol("cpu-tiny", overrides=override if isinstance(override, list) else [override])
     assert message in str(info.value) and ("rung" in str(info.value))
 
 

@@ -74,7 +74,7 @@ def plan(
     target = recipe.target
     batch = [f"pretrain.batch_tokens={target.batch_tokens}"] if target.batch_tokens else []
     rungs = ["pretrain.rungs=null", "target.rung_weights=null"] if recipe.pretrain.rungs else []
-    extra = ["pretrain.schedule.cooldowns=[]", *rungs, *batch, *(overrides or [])]
+    extra = ["pretrain.schedule.cooldowns=[]", *rungs, *_measured_objective(recipe), *batch, *(overrides or [])]
     budget = {"tokens": tokens} if tokens is not None else {"flops": flops} if flops is not None else None
     if budget is None:  # the protocol's target: the budget its trials predicted at (default 20 tokens/param)
         given = {"tokens": target.tokens} if target.tokens else {"flops": target.flops} if target.flops else None
@@ -87,6 +87,15 @@ def plan(
         raise NasInputError("--checkpoint-every", "must be >= 1 (a full training run always keeps checkpoints)")
     text = yaml.safe_dump(protocol.model_dump(mode="json"), sort_keys=False)
     return TrainSpec(str(export_dir.resolve()), text, source, every, nproc)
+
+
+def _measured_objective(recipe: TrialProtocol) -> list[str]:
+    """An override that makes the held-out loss the objective when the trials' objective is the prediction at
+    the target (or reads a rung): full training measures that loss, and without cool-downs it predicts nothing."""
+    from nas.protocol import PREDICTED_METRICS, RUNG_METRICS
+
+    refs = {ref for name, objective in recipe.objectives.items() for ref in (objective.weights or {name: 1})}
+    return ["objectives={val_loss: minimize}"] if refs & {*PREDICTED_METRICS, *RUNG_METRICS} else []
 
 
 def _load_recipe(export_dir: Path, trial: str | None, overrides: list[str]) -> tuple[TrialProtocol, str]:

@@ -114,7 +114,7 @@ def test_sha_keeps_the_best_third_at_a_rung_and_judges_each_rung_once():
 
 
 def test_make_pruner_native_or_curve():
-    single = load_protocol("cpu-tiny")
+    single = load_protocol("cpu-tiny", ["objectives={val_loss: minimize}"])
     every = single.pretrain.eval_every
     assert isinstance(make_pruner("median", single, False)[0], optuna.pruners.MedianPruner)
     assert isinstance(make_pruner("sha", single, False)[0], optuna.pruners.SuccessiveHalvingPruner)
@@ -155,9 +155,9 @@ def test_multi_objective_sha_prunes(in_tmp, micro_cache, capsys):
         6,
         "--sampler",
         "random",
+        *micro_sets(micro_cache),
         "--set",
         "objectives.peak_memory_mb.direction=minimize",  # measured, not a cost known before training
-        *micro_sets(micro_cache),
         pruner="sha",
     )
     assert code == 0, err
@@ -219,4 +219,5 @@ def test_with_the_prediction_as_objective_a_trial_is_judged_only_by_trials_at_le
     assert pruner.should_prune(trials, JUDGED, 10, 3.25, set(), costs={"non_embedding_params": 500})  # all four
     plain = CurvePruner(kind="median", n_startup_trials=1)
     assert plain.should_prune(trials, JUDGED, 10, 3.3, set(), costs=big)  # by loss alone the big one is cut
-    assert not make_pruner("median", load_protocol("cpu-tiny"), multi=False)[1]  # val_loss: Optuna's own
+    own = load_protocol("cpu-tiny", ["objectives={val_loss: minimize}"])
+    assert not make_pruner("median", own, multi=False)[1]  # val_loss: Optuna's own
