@@ -44,6 +44,7 @@ from _results import record  # noqa: E402
 from gt_archs import enumerate_space  # noqa: E402
 from gt_iso import BUDGETS, OUT, RUNGS, SPACE, TRIAL_TOKENS, WARMUP_STEPS, load_split, truth  # noqa: E402
 
+import nas.scaling  # noqa: E402
 import nas.trial  # noqa: E402
 from nas.scaling import target_tokens  # noqa: E402
 from nas.search import SearchConfig, run_search  # noqa: E402
@@ -293,12 +294,17 @@ def main() -> None:
     parser.add_argument("--half", choices=["develop", "report"], help="only this half's architectures")
     parser.add_argument("--weights", default="0,0.5,1,1,1", help="target.rung_weights, one per rung")
     parser.add_argument("--penalty", type=float, default=0.0, help="target.reach_penalty of the rung searches")
+    parser.add_argument(
+        "--single-points", choices=["on", "off"], help="nas.scaling.TREND_SINGLE_POINTS (default: nas's own)"
+    )
     parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md (default: only print)")
     parser.add_argument("--only", help=f"comma list of strategies (default: all): {', '.join(SHORT)}")
     parser.add_argument("--trace", action="store_true", help="print what each rung search knew at 25 %% compute")
     args = parser.parse_args()
     global TRACE, PENALTY
     TRACE, PENALTY = ([] if args.trace else None), args.penalty
+    if args.single_points:
+        nas.scaling.TREND_SINGLE_POINTS = args.single_points == "on"
     labels = [SHORT[k] for k in args.only.split(",")] if args.only else list(STRATEGIES)
     import optuna
 
@@ -318,7 +324,7 @@ def main() -> None:
             sections.append(budget_section(budget, table, args.seeds, folder, weights, space, labels))
     head = (
         f"Tabular replay on {OUT.name} ({args.half or 'both'} half); rung weights {weights}; reach penalty "
-        f"{PENALTY:g}; {args.seeds} search "
+        f"{PENALTY:g}; single-point trials in the size trend: {nas.scaling.TREND_SINGLE_POINTS}; {args.seeds} search "
         "seeds; regret: median over seeds of the pick's truth over the best's, minus 1."
     )
     if TRACE:

@@ -61,6 +61,9 @@ BETAS = np.geomspace(0.05, 2.0, 81)
 
 ALPHAS = np.geomspace(0.02, 1.5, 41)
 MIN_TREND_CURVES = 5  # trials, of at least 3 distinct sizes, before the size trend is fitted
+# Whether the size trend is also fitted on trials with a single point (stopped at their first rung): a trend fitted
+# on the promoted trials alone knows the sizes that were promoted, and extrapolates to the others
+TREND_SINGLE_POINTS = False
 
 Points = Sequence[Sequence[float]]  # [[tokens, loss], ...]
 
@@ -248,10 +251,12 @@ def fit_size_trend(
     kept = [
         (float(n), c, tuple(shapes[i]) if shapes is not None else ())
         for i, (n, points) in enumerate(curves)
-        if n > 0 and len(c := _clean(points)) >= 2
+        if n > 0 and len(c := _clean(points)) >= 1
     ]
-    if len(kept) < MIN_TREND_CURVES or len({n for n, _, _ in kept}) < 3:
+    curves_of_two = [(n, c, f) for n, c, f in kept if len(c) >= 2]
+    if len(curves_of_two) < MIN_TREND_CURVES or len({n for n, _, _ in curves_of_two}) < 3:
         return None
+    kept = kept if TREND_SINGLE_POINTS else curves_of_two
     sizes = np.concatenate([np.full(len(c), n) for n, c, _ in kept])
     points = np.concatenate([c for _, c, _ in kept])
     features = np.concatenate([np.tile(np.asarray(f, dtype=np.float64), (len(c), 1)) for _, c, f in kept])

@@ -196,3 +196,20 @@ def test_a_shape_aware_trend_recovers_a_shape_term_and_leaves_size_alone():
         assert predict_with_trend(points, size, 1e6, trend, 0.0, shape).value == pytest.approx(want, rel=0.01)
     plain = fit_size_trend(curves)
     assert plain is not None and plain.shape_coef == () and plain.spread > trend.spread
+
+
+def test_single_point_trials_join_the_size_trend_only_when_asked_and_never_open_it(monkeypatch):
+    """A trial stopped at its first rung has one point. The trend is fitted once 5 trials of two or more points
+    (3 sizes) are in, whatever single points there are; with TREND_SINGLE_POINTS the single points join the fit."""
+    import nas.scaling as scaling
+
+    truth, curves = _trend_curves()
+    singles = [(n, [[5e4, truth(n, 5e4) + 0.3]]) for n in (2e6, 4e6)]  # larger models, well above the trend
+    assert fit_size_trend([*curves[:4], *singles]) is None  # 4 curves of two points: not yet
+    plain = fit_size_trend([*curves, *singles])
+    assert plain == fit_size_trend(curves) and plain is not None and plain.n_curves == 6
+    monkeypatch.setattr(scaling, "TREND_SINGLE_POINTS", True)
+    joined = fit_size_trend([*curves, *singles])
+    assert joined is not None and joined.n_curves == 8 and joined != plain
+    assert joined.at(3e6, 5e4) > plain.at(3e6, 5e4)  # the single points pull the trend up where they lie
+    assert fit_size_trend([*curves[:4], *singles]) is None

@@ -52,7 +52,7 @@ def rung_value(
     others = [
         (r.metric("non_embedding_params"), r.annealed)
         for r in records.study_records(study)
-        if r.trained and len(r.annealed) >= 2 and r.number != number
+        if r.trained and r.annealed and r.number != number
     ]
     size = float(arch.non_embedding_params())
     fit = StudyFit.for_target([(size, points), *others], target)
@@ -81,6 +81,6 @@ def add_study_prediction(study: optuna.Study, protocol: TrialProtocol, number: i
     others = [
         (r.metric("non_embedding_params"), r.annealed)
         for r in records.study_records(study)
-        if r.trained and len(r.annealed) >= 2 and r.number != number
+        if r.trained and r.annealed and r.number != number
     ]
     add_prediction(result, protocol, others)

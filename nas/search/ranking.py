@@ -225,11 +225,11 @@ def refitted_predictions(
         protocol = study_protocol(study)
     target = protocol.target if protocol is not None else Target()
     rungs = bool(protocol is not None and protocol.pretrain.rungs)
-    fitted = [r for r in rows if r.trained and not r.damage and len(r.annealed) >= 2]
+    fitted = [r for r in rows if r.trained and not r.damage and r.annealed]  # nas.scaling picks the curves it fits
     curves = [(r.metric("non_embedding_params"), r.annealed) for r in fitted]
     fit = StudyFit.for_target(curves, target)
     confirmations = [r for r in rows if r.confirmation and len(r.annealed) >= (1 if rungs else 2)]
-    ranked = [r for r in rows if r.trained and not r.damage and r.annealed] if rungs else fitted
+    ranked = fitted if rungs else [r for r in fitted if len(r.annealed) >= 2]
     ranked += confirmations  # predicted by the fit on the trials, never part of it
     out = {}
     for r in ranked:
