@@ -63,9 +63,12 @@ STRATEGIES = {  # label: (sampler, pruner, rungs?, objective)
     "TPE + Hyperband, rung loss": ("tpe", "hyperband", True, "val_loss"),
     "TPE + SHA, rungs, predicted at C": ("tpe", "sha", True, "predicted_val_loss"),
     "random + SHA, rungs, predicted at C": ("random", "sha", True, "predicted_val_loss"),
+    "TPE + median, rungs, predicted at C": ("tpe", "median", True, "predicted_val_loss"),
 }
 RANDOM = "random search, full training at C"
-SHORT = dict(zip(("random-T", "tpe-T", "tpe-hyperband", "tpe-sha", "random-sha"), STRATEGIES, strict=True))
+SHORT = dict(
+    zip(("random-T", "tpe-T", "tpe-hyperband", "tpe-sha", "random-sha", "tpe-median"), STRATEGIES, strict=True)
+)
 
 
 def build_table(data: dict[str, Any], entries: list[dict[str, Any]], budget: int, half: str | None) -> Table:
