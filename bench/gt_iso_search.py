@@ -64,10 +64,15 @@ STRATEGIES = {  # label: (sampler, pruner, rungs?, objective)
     "TPE + SHA, rungs, predicted at C": ("tpe", "sha", True, "predicted_val_loss"),
     "random + SHA, rungs, predicted at C": ("random", "sha", True, "predicted_val_loss"),
     "TPE + median, rungs, predicted at C": ("tpe", "median", True, "predicted_val_loss"),
+    "TPE + depth-matched SHA, rungs, predicted at C": ("tpe", "sha-depth", True, "predicted_val_loss"),
 }
 RANDOM = "random search, full training at C"
 SHORT = dict(
-    zip(("random-T", "tpe-T", "tpe-hyperband", "tpe-sha", "random-sha", "tpe-median"), STRATEGIES, strict=True)
+    zip(
+        ("random-T", "tpe-T", "tpe-hyperband", "tpe-sha", "random-sha", "tpe-median", "tpe-sha-depth"),
+        STRATEGIES,
+        strict=True,
+    )
 )
 
 
@@ -168,9 +173,63 @@ def cost_of(row: TrialRecord) -> float:
     return tokens * row.metric("flops_per_token")
 
 
+class DepthMatchedSHA:
+    """An experiment, not nas's: successive halving at the rungs in which a trial is compared only with the trials
+    of at least its depth that reported at the same rung (deep shapes start slowly); the best third go on."""
+
+    def prune(self, study: Any, trial: Any) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        value, depth = trial.intermediate_values[step], trial.user_attrs.get("arch", {}).get("n_layers", 0)
+        peers = [
+            t.intermediate_values[step]
+            for t in study.get_trials(deepcopy=False)
+            if t.number != trial.number
+            and step in t.intermediate_values
+            and t.user_attrs.get("arch", {}).get("n_layers", 0) >= depth
+        ]
+        ranked = sorted([*peers, value])
+        return value > ranked[max(1, len(ranked) // 3) - 1]
+
+
+def depth_matched_pruner() -> Any:
+    import optuna
+
+    class Pruner(DepthMatchedSHA, optuna.pruners.BasePruner):
+        pass
+
+    return Pruner()
+
+
 def search(table: Table, space: Path, budget: int, label: str, seed: int, folder: Path, weights: list[float]):
     """One study: [(compute spent, pick's hash)] after each trained trial."""
     sampler, pruner, rungs, objective = STRATEGIES[label]
+    import nas.search.samplers as samplers
+
+    original = samplers.rung_pruner
+    if pruner == "sha-depth":  # nas's rung pruner, replaced for this study only
+        samplers.rung_pruner = lambda name, n_rungs, multi: depth_matched_pruner()
+        pruner = "sha"
+    try:
+        study = _study(table, space, budget, sampler, pruner, rungs, objective, seed, folder, weights)
+    finally:
+        samplers.rung_pruner = original
+    return _trajectory(study, table, budget, rungs, label, seed)
+
+
+def _study(
+    table: Table,
+    space: Path,
+    budget: int,
+    sampler: str,
+    pruner: str,
+    rungs: bool,
+    objective: str,
+    seed: int,
+    folder: Path,
+    weights: list[float],
+) -> Any:
     config = SearchConfig(
         space=load_space(space, feasibility_probe=0),
         protocol=protocol_for(budget, rungs, objective, weights),
@@ -182,7 +241,11 @@ def search(table: Table, space: Path, budget: int, label: str, seed: int, folder
         seed=seed,
         checkpoint_every=0,
     )
-    study = run_search(config).study
+    return run_search(config).study
+
+
+def _trajectory(study: Any, table: Table, budget: int, rungs: bool, label: str, seed: int) -> list[tuple[float, str]]:
+    """[(compute spent, pick's hash)] after each trained trial of ``study``."""
     rows = [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
     trained = [r for r in rows if r.trained]
     out, spent, horizon = [], 0.0, max(FRACTIONS) * len(table) * BUDGETS[budget]
