@@ -39,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import gt_search  # noqa: E402, F401  (patches nas for a replay: in-memory storage, no token cache, no early stop)
+import optuna  # noqa: E402
 from _gutenberg import BATCH_TOKENS, SEQ_LEN, gutenberg_protocol  # noqa: E402
 from _results import record  # noqa: E402
 from gt_archs import enumerate_space  # noqa: E402
@@ -48,6 +49,7 @@ import nas.scaling  # noqa: E402
 import nas.trial  # noqa: E402
 from nas.scaling import target_tokens  # noqa: E402
 from nas.search import SearchConfig, run_search  # noqa: E402
+from nas.search.attrs import ARCH  # noqa: E402
 from nas.search.ranking import rank_records  # noqa: E402
 from nas.search.records import TrialRecord  # noqa: E402
 from nas.space import load_space  # noqa: E402
@@ -173,33 +175,24 @@ def cost_of(row: TrialRecord) -> float:
     return tokens * row.metric("flops_per_token")
 
 
-class DepthMatchedSHA:
+class DepthMatchedSHA(optuna.pruners.BasePruner):
     """An experiment, not nas's: successive halving at the rungs in which a trial is compared only with the trials
     of at least its depth that reported at the same rung (deep shapes start slowly); the best third go on."""
 
-    def prune(self, study: Any, trial: Any) -> bool:
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         step = trial.last_step
         if step is None:
             return False
-        value, depth = trial.intermediate_values[step], trial.user_attrs.get("arch", {}).get("n_layers", 0)
+        value, depth = trial.intermediate_values[step], trial.user_attrs.get(ARCH, {}).get("n_layers", 0)
         peers = [
             t.intermediate_values[step]
             for t in study.get_trials(deepcopy=False)
             if t.number != trial.number
             and step in t.intermediate_values
-            and t.user_attrs.get("arch", {}).get("n_layers", 0) >= depth
+            and t.user_attrs.get(ARCH, {}).get("n_layers", 0) >= depth
         ]
         ranked = sorted([*peers, value])
         return value > ranked[max(1, len(ranked) // 3) - 1]
-
-
-def depth_matched_pruner() -> Any:
-    import optuna
-
-    class Pruner(DepthMatchedSHA, optuna.pruners.BasePruner):
-        pass
-
-    return Pruner()
 
 
 def search(table: Table, space: Path, budget: int, label: str, seed: int, folder: Path, weights: list[float]):
@@ -209,7 +202,7 @@ def search(table: Table, space: Path, budget: int, label: str, seed: int, folder
 
     original = samplers.rung_pruner
     if pruner == "sha-depth":  # nas's rung pruner, replaced for this study only
-        samplers.rung_pruner = lambda name, n_rungs, multi: depth_matched_pruner()
+        samplers.rung_pruner = lambda name, n_rungs, multi: DepthMatchedSHA()
         pruner = "sha"
     try:
         study = _study(table, space, budget, sampler, pruner, rungs, objective, seed, folder, weights)
@@ -372,8 +365,6 @@ def main() -> None:
     if args.single_points:
         nas.scaling.TREND_SINGLE_POINTS = args.single_points == "on"
     labels = [SHORT[k] for k in args.only.split(",")] if args.only else list(STRATEGIES)
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     weights = [float(w) for w in args.weights.split(",")]
     data, entries = json.loads(OUT.read_text()), load_split()
@@ -402,7 +393,6 @@ def restricted_space(table: Table, folder: Path) -> Path:
     """gt_iso_space.yaml with a constraint that admits exactly the table's architectures (the half)."""
     import itertools
 
-    import optuna
     import yaml
 
     raw = yaml.safe_load(SPACE.read_text())

@@ -15,7 +15,13 @@ import optuna
 
 from nas.search.outage import retried
 
-__all__ = ["set_user_attrs"]
+__all__ = ["rdb_backend", "set_user_attrs"]
+
+
+def rdb_backend(storage: Any) -> optuna.storages.RDBStorage | None:
+    """The RDBStorage behind ``storage`` (Optuna wraps one in a _CachedStorage); None for any other storage."""
+    backend = getattr(storage, "_backend", storage)
+    return backend if isinstance(backend, optuna.storages.RDBStorage) else None
 
 
 def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
@@ -23,8 +29,8 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
     if not attrs:
         return
     storage = trial.study._storage
-    backend = getattr(storage, "_backend", storage)  # Optuna wraps an RDBStorage in a _CachedStorage
-    if isinstance(backend, optuna.storages.RDBStorage):
+    backend = rdb_backend(storage)
+    if backend is not None:
         retried(lambda: _rdb(backend, trial._trial_id, attrs))
     elif isinstance(storage, optuna.storages.JournalStorage):
         _journal(storage, trial._trial_id, attrs)

@@ -203,9 +203,12 @@ def _pool_confirmations(
 def study_target(study: optuna.Study) -> Any:
     """The study protocol's ``target`` (nas.protocol.Target: the prediction rule, own weight, reach penalty);
     the defaults when its protocol does not read back."""
+    return _target_of(study_protocol(study))
+
+
+def _target_of(protocol: Any) -> Any:
     from nas.protocol import Target
 
-    protocol = study_protocol(study)
     return protocol.target if protocol is not None else Target()
 
 
@@ -218,12 +221,11 @@ def refitted_predictions(
     objectives = study.user_attrs.get(OBJECTIVES)
     if not isinstance(objectives, dict) or list(objectives) != ["predicted_val_loss"]:
         return {}
-    from nas.protocol import Target
     from nas.scaling import StudyFit
 
     if protocol is _UNREAD:
         protocol = study_protocol(study)
-    target = protocol.target if protocol is not None else Target()
+    target = _target_of(protocol)
     rungs = bool(protocol is not None and protocol.pretrain.rungs)
     fitted = [r for r in rows if r.trained and not r.damage and r.annealed]  # nas.scaling picks the curves it fits
     curves = [(r.metric("non_embedding_params"), r.annealed) for r in fitted]

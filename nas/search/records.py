@@ -61,7 +61,7 @@ from nas.search.attrs import (  # noqa: F401  (COUNT_KEYS and Status are also re
     rows_of,
     trial_number,
 )
-from nas.search.batch import set_user_attrs
+from nas.search.batch import rdb_backend, set_user_attrs
 from nas.search.outage import retried
 from nas.train.baselines import baseline_text
 
@@ -275,8 +275,8 @@ def trials_of_arch(study: optuna.Study, arch_hash: str, besides: int) -> list[Fr
     database itself: on a database storage one query finds them and only they are read (read_trials re-reads every
     unfinished trial whole); on any other, from read_trials. A trial Optuna cannot read back is skipped."""
     storage = study._storage
-    backend = getattr(storage, "_backend", storage)
-    if not isinstance(backend, optuna.storages.RDBStorage):
+    backend = rdb_backend(storage)
+    if backend is None:
         return [t for t in read_trials(study)[0] if t.number != besides and arch_hash_of(t) == arch_hash]
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session

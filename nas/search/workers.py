@@ -41,6 +41,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.cpu import available_cpus
 from nas.search import records
+from nas.search.batch import rdb_backend
 from nas.search.outage import settling
 from nas.search.records import Status
 
@@ -245,8 +246,8 @@ def _running_marks(study: optuna.Study) -> list[tuple[int, float, Any]]:
     query reads just these (every heartbeat of every worker asks: reading the running trials whole was most of a
     beat's CPU); on any other, from the running trials."""
     storage = study._storage
-    backend = getattr(storage, "_backend", storage)
-    if not isinstance(backend, optuna.storages.RDBStorage):
+    backend = rdb_backend(storage)
+    if backend is None:
         running = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,))
         return [
             (t._trial_id, t.datetime_start.timestamp() if t.datetime_start else 0.0, t.system_attrs.get(WORKER_ATTR))
